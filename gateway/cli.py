@@ -1,0 +1,489 @@
+"""The ``invoice-gateway`` command; the only place that turns errors into exit codes.
+
+Exit codes: 0 success, 1 a check found problems (``rules check``) or an
+operation failed, 2 the configuration (or the command line) is invalid.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gateway.config import Settings, default_config_path, load_settings
+from gateway.errors import ConfigError, GatewayError
+
+log = logging.getLogger("gateway")
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose < 0 else (logging.INFO if verbose == 0 else logging.DEBUG)
+    logging.basicConfig(stream=sys.stdout, level=level,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    if verbose < 2:
+        for noisy in ("mail.log", "waitress", "fontTools", "weasyprint", "watchdog", "httpx", "httpcore"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class _Ctx:
+    def __init__(self, config: Path | None, verbose: int) -> None:
+        self.config_path = config
+        self.verbose = verbose
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            try:
+                self._settings = load_settings(self.config_path)
+            except ConfigError as exc:
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(2)
+        return self._settings
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+pass_ctx = click.make_pass_decorator(_Ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "-c", type=click.Path(path_type=Path), default=None,
+              help="gateway.yaml to use (default: $GATEWAY_CONFIG, then ./gateway.yaml; "
+                   "without one the embedded defaults apply).")
+@click.option("-v", "--verbose", count=True, help="More logging: -v info for every step, -vv debug.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.version_option(package_name="invoice-gateway")
+@click.pass_context
+def main(ctx: click.Context, config: Path | None, verbose: int, quiet: bool) -> None:
+    """invoice-gateway: collects supplier invoices from e-mail.
+
+    \b
+    Example:
+        invoice-gateway serve
+        invoice-gateway --config /etc/gateway.yaml status --json
+    """
+    _setup_logging(-1 if quiet else verbose)
+    ctx.obj = _Ctx(config, verbose)
+
+
+# -- serve ---------------------------------------------------------------------------
+
+
+@main.command()
+@pass_ctx
+def serve(c: _Ctx) -> None:
+    """Run SMTP, mailbox pollers, the scheduler, the rules watcher and the admin page.
+
+    Stops cleanly on SIGTERM or Ctrl-C; mail that got 250 is never lost.
+
+    \b
+    Example:
+        invoice-gateway serve
+    """
+    from gateway.service import Service
+
+    settings = c.settings
+    logging.getLogger().setLevel(logging.DEBUG if c.verbose >= 2 else logging.INFO)
+    if settings.source_path is None:
+        log.info("no gateway.yaml found (looked for %s): running on the embedded defaults; "
+                 "copy gateway.example.yaml to gateway.yaml to change them", default_config_path())
+    else:
+        log.info("configuration: %s", settings.source_path)
+    service = Service(settings)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        service.start()
+    except OSError as exc:
+        _fail(f"cannot start: {exc}", 1)
+    except GatewayError as exc:
+        _fail(str(exc), 1)
+    log.info("data in %s, rules in %s, exports: %s", settings.data_dir, settings.rules_dir,
+             ", ".join(f"{t.name} ({t.type})" for t in settings.exports) or "none")
+    stop.wait()
+    service.stop()
+
+
+# -- import --------------------------------------------------------------------------
+
+
+@main.command("import")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--source", default="import", show_default=True,
+              help="Source recorded on the messages (import, or smtp to treat them like SMTP mail).")
+@click.option("--no-process", is_flag=True, help="Only spool; a running serve processes them.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per message.")
+@pass_ctx
+def import_(c: _Ctx, files: tuple[str, ...], source: str, no_process: bool, as_json: bool) -> None:
+    """Feed mail from .eml files, or from standard input with "-".
+
+    Each message takes the same durable path as SMTP mail, then is processed
+    (unless --no-process). Safe beside a running serve.
+
+    \b
+    Example:
+        invoice-gateway import invoice.eml other.eml
+        procmail/fetchmail: ... | invoice-gateway import -
+    """
+    from gateway.models import Envelope
+    from gateway.pipeline import Pipeline
+    from gateway.spool import Spool
+    from gateway.store import Store
+
+    settings = c.settings
+    store = Store(settings.data_dir)
+    spool = Spool(store)
+    pipeline = Pipeline(settings, store, _rules_state(settings))
+    ids: list[tuple[str, int]] = []
+    for name in files:
+        try:
+            raw = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+        except OSError as exc:
+            _fail(f"{name}: {exc.strerror}")
+        ids.append((name, spool.accept(raw, Envelope(source=source, origin=None if name == "-" else str(name)))))
+    if not no_process:
+        pipeline.run_pending()
+    failed = 0
+    for name, mid in ids:
+        row = store.message(mid) or {}
+        if as_json:
+            click.echo(json.dumps({"file": name, "id": mid, "status": row.get("status"), "reason": row.get("reason")}))
+        else:
+            click.echo(f"{name}: #{mid} {row.get('status')}: {row.get('reason') or ''}")
+        failed += row.get("status") == "quarantined"
+    if failed and not as_json:
+        click.echo(f"{failed} message(s) quarantined; see `invoice-gateway status`", err=True)
+
+
+def _rules_state(settings: Settings) -> Any:
+    from gateway.pipeline import RulesState
+
+    state = RulesState()
+    try:
+        from gateway.rules import load_rules
+    except ImportError:
+        return state
+    ruleset, problems = load_rules(settings.rules_dir)
+    if problems:
+        for p in problems:
+            click.echo(f"warning: rules: {p}", err=True)
+    state.ruleset = ruleset
+    state.problems = problems
+    return state
+
+
+# -- export / approve ---------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("targets", nargs=-1)
+@pass_ctx
+def export(c: _Ctx, targets: tuple[str, ...]) -> None:
+    """Deliver now what is waiting for the named targets (default: all).
+
+    Ignores the targets' intervals but not approval or retry back-off. Safe
+    beside a running serve: each document still reaches each target once.
+
+    \b
+    Example:
+        invoice-gateway export
+        invoice-gateway export nas nextcloud
+    """
+    from gateway.exporters.runner import ExportRunner
+    from gateway.store import Store
+
+    settings = c.settings
+    runner = ExportRunner(settings, Store(settings.data_dir))
+    try:
+        names = [t.name for t in runner.targets(targets)]
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    failed = 0
+    for name in names:
+        def progress(target: str, row: dict[str, Any]) -> None:
+            click.echo(f"  {target}: document {row['document_id']} {row['state']}")
+
+        counts = runner.run_target(settings.export(name), progress=progress)
+        click.echo(f"{name}: {counts['delivered']} delivered, {counts['failed']} to retry, {counts['error']} failed")
+        failed += counts["failed"] + counts["error"]
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("document_ids", nargs=-1, type=int, required=True)
+@pass_ctx
+def approve(c: _Ctx, document_ids: tuple[int, ...]) -> None:
+    """Approve documents for targets with require_approval.
+
+    \b
+    Example:
+        invoice-gateway approve 12 13
+    """
+    from gateway.store import Store, iso, utcnow
+
+    store = Store(c.settings.data_dir)
+    for d in document_ids:
+        if store.document(d) is None:
+            _fail(f"no document {d}")
+        store.update_document(d, approved_at=iso(utcnow()))
+        click.echo(f"document {d} approved")
+
+
+# -- status / reprocess ------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def status(c: _Ctx, as_json: bool) -> None:
+    """Messages by status, exports by target, rules and mailboxes.
+
+    \b
+    Example:
+        invoice-gateway status
+        invoice-gateway status --json | jq .messages
+    """
+    from gateway.store import Store
+
+    settings = c.settings
+    store = Store(settings.data_dir)
+    _, problems = _load_rules_quiet(settings)
+    data = {
+        "config": str(settings.source_path) if settings.source_path else None,
+        "data_dir": str(settings.data_dir),
+        "messages": store.status_counts(),
+        "documents": store.document_count(),
+        "exports": store.export_counts(),
+        "export_errors": [
+            {"target": e["target"], "document_id": e["document_id"], "state": e["state"], "error": e["last_error"]}
+            for e in store.list_exports(state="failed") + store.list_exports(state="error")
+        ][:20],
+        "rules": {"dir": str(settings.rules_dir), "problems": [str(p) for p in problems]},
+        "mailboxes": {m.name: store.mailbox_status(m.name) for m in settings.mailboxes},
+        "last_reexamine": store.get_kv("last_reexamine"),
+    }
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    click.echo(f"config:    {data['config'] or '(embedded defaults)'}")
+    click.echo(f"data:      {data['data_dir']}")
+    counts = data["messages"]
+    click.echo("messages:  " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"))
+    click.echo(f"documents: {data['documents']}")
+    for target, states in sorted(data["exports"].items()):
+        click.echo(f"export {target}: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
+    for e in data["export_errors"]:
+        click.echo(f"  {e['target']} document {e['document_id']} {e['state']}: {e['error']}")
+    click.echo(f"rules:     {data['rules']['dir']}" + (f" ({len(problems)} problem(s))" if problems else " (ok)"))
+    for p in problems:
+        click.echo(f"  {p}")
+    for name, st in data["mailboxes"].items():
+        st = st or {}
+        line = f"mailbox {name}: last success {st.get('last_success') or 'never'}"
+        if st.get("last_error"):
+            line += f"; last error: {st['last_error']}" + (f" ({st['hint']})" if st.get("hint") else "")
+        click.echo(line)
+
+
+def _load_rules_quiet(settings: Settings) -> tuple[Any, list[Any]]:
+    try:
+        from gateway.rules import load_rules
+    except ImportError:
+        return None, []
+    return load_rules(settings.rules_dir)
+
+
+@main.command()
+@click.option("--status", "status_", default="unmatched", show_default=True,
+              help="Which messages: unmatched, quarantined, imported, ignored, ... or all.")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, help="Received on or after DATE.")
+@click.option("--id", "ids", type=int, multiple=True, help="Only these message ids.")
+@pass_ctx
+def reprocess(c: _Ctx, status_: str, since: dt.datetime | None, ids: tuple[int, ...]) -> None:
+    """Run the rules again on stored mail and print what changed.
+
+    \b
+    Example:
+        invoice-gateway reprocess                      # every unmatched mail
+        invoice-gateway reprocess --status quarantined --since 2026-01-01
+    """
+    from gateway.pipeline import Pipeline
+    from gateway.store import Store
+
+    settings = c.settings
+    store = Store(settings.data_dir)
+    pipeline = Pipeline(settings, store, _rules_state(settings))
+    if ids:
+        chosen = list(ids)
+    else:
+        chosen = store.message_ids(status=None if status_ == "all" else status_,
+                                   since=since.date().isoformat() if since else None)
+    before = {i: (store.message(i) or {}).get("status") for i in chosen}
+    store.reset_for_reprocess(chosen)
+    pipeline.run_pending()
+    changed = 0
+    for i in chosen:
+        row = store.message(i) or {}
+        if row.get("status") != before[i]:
+            changed += 1
+            click.echo(f"#{i}: {before[i]} -> {row.get('status')}: {row.get('reason')}")
+    click.echo(f"{len(chosen)} message(s) examined, {changed} changed status")
+
+
+# -- config --------------------------------------------------------------------------------
+
+
+@main.group()
+def config() -> None:
+    """Check the configuration."""
+
+
+@config.command("check")
+@pass_ctx
+def config_check(c: _Ctx) -> None:
+    """Validate gateway.yaml; exit 2 with the key path of the first error.
+
+    \b
+    Example:
+        invoice-gateway --config gateway.yaml config check
+    """
+    s = c.settings
+    click.echo(f"{s.source_path or '(embedded defaults)'}: ok")
+    click.echo(f"  data_dir {s.data_dir}, rules_dir {s.rules_dir}")
+    click.echo(f"  smtp {s.smtp.listen}: " + ", ".join(a.address for a in s.smtp.addresses))
+    click.echo(f"  mailboxes: {', '.join(m.name for m in s.mailboxes) or 'none'}")
+    click.echo(f"  exports: {', '.join(f'{t.name} ({t.type})' for t in s.exports) or 'none'}")
+    from gateway.naming import check_pattern
+
+    for i, t in enumerate(s.exports):
+        err = check_pattern(t.filename)
+        if err:
+            _fail(f"exports[{i}].filename: {err}", 2)
+
+
+# -- rules -------------------------------------------------------------------------------
+
+
+@main.group()
+def rules() -> None:
+    """Check, test and describe import rules."""
+
+
+@rules.command("check")
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
+@pass_ctx
+def rules_check(c: _Ctx, directory: Path | None) -> None:
+    """Validate a rules folder; exit 1 on any error, naming file, line and key.
+
+    Made for a git pre-commit hook and the CI of a rules repository.
+
+    \b
+    Example:
+        invoice-gateway rules check rules/
+    """
+    from gateway.rules import load_rules
+
+    d = directory or c.settings.rules_dir
+    if not d.is_dir():
+        _fail(f"{d}: not a folder", 1)
+    ruleset, problems = load_rules(d)
+    for p in problems:
+        click.echo(str(p))
+    if problems or ruleset is None:
+        click.echo(f"{len(problems)} problem(s) in {d}", err=True)
+        sys.exit(1)
+    click.echo(f"{d}: {len(ruleset.rules)} rule(s) in {len(ruleset.files)} file(s), all valid")
+
+
+@rules.command("test")
+@click.argument("message", type=click.Path(path_type=Path, exists=True, dir_okay=False, allow_dash=True))
+@click.option("--rules", "rules_dir", type=click.Path(path_type=Path), default=None,
+              help="Rules folder (default: rules_dir of gateway.yaml).")
+@click.option("--source", default="smtp", show_default=True, help="Source to pretend the mail came from.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@pass_ctx
+def rules_test(c: _Ctx, message: Path, rules_dir: Path | None, source: str, as_json: bool) -> None:
+    """Show which rule decides a message, and why, rule by rule.
+
+    \b
+    Example:
+        invoice-gateway rules test mail.eml
+        invoice-gateway rules test mail.eml --rules ./rules --json
+    """
+    from gateway.explain import explain_raw
+
+    raw = sys.stdin.buffer.read() if str(message) == "-" else message.read_bytes()
+    settings = c.settings
+    try:
+        result = explain_raw(raw, rules_dir or settings.rules_dir, source=source, settings=settings)
+    except GatewayError as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    for t in result["explain"]:
+        click.echo(f"{'MATCH' if t['matched'] else 'no   '} {t['rule']}: {t['reason']}")
+    if result["rule"]:
+        click.echo(f"-> rule {result['rule']!r}: {result['action']} ({result['import']})")
+    else:
+        click.echo(f"-> no rule matched; the {source} policy {result.get('policy')!r} decides")
+    if result.get("assign"):
+        click.echo(f"   assign: {json.dumps(result['assign'], ensure_ascii=False)}")
+    for p in result.get("problems", []):
+        click.echo(f"warning: {p}", err=True)
+
+
+@rules.command("schema")
+def rules_schema_cmd() -> None:
+    """Print the JSON Schema of a rule file (for editors' YAML language servers).
+
+    \b
+    Example:
+        invoice-gateway rules schema > rules/.schema.json
+    """
+    from gateway.rules import rules_schema
+
+    click.echo(json.dumps(rules_schema(), indent=2))
+
+
+# -- fetch -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("mailboxes", nargs=-1)
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Look at mail from DATE on (default: the mailbox's since, then what is new).")
+@pass_ctx
+def fetch(c: _Ctx, mailboxes: tuple[str, ...], since: dt.datetime | None) -> None:
+    """Poll mailboxes now, whatever their schedule, with progress and a summary.
+
+    \b
+    Example:
+        invoice-gateway fetch
+        invoice-gateway fetch gmail --since 2026-01-01
+    """
+    from gateway.sources.imap import fetch_command
+
+    code = fetch_command(c.settings, list(mailboxes), since.date() if since else None, echo=click.echo)
+    sys.exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,489 @@
+"""gateway.yaml and the environment -> frozen, validated settings.
+
+Loaded once at start. ``${NAME}`` reads the environment; every ``password``
+may instead be ``password_file``. Every error names the key path and what is
+allowed (``exports[1].url: must start with http:// or https://``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gateway.errors import ConfigError
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b?)?\s*$", re.I)
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$", re.I)
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def parse_size(value: Any) -> int:
+    """``50MB`` / ``512k`` / 1024 -> bytes."""
+    if isinstance(value, int):
+        return value
+    m = _SIZE_RE.match(str(value))
+    if not m:
+        raise ValueError(f"not a size: {value!r} (use e.g. 50MB, 512KB, 1048576)")
+    unit = (m.group(2) or "").lower().rstrip("b").rstrip("i")
+    factor = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit]
+    return int(float(m.group(1)) * factor)
+
+
+def parse_duration(value: Any) -> int:
+    """``15m`` / ``1h`` / ``30s`` / 60 -> seconds."""
+    if isinstance(value, int):
+        return value
+    m = _DURATION_RE.match(str(value))
+    if not m:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 15m, 1h, 1d)")
+    return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2).lower()]
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+Duration = Annotated[int, BeforeValidator(parse_duration)]
+
+
+def _split_listen(value: str, default_port: int) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host:
+        return value or "0.0.0.0", default_port
+    return host.strip("[]"), int(port)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _WithPassword(_Model):
+    """A model whose ``password`` may be given as ``password_file``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_password_file(cls, data: Any) -> Any:
+        return _resolve_password(data)
+
+
+def _resolve_password(data: Any) -> Any:
+    """Turn ``password_file`` into ``password`` (reads the file)."""
+    if isinstance(data, dict) and data.get("password_file") is not None:
+        path = Path(str(data["password_file"]))
+        try:
+            secret = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"password_file: cannot read {path}: {exc.strerror}") from exc
+        data = dict(data)
+        data["password"] = secret
+    return data
+
+
+class Schedule(_Model):
+    """When a job may run: every N, on some days, between some hours."""
+
+    every: Duration | None = None
+    days: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = DAYS  # type: ignore[assignment]
+    between: str | None = None
+
+    @field_validator("between")
+    @classmethod
+    def _check_between(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"\d{1,2}:\d{2}-\d{1,2}:\d{2}", v.strip()):
+            raise ValueError('must look like "08:00-18:00"')
+        return v
+
+    def window(self) -> tuple[dt.time, dt.time] | None:
+        """The allowed hours as (start, end), or None for all day."""
+        if not self.between:
+            return None
+        a, b = self.between.split("-")
+        return dt.time.fromisoformat(a.strip().zfill(5)), dt.time.fromisoformat(b.strip().zfill(5))
+
+    def allows(self, now: dt.datetime) -> bool:
+        """True when ``now`` (local time) lies inside the days and hours."""
+        if DAYS[now.weekday()] not in self.days:
+            return False
+        w = self.window()
+        if w is None:
+            return True
+        t = now.time()
+        start, end = w
+        return start <= t < end if start <= end else (t >= start or t < end)
+
+
+class AddressConfig(_Model):
+    """One import address; ``local+*@domain`` allows plus-addressing."""
+
+    address: str
+    assign: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("address")
+    @classmethod
+    def _check(cls, v: str) -> str:
+        if v.count("@") != 1 or v.startswith("@") or v.endswith("@"):
+            raise ValueError(f"not an address: {v!r} (use local@domain or local+*@domain)")
+        return v.lower()
+
+
+def default_addresses() -> tuple[AddressConfig, ...]:
+    """``invoices@`` and ``invoices+*@`` at localhost and at this machine's names."""
+    import socket
+
+    hosts = ["localhost"]
+    for name in (socket.gethostname(), socket.getfqdn()):
+        name = name.lower().strip(".")
+        if name and "@" not in name:
+            hosts.append(name)
+    return tuple(AddressConfig(address=f"invoices{plus}@{h}") for h in dict.fromkeys(hosts) for plus in ("", "+*"))
+
+
+class TLSConfig(_Model):
+    """Certificate and key for STARTTLS."""
+
+    cert: Path
+    key: Path
+    required: bool = False
+
+
+class AuthConfig(_Model):
+    """SMTP AUTH users (name -> password)."""
+
+    users: dict[str, str] = Field(default_factory=dict)
+    required: bool = False
+
+
+class SMTPConfig(_Model):
+    """The SMTP source."""
+
+    enabled: bool = True
+    listen: str = "0.0.0.0:2525"
+    hostname: str = "localhost"
+    max_message_size: Size = 50 * 1024**2
+    max_recipients: int = 100
+    max_commands: int = 200
+    timeout: Duration = 300
+    addresses: tuple[AddressConfig, ...] = Field(default_factory=lambda: default_addresses())
+    tls: TLSConfig | None = None
+    auth: AuthConfig | None = None
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        """The listen address split into host and port."""
+        return _split_listen(self.listen, 2525)
+
+
+class MailboxTLS(_Model):
+    """Certificate checks for an IMAP server."""
+
+    verify: bool = True
+    ca_file: Path | None = None
+
+
+class OAuth2Config(_Model):
+    """XOAUTH2 settings for a mailbox."""
+
+    client_id: str
+    client_secret: str | None = None
+    token_url: str
+    refresh_token: str | None = None
+    refresh_token_file: Path | None = None
+    scope: str | None = None
+
+
+class MailboxConfig(_WithPassword):
+    """A linked IMAP mailbox."""
+
+    name: str
+    provider: str | None = None
+    host: str | None = None
+    port: int | None = None
+    security: Literal["ssl", "starttls", "none"] | None = None
+    username: str
+    password: str | None = None
+    password_file: Path | None = None
+    oauth2: OAuth2Config | None = None
+    folders: tuple[str, ...] = ("INBOX",)
+    since: dt.date | None = None
+    schedule: Schedule = Schedule(every=3600)
+    idle: bool = True
+    after_import: str = "none"
+    tls: MailboxTLS = MailboxTLS()
+    timeout: Duration = 60
+    assign: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("after_import")
+    @classmethod
+    def _check_after(cls, v: str) -> str:
+        if v in ("none", "seen", "flag") or (v.startswith("move:") and len(v) > 5):
+            return v
+        raise ValueError("must be none, seen, flag or move:Folder")
+
+
+class Filter(_Model):
+    """Which documents a target takes (empty: all)."""
+
+    document_types: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    companies: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+
+
+class ExportSMTP(_WithPassword):
+    """The SMTP server an e-mail target sends through."""
+
+    host: str
+    port: int = 587
+    security: Literal["ssl", "starttls", "none"] = "starttls"
+    username: str | None = None
+    password: str | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    timeout: Duration = 60
+
+
+class ExportConfig(_WithPassword):
+    """A sync target: folder, webdav or email."""
+
+    name: str
+    type: Literal["folder", "webdav", "email"]
+    # folder
+    path: Path | None = None
+    # webdav
+    url: str | None = None
+    username: str | None = None
+    password: str | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    # email
+    to: str | None = None
+    sender: str | None = None
+    subject: str = "Invoice {company} {invoice_number}"
+    smtp: ExportSMTP | None = None
+    # common
+    filename: str = "{received:%Y/%m}/{stem}"
+    schedule: Schedule | None = None
+    filter: Filter = Filter()
+    since: dt.date | None = None
+    require_approval: bool = False
+    archive_after_export: bool = False
+    sidecar: Literal["json"] | None = None
+    note: str | None = None
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _check_type(self) -> ExportConfig:
+        if self.type == "folder" and self.path is None:
+            raise ValueError("path: required for a folder target")
+        if self.type == "webdav":
+            if not self.url:
+                raise ValueError("url: required for a webdav target")
+            if not self.url.startswith(("http://", "https://")):
+                raise ValueError("url: must start with http:// or https://")
+        if self.type == "email" and (not self.to or self.smtp is None):
+            raise ValueError("to and smtp: required for an email target")
+        return self
+
+
+class HotFolderConfig(_Model):
+    """A folder that a scanner or a script drops files into."""
+
+    name: str
+    path: Path
+    assign: dict[str, Any] = Field(default_factory=dict)
+    after_import: Literal["move", "leave"] = "move"
+
+
+class WebConfig(_WithPassword):
+    """The admin page and JSON API."""
+
+    enabled: bool = True
+    listen: str = "0.0.0.0:8080"
+    password: str | None = None
+    password_file: Path | None = None
+    api_token: str | None = None
+    secure_cookies: bool = False
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        """The listen address split into host and port."""
+        return _split_listen(self.listen, 8080)
+
+
+Policy = Literal["import", "attachments", "recognize", "keep"]
+
+
+class UnmatchedConfig(_Model):
+    """What to do with mail no rule matched, per source kind."""
+
+    smtp: Policy = "import"
+    imap: Policy = "recognize"
+    folder: Policy = "import"
+    # mail fed with `invoice-gateway import` is treated like SMTP mail
+    import_: Policy = Field("import", alias="import")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def for_source(self, source: str) -> str:
+        """The policy for a message's source (``imap:gmail`` -> imap)."""
+        kind = source.split(":", 1)[0]
+        return str(getattr(self, "import_" if kind == "import" else kind, self.smtp))
+
+
+class Limits(_Model):
+    """Bounds on what one message may cost."""
+
+    render_timeout: Duration = 30
+    render_memory: Size = 512 * 1024**2
+    max_parts: int = 500
+    max_depth: int = 20
+    workers: int = 2
+
+
+class Settings(_Model):
+    """The whole, validated gateway.yaml."""
+
+    data_dir: Path = Path("./data")
+    rules_dir: Path = Path("./rules")
+    rules_watch: Literal["auto", "inotify", "poll"] = "auto"
+    smtp: SMTPConfig = SMTPConfig()
+    mailboxes: tuple[MailboxConfig, ...] = ()
+    unmatched: UnmatchedConfig = UnmatchedConfig()
+    exports: tuple[ExportConfig, ...] = (ExportConfig(name="folder", type="folder", path=Path("./exports")),)
+    folders: tuple[HotFolderConfig, ...] = ()
+    web: WebConfig = WebConfig()
+    limits: Limits = Limits()
+    timezone: str | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    source_path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Settings:
+        for key, items in (("mailboxes", self.mailboxes), ("exports", self.exports), ("folders", self.folders)):
+            seen: set[str] = set()
+            for i, item in enumerate(items):
+                if item.name in seen:
+                    raise ValueError(f"{key}[{i}].name: {item.name!r} is used twice; names must be unique")
+                seen.add(item.name)
+        return self
+
+    def export(self, name: str) -> ExportConfig:
+        """The export target called ``name``."""
+        for e in self.exports:
+            if e.name == name:
+                return e
+        raise ConfigError(f"no export target named {name!r}; known: {', '.join(e.name for e in self.exports) or 'none'}")
+
+    def mailbox(self, name: str) -> MailboxConfig:
+        """The mailbox called ``name``."""
+        for m in self.mailboxes:
+            if m.name == name:
+                return m
+        raise ConfigError(f"no mailbox named {name!r}; known: {', '.join(m.name for m in self.mailboxes) or 'none'}")
+
+
+def _substitute(node: Any, path: str, env: dict[str, str]) -> Any:
+    """Replace ``${NAME}`` (and ``${NAME:-default}``) in every string."""
+    if isinstance(node, dict):
+        return {k: _substitute(v, f"{path}.{k}" if path else str(k), env) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, f"{path}[{i}]", env) for i, v in enumerate(node)]
+    if isinstance(node, str):
+
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{path}: environment variable {name} is not set")
+
+        return _ENV_RE.sub(repl, node)
+    return node
+
+
+def _format_error(err: Any) -> str:
+    loc = ""
+    for part in err["loc"]:
+        if isinstance(part, int):
+            loc += f"[{part}]"
+        elif part in ("function-after[_check_type()]",) or str(part).startswith(("function-", "json-or-python")):
+            continue
+        else:
+            loc += f".{part}" if loc else str(part)
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "literal_error":
+        msg = f"must be one of {err['ctx']['expected']}" if "ctx" in err else msg
+    # a validator that names its own key (``url: ...``) extends the path
+    m = re.match(r"^([a-z_\[\]0-9.]+): (.*)$", msg)
+    if m and not m.group(1).startswith(loc.split(".")[0] + "["):
+        loc, msg = (f"{loc}.{m.group(1)}" if loc else m.group(1)), m.group(2)
+    elif m:
+        loc, msg = m.group(1), m.group(2)
+    return f"{loc}: {msg}" if loc else msg
+
+
+def parse_settings(data: dict[str, Any] | None, *, env: dict[str, str] | None = None, base: Path | None = None) -> Settings:
+    """Validate a gateway.yaml mapping; relative paths are taken from ``base``."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError("gateway.yaml: the top level must be a mapping of keys")
+    data = _substitute(data, "", dict(os.environ) if env is None else env)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        errs = [_format_error(e) for e in exc.errors()]
+        raise ConfigError(errs[0] + (f" (and {len(errs) - 1} more: {'; '.join(errs[1:])})" if len(errs) > 1 else "")) from exc
+    if base is not None:
+        settings = _absolutise(settings, base)
+    return settings
+
+
+def _absolutise(s: Settings, base: Path) -> Settings:
+    def fix(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p).resolve()
+
+    exports = tuple(e.model_copy(update={"path": fix(e.path)}) if e.path else e for e in s.exports)
+    folders = tuple(f.model_copy(update={"path": fix(f.path)}) for f in s.folders)
+    return s.model_copy(update={"data_dir": fix(s.data_dir), "rules_dir": fix(s.rules_dir), "exports": exports, "folders": folders})
+
+
+def default_config_path() -> Path:
+    """``$GATEWAY_CONFIG``, else ./gateway.yaml."""
+    return Path(os.environ.get("GATEWAY_CONFIG") or "gateway.yaml")
+
+
+def load_settings(path: Path | None = None, *, env: dict[str, str] | None = None) -> Settings:
+    """Read and validate gateway.yaml; a missing file gives the embedded defaults."""
+    path = path or default_config_path()
+    if not path.exists():
+        if path == default_config_path() and "GATEWAY_CONFIG" not in os.environ:
+            settings = parse_settings({}, env=env, base=Path.cwd())
+            return settings.model_copy(update={"source_path": None})
+        raise ConfigError(f"{path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    settings = parse_settings(data, env=env, base=path.resolve().parent)
+    return settings.model_copy(update={"source_path": path.resolve()})

@@ -1,0 +1,148 @@
+"""The exporter interface, the item it delivers, and the lookup by ``type:``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from gateway.config import ExportConfig
+from gateway.naming import render_pattern, split_ext
+
+
+@dataclass(frozen=True)
+class ExportItem:
+    """One document on its way to one target.
+
+    Attributes:
+        export_id: the row in ``exports``.
+        document_id: the document's id.
+        path: where the document's bytes are (content-addressed store).
+        relpath: the name the target should give it (pattern applied, safe, with extension).
+        content_type: the document's MIME type.
+        filename: the document's own (safe) file name.
+        sha256: hex digest of the bytes.
+        metadata: what a sidecar or a mail body says about it.
+    """
+
+    export_id: int
+    document_id: int
+    path: Path
+    relpath: str
+    content_type: str
+    filename: str
+    sha256: str
+    metadata: Mapping[str, Any]
+
+    def read(self) -> bytes:
+        """The document's bytes."""
+        return self.path.read_bytes()
+
+    def sidecar(self) -> bytes:
+        """The JSON sidecar (``sidecar: json``)."""
+        return json.dumps(self.metadata, indent=2, ensure_ascii=False, default=str).encode("utf-8") + b"\n"
+
+
+class Exporter(Protocol):
+    """Delivers one document; raises ExportError saying whether a retry can help."""
+
+    def deliver(self, item: ExportItem) -> str:
+        """Deliver ``item``; return where it went (a path, a URL, a Message-ID)."""
+        ...
+
+
+def _dt(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        d = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return d
+
+
+def naming_values(doc: Mapping[str, Any], msg: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields a naming pattern (and a mail subject) may use."""
+    received = _dt(msg.get("received")) or _dt(doc.get("created"))
+    doc_date = None
+    if doc.get("doc_date"):
+        try:
+            doc_date = dt.datetime.fromisoformat(str(doc["doc_date"])[:10])
+        except ValueError:
+            doc_date = None
+    einv = doc.get("einvoice")
+    if isinstance(einv, str):
+        einv = json.loads(einv)
+    einv = einv or {}
+    sender = msg.get("sender") or msg.get("mail_from") or ""
+    addr = sender.rpartition("<")[2].rstrip(">").strip() if "<" in sender else sender.strip()
+    stem, _ = split_ext(str(doc.get("filename") or "document"))
+    return {
+        "date": doc_date or received,
+        "received": received,
+        "company": doc.get("company"),
+        "document_type": doc.get("document_type"),
+        "invoice_number": doc.get("invoice_number") or einv.get("invoice_number"),
+        "sender": addr,
+        "sender_domain": addr.rpartition("@")[2] if "@" in addr else None,
+        "subject": msg.get("subject"),
+        "stem": stem,
+        "id": doc.get("id"),
+        "seller": einv.get("seller"),
+        "total": einv.get("grand_total"),
+        "currency": einv.get("currency"),
+        "tag": msg.get("tag"),
+        "source": msg.get("source"),
+    }
+
+
+def build_item(export_row: Mapping[str, Any], doc: Mapping[str, Any], msg: Mapping[str, Any],
+               target: ExportConfig, data_dir: Path) -> ExportItem:
+    """The ExportItem for an export row, with its name from the target's pattern."""
+    values = naming_values(doc, msg)
+    _, ext = split_ext(str(doc["filename"]))
+    relpath = render_pattern(target.filename, values, ext.lower())
+    tags = doc.get("tags") or "[]"
+    einv = doc.get("einvoice")
+    metadata = {
+        "document_id": doc["id"],
+        "filename": doc["filename"],
+        "sha256": doc["sha256"],
+        "sender": msg.get("sender"),
+        "subject": msg.get("subject"),
+        "received": msg.get("received"),
+        "source": msg.get("source"),
+        "company": doc.get("company"),
+        "document_type": doc.get("document_type"),
+        "invoice_number": values["invoice_number"],
+        "date": doc.get("doc_date"),
+        "tags": json.loads(tags) if isinstance(tags, str) else tags,
+        "note": target.note or doc.get("note"),
+        "einvoice": json.loads(einv) if isinstance(einv, str) else einv,
+        "warnings": json.loads(doc.get("warnings") or "[]"),
+    }
+    return ExportItem(
+        export_id=int(export_row["id"]), document_id=int(doc["id"]), path=data_dir / str(doc["path"]),
+        relpath=relpath, content_type=str(doc["content_type"]), filename=str(doc["filename"]),
+        sha256=str(doc["sha256"]), metadata=metadata,
+    )
+
+
+def make_exporter(target: ExportConfig) -> Exporter:
+    """The exporter for a target's ``type:``."""
+    if target.type == "folder":
+        from gateway.exporters.folder import FolderExporter
+
+        return FolderExporter(target)
+    if target.type == "webdav":
+        from gateway.exporters.webdav import WebDAVExporter
+
+        return WebDAVExporter(target)
+    if target.type == "email":
+        from gateway.exporters.email import EmailExporter
+
+        return EmailExporter(target)
+    raise ValueError(f"unknown export type {target.type!r}")

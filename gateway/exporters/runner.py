@@ -1,0 +1,128 @@
+"""Runs the export queue: claim a due export, deliver it, record the outcome.
+
+Safe beside another runner (``invoice-gateway export`` next to ``serve``):
+an export is claimed in one transaction before it is delivered, so each
+document reaches each target once. A failure is retried with exponential
+backoff; an error no retry can fix is shown as such and not retried.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from gateway.config import ExportConfig, Settings
+from gateway.errors import ExportError
+from gateway.exporters.base import Exporter, build_item, make_exporter
+from gateway.store import Store, utcnow
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE = 30
+BACKOFF_CAP = 6 * 3600
+
+
+def backoff(attempts: int) -> int:
+    """Seconds to wait before attempt ``attempts + 1``."""
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempts - 1))
+
+
+class ExportRunner:
+    """Delivers queued documents to their targets."""
+
+    def __init__(self, settings: Settings, store: Store,
+                 exporters: dict[str, Exporter] | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self._exporters = dict(exporters or {})
+        self._lock = threading.Lock()
+        self.wake = threading.Event()
+        self.last_error: dict[str, str] = {}
+
+    def exporter(self, target: ExportConfig) -> Exporter:
+        """The exporter object of a target (made once)."""
+        with self._lock:
+            if target.name not in self._exporters:
+                self._exporters[target.name] = make_exporter(target)
+            return self._exporters[target.name]
+
+    def targets(self, names: Sequence[str] = ()) -> list[ExportConfig]:
+        """The enabled targets, or the named ones."""
+        if names:
+            return [self.settings.export(n) for n in names]
+        return [t for t in self.settings.exports if t.enabled]
+
+    def run_target(self, target: ExportConfig, now: dt.datetime | None = None,
+                   progress: Callable[[str, dict[str, Any]], None] | None = None,
+                   stop: threading.Event | None = None) -> dict[str, int]:
+        """Deliver everything of one target that is due; returns counts."""
+        counts = {"delivered": 0, "failed": 0, "error": 0}
+        tried: list[int] = []
+        while stop is None or not stop.is_set():
+            t = now or utcnow()
+            row = self.store.claim_export(target.name, now=t, require_approval=target.require_approval, exclude=tried)
+            if row is None:
+                break
+            tried.append(int(row["id"]))
+            state = self._deliver(target, row)
+            counts[state] += 1
+            if progress:
+                progress(target.name, dict(row, state=state))
+        return counts
+
+    def _deliver(self, target: ExportConfig, row: dict[str, Any]) -> str:
+        doc = self.store.document(int(row["document_id"]))
+        msg = self.store.message(int(doc["message_id"])) if doc else None
+        if doc is None or msg is None:
+            self.store.finish_export(int(row["id"]), state="error", error="the document no longer exists")
+            return "error"
+        try:
+            item = build_item(row, doc, msg, target, self.settings.data_dir)
+            location = self.exporter(target).deliver(item)
+        except ExportError as exc:
+            return self._failed(target, row, str(exc), exc.retryable)
+        except Exception as exc:  # a bug or an unforeseen failure: visible, retried
+            log.exception("export %s of document %s failed unexpectedly", target.name, row["document_id"])
+            return self._failed(target, row, f"{type(exc).__name__}: {exc}", True)
+        self.store.finish_export(int(row["id"]), state="delivered", location=location)
+        self.last_error.pop(target.name, None)
+        log.info("exported document %s to %s: %s", row["document_id"], target.name, location)
+        if target.archive_after_export:
+            self.store.archive_if_done(int(row["document_id"]), [t.name for t in self.settings.exports])
+        return "delivered"
+
+    def _failed(self, target: ExportConfig, row: dict[str, Any], error: str, retryable: bool) -> str:
+        attempts = int(row["attempts"])
+        if retryable:
+            wait = backoff(attempts)
+            self.store.finish_export(int(row["id"]), state="failed", error=error,
+                                     next_attempt=utcnow() + dt.timedelta(seconds=wait))
+            if self.last_error.get(target.name) != error:
+                log.warning("export to %s failed (attempt %d, next in %ds): %s", target.name, attempts, wait, error)
+        else:
+            self.store.finish_export(int(row["id"]), state="error", error=error)
+            log.error("export to %s failed permanently: %s", target.name, error)
+        self.last_error[target.name] = error
+        return "failed" if retryable else "error"
+
+    def run(self, names: Sequence[str] = (), now: dt.datetime | None = None,
+            progress: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, dict[str, int]]:
+        """Deliver what is due for the named (or all) targets."""
+        return {t.name: self.run_target(t, now, progress) for t in self.targets(names)}
+
+    def immediate_loop(self, stop: threading.Event) -> None:
+        """Deliver targets without a schedule as soon as documents are ready."""
+        while not stop.is_set():
+            local_now = dt.datetime.now().astimezone()
+            for target in self.targets():
+                sched = target.schedule
+                if sched is None or (sched.every is None and sched.allows(local_now)):
+                    try:
+                        self.run_target(target, stop=stop)
+                    except Exception:
+                        log.exception("export loop for %s failed", target.name)
+            self.wake.wait(1.0)
+            self.wake.clear()

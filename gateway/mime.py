@@ -1,0 +1,347 @@
+"""Raw bytes -> ParsedMessage: bodies, attachments, headers. Pure and defensive.
+
+Real mail is broken in every way (see ../shared/corpus): headers that raise
+when read, multiparts without boundaries, unknown charsets and transfer
+encodings. Nothing here raises for bad input except ParseError for input
+that is not a mail at all; every oddity becomes a defect string instead.
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import datetime as dt
+import email
+import email.header
+import email.policy
+import email.utils
+import hashlib
+import mimetypes
+import re
+from email.message import Message
+from typing import Any
+
+from gateway.errors import ParseError
+from gateway.models import Address, Attachment, ParsedMessage
+from gateway.naming import sanitize_filename
+
+MAX_PARTS = 500
+MAX_DEPTH = 20
+_UU_BEGIN = re.compile(rb"^begin [0-7]{3,4} (.+?)\r?$", re.M)
+_CHARSET_ALIASES = {"charset": "utf-8", "us-ascii": "ascii", "unknown-8bit": "latin-1", "x-unknown": "latin-1",
+                    "ks_c_5601-1987": "cp949", "iso-8859-8-i": "iso-8859-8"}
+
+
+def clean(value: str) -> str:
+    """Undo the surrogate escapes that raw 8-bit bytes in headers leave behind.
+
+    Such bytes are UTF-8 from SMTPUTF8 clients, or a legacy charset; the
+    result is always a string that can be stored and shown.
+    """
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        data = value.encode("utf-8", "surrogateescape")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return data.decode("cp1252", errors="replace")
+
+
+def _decode_words(value: str) -> str:
+    """Decode RFC 2047 encoded words that a lenient parser left in place."""
+    if "=?" not in value:
+        return value
+    try:
+        return str(email.header.make_header(email.header.decode_header(value)))
+    except (LookupError, ValueError, UnicodeError, email.errors.HeaderParseError):
+        return value
+
+
+def _header_str(msg: Message, name: str, defects: list[str]) -> str | None:
+    """A header's decoded value, falling back to the raw value when parsing raises."""
+    try:
+        value = msg.get(name)
+        return None if value is None else clean(str(value))
+    except Exception as exc:  # policy.default parses lazily; broken headers raise here
+        defects.append(f"header {name}: {type(exc).__name__}")
+        for k, v in msg.raw_items():
+            if k.lower() == name.lower():
+                return _decode_words(re.sub(r"\r?\n[ \t]", " ", str(v)))
+        return None
+
+
+def _addresses(msg: Message, name: str, defects: list[str]) -> list[Address]:
+    try:
+        header = msg.get(name)
+        if header is None:
+            return []
+        out = []
+        for a in getattr(header, "addresses", ()):
+            addr = a.addr_spec if a.username or a.domain else ""
+            out.append(Address(clean(a.display_name or ""), clean(addr)))
+        if out:
+            return out
+    except Exception as exc:
+        defects.append(f"header {name}: {type(exc).__name__}")
+    raw = next((str(v) for k, v in msg.raw_items() if k.lower() == name.lower()), None)
+    if raw is None:
+        return []
+    return [Address(clean(_decode_words(n)), clean(a)) for n, a in email.utils.getaddresses([raw]) if n or a]
+
+
+def _charset(part: Message) -> str:
+    cs = (part.get_content_charset() or "utf-8").strip().strip('"').lower()
+    cs = _CHARSET_ALIASES.get(cs, cs)
+    try:
+        codecs.lookup(cs)
+    except LookupError:
+        return "utf-8"
+    return cs
+
+
+def _payload(part: Message) -> bytes:
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:
+        data = None
+    if isinstance(data, bytes):
+        return data
+    raw = part.get_payload()
+    if isinstance(raw, str):
+        return raw.encode("utf-8", "surrogateescape")
+    return b""
+
+
+def _text(part: Message, defects: list[str]) -> str:
+    data = _payload(part)
+    cs = _charset(part)
+    try:
+        return data.decode(cs)
+    except (UnicodeDecodeError, LookupError):
+        defects.append(f"charset {cs} did not decode; used replacement characters")
+        return data.decode(cs if cs != "ascii" else "utf-8", errors="replace")
+
+
+def detect_kind(data: bytes, content_type: str = "", filename: str = "") -> str:
+    """``pdf`` or ``xml`` judged by the bytes (the label only breaks ties), else ``other``."""
+    head = data[:1024]
+    if b"%PDF-" in head:
+        return "pdf"
+    stripped = data[:512].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if stripped.startswith(b"<?xml") or (
+        stripped.startswith(b"<") and (content_type.endswith("xml") or filename.lower().endswith(".xml"))
+    ):
+        return "xml"
+    return "other"
+
+
+def _extension(kind: str, content_type: str) -> str | None:
+    if kind in ("pdf", "xml"):
+        return kind
+    return None
+
+
+def _filename(part: Message, defects: list[str]) -> str | None:
+    try:
+        name = part.get_filename()
+    except Exception as exc:
+        defects.append(f"file name: {type(exc).__name__}")
+        name = None
+    if name is None:
+        try:
+            name = part.get_param("name", header="content-type")  # type: ignore[assignment]
+            if isinstance(name, tuple):
+                name = email.utils.collapse_rfc2231_value(name)
+        except Exception:
+            name = None
+    if name is None:
+        return None
+    return clean(_decode_words(str(name))).strip() or None
+
+
+def _uudecode(text: bytes) -> list[tuple[str, bytes]]:
+    """Files uuencoded inside a text body (old Outlook Express)."""
+    files = []
+    for m in _UU_BEGIN.finditer(text):
+        out = bytearray()
+        for line in text[m.end():].splitlines()[1:]:
+            if line.strip() in (b"end", b"`"):
+                if line.strip() == b"end":
+                    break
+                continue
+            if not line.strip():
+                continue
+            try:
+                out += binascii.a2b_uu(line)
+            except binascii.Error:
+                # some encoders write wrong padding; use the declared length
+                n = (line[0] - 32) & 63
+                out += binascii.a2b_uu(line[: (n * 4 + 5) // 3 + 1] if n else b" ")
+        files.append((m.group(1).decode("latin-1").strip(), bytes(out)))
+    return files
+
+
+class _Walker:
+    """Collects bodies and attachments from a message tree, within limits."""
+
+    def __init__(self, max_parts: int, max_depth: int) -> None:
+        self.text: list[str] = []
+        self.html: list[str] = []
+        self.attachments: list[Attachment] = []
+        self.defects: list[str] = []
+        self.parts = 0
+        self.max_parts = max_parts
+        self.max_depth = max_depth
+
+    def walk(self, part: Message, depth: int = 0, forwarded: bool = False) -> None:
+        self.parts += 1
+        if self.parts > self.max_parts:
+            if self.parts == self.max_parts + 1:
+                self.defects.append(f"more than {self.max_parts} MIME parts; the rest were not read")
+            return
+        if depth > self.max_depth:
+            self.defects.append(f"MIME nesting deeper than {self.max_depth}; deeper parts were not read")
+            return
+        for d in getattr(part, "defects", ()):
+            self.defects.append(type(d).__name__)
+        ctype = part.get_content_type()
+        if part.is_multipart():
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                nested = ctype in ("message/rfc822", "message/global")
+                for sub in payload:
+                    if isinstance(sub, Message):
+                        self.walk(sub, depth + 1, forwarded or nested)
+            return
+        if ctype.startswith("multipart/"):
+            # a multipart whose boundary is missing: its body is all we have
+            self.defects.append(f"{ctype} without readable parts; body kept as text")
+            self.text.append(_text(part, self.defects))
+            return
+        self.leaf(part, ctype, forwarded)
+
+    def leaf(self, part: Message, ctype: str, forwarded: bool) -> None:
+        try:
+            disposition = part.get_content_disposition()
+        except Exception:
+            disposition = None
+        filename = _filename(part, self.defects)
+        is_body_text = ctype in ("text/plain", "text/html") and filename is None and disposition != "attachment"
+        if is_body_text and not forwarded:
+            body = _text(part, self.defects)
+            (self.text if ctype == "text/plain" else self.html).append(body)
+            if ctype == "text/plain" and b"\nbegin " in b"\n" + _payload(part):
+                for name, data in _uudecode(_payload(part)):
+                    self.add(name, "application/octet-stream", data, False, None, forwarded)
+            return
+        if is_body_text and forwarded:
+            # the forwarded mail's text is part of what the user sent: keep it for rules
+            self.text.append(_text(part, self.defects))
+            return
+        data = _payload(part)
+        cid = part.get("Content-ID")
+        cid_s = str(cid).strip().strip("<>") if cid else None
+        self.add(filename, ctype, data, disposition == "inline", cid_s, forwarded)
+
+    def add(self, name: str | None, ctype: str, data: bytes, inline: bool, cid: str | None, forwarded: bool) -> None:
+        kind = detect_kind(data, ctype, name or "")
+        ext = _extension(kind, ctype)
+        if ext is None and not name:
+            guessed = mimetypes.guess_extension(ctype) or ".bin"
+            ext = guessed.lstrip(".")
+        fallback = f"attachment-{len(self.attachments) + 1}"
+        safe = sanitize_filename(name, fallback=fallback, ext=ext)
+        self.attachments.append(Attachment(
+            filename=safe, original_filename=name, content_type=ctype, data=data, kind=kind,
+            inline=inline, content_id=cid, forwarded=forwarded,
+        ))
+
+
+def parse(raw: bytes, *, max_parts: int = MAX_PARTS, max_depth: int = MAX_DEPTH) -> ParsedMessage:
+    """Parse a raw message; never raises for broken mail, only for non-mail input."""
+    if not raw.strip():
+        raise ParseError("the message is empty")
+    try:
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+    except Exception as exc:  # the stdlib parser is lenient; this is a last resort
+        raise ParseError(f"the MIME parser failed: {type(exc).__name__}: {exc}") from exc
+    if not msg.keys() and b":" not in raw[:1000]:
+        raise ParseError("no mail headers found: this does not look like an e-mail")
+    defects: list[str] = []
+    headers: list[tuple[str, str]] = []
+    for name in dict.fromkeys(k for k, _ in msg.raw_items()):
+        try:
+            values = [clean(str(v)) for v in msg.get_all(name, [])]
+        except Exception as exc:
+            defects.append(f"header {name}: {type(exc).__name__}")
+            values = [_decode_words(re.sub(r"\r?\n[ \t]", " ", str(v))) for k, v in msg.raw_items() if k == name]
+        headers += [(clean(name), clean(v)) for v in values]
+    walker = _Walker(max_parts, max_depth)
+    walker.walk(msg)
+    senders = _addresses(msg, "From", defects)
+    to = _addresses(msg, "To", defects) + _addresses(msg, "Cc", defects)
+    msgid = _header_str(msg, "Message-ID", defects)
+    return ParsedMessage(
+        message_id=msgid.strip().strip("<>").strip() or None if msgid else None,
+        subject=(_header_str(msg, "Subject", defects) or "").strip(),
+        sender=senders[0] if senders else None,
+        to=tuple(to),
+        date=_date(msg, defects),
+        headers=tuple(headers),
+        text="\n\n".join(t for t in walker.text if t.strip()),
+        html=walker.html[0] if walker.html else None,
+        attachments=tuple(walker.attachments),
+        defects=tuple(dict.fromkeys(defects + walker.defects)),
+    )
+
+
+def _date(msg: Message, defects: list[str]) -> dt.datetime | None:
+    raw = _header_str(msg, "Date", defects)
+    if not raw:
+        return None
+    try:
+        d = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        defects.append("Date: unreadable")
+        return None
+    return d if d.tzinfo else d.replace(tzinfo=dt.timezone.utc)
+
+
+def content_hash(raw: bytes) -> str:
+    """A hash of the message body, the same whether the mail came by SMTP or IMAP.
+
+    Servers add and rewrite headers (Received, Authentication-Results) and may
+    change line endings; the body after the header block stays the same.
+    """
+    sep = re.search(rb"\r?\n\r?\n", raw)
+    body = raw[sep.end():] if sep else b""
+    body = body.replace(b"\r\n", b"\n").rstrip()
+    return hashlib.sha256(body).hexdigest()
+
+
+def html_to_text(html: str) -> str:
+    """The readable text of an HTML body (scripts and styles dropped)."""
+    try:
+        import lxml.html
+
+        doc = lxml.html.document_fromstring(html)
+        for bad in doc.xpath("//script|//style|//head"):
+            bad.drop_tree()
+        for br in doc.xpath("//br|//p|//div|//tr|//li|//h1|//h2|//h3"):
+            br.tail = "\n" + (br.tail or "")
+        text = str(doc.text_content())
+    except Exception:
+        text = re.sub(r"<[^>]+>", " ", html)
+    return re.sub(r"[ \t\r\f\v]+", " ", re.sub(r"\n\s*\n+", "\n\n", text)).strip()
+
+
+def summary(parsed: ParsedMessage) -> dict[str, Any]:
+    """The message columns the store keeps for lists and searches."""
+    return {
+        "message_id": parsed.message_id,
+        "subject": parsed.subject[:998],
+        "sender": str(parsed.sender) if parsed.sender else None,
+        "date": parsed.date.isoformat() if parsed.date else None,
+    }

@@ -1,0 +1,503 @@
+"""Spool item -> parse -> rules -> documents -> store -> export queue.
+
+A worker claims a ``received`` message, works, and records the outcome in
+one transaction (claim, then acknowledge). Processing is idempotent:
+documents are content-addressed by SHA-256 and export rows are unique per
+(document, target), so running a message twice after a crash doubles nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway import mime
+from gateway.config import ExportConfig, Settings
+from gateway.errors import GatewayError, ParseError, RenderError
+from gateway.models import Attachment, Decision, MailView, ParsedMessage
+from gateway.store import Row, Store
+
+log = logging.getLogger(__name__)
+
+INVOICE_WORDS = (
+    "invoice", "rechnung", "facture", "factuur", "fattura", "factura", "receipt", "quittung",
+    "beleg", "gutschrift", "credit note", "creditnote", "faktura", "nota fiscal", "bill",
+)
+MAX_ATTEMPTS = 3
+_INVOICE_RE = re.compile("|".join(re.escape(w) for w in INVOICE_WORDS), re.I)
+
+
+@dataclass(frozen=True)
+class NewDocument:
+    """A document the pipeline is about to store.
+
+    Attributes:
+        filename: the safe file name.
+        content_type: the MIME type.
+        kind: pdf, xml or other.
+        origin: attachment, body (the mail rendered) or einvoice-render.
+        data: the bytes.
+        einvoice: the e-invoice read from it, or None.
+    """
+
+    filename: str
+    content_type: str
+    kind: str
+    origin: str
+    data: bytes
+    einvoice: Any = None
+
+    @property
+    def sha256(self) -> str:
+        """Hex SHA-256 of the bytes."""
+        return hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass
+class Outcome:
+    """What processing one message decided (mutable while it is built)."""
+
+    status: str = "unmatched"
+    reason: str = ""
+    documents: list[NewDocument] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    decision: dict[str, Any] = field(default_factory=dict)
+    assign: dict[str, Any] = field(default_factory=dict)
+
+
+class RulesState:
+    """The rule set in force (swapped whole by the rules watcher) and its load problems."""
+
+    def __init__(self) -> None:
+        self.ruleset: Any = None
+        self.problems: list[Any] = []
+        self.loaded_at: dt.datetime | None = None
+        self.lock = threading.Lock()
+
+    def decide(self, view: MailView) -> Decision:
+        """The decision of the current rule set (no rules: unmatched)."""
+        ruleset = self.ruleset
+        if ruleset is None:
+            return Decision(rule=None, action="unmatched")
+        result: Decision = ruleset.decide(view)
+        return result
+
+
+def _einvoice_detect(att: Attachment) -> Any:
+    try:
+        from gateway import einvoice
+    except ImportError:  # pragma: no cover - the module ships with the gateway
+        return None
+    return einvoice.detect(att.data, att.filename, att.content_type)
+
+
+def is_document(att: Attachment) -> bool:
+    """Whether an attachment can be a document: a real PDF or XML file."""
+    return att.kind in ("pdf", "xml") and len(att.data) > 0
+
+
+def declared_pdf(att: Attachment) -> bool:
+    """Whether the mail calls the part a PDF (by type or name)."""
+    return att.content_type == "application/pdf" or att.filename.lower().endswith(".pdf")
+
+
+def pdf_text(data: bytes, pages: int = 2, limit: int = 20000) -> str:
+    """The text of a PDF's first pages ("" when it cannot be read)."""
+    try:
+        import pypdf
+
+        reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
+        out = []
+        for page in reader.pages[:pages]:
+            out.append(page.extract_text() or "")
+            if sum(map(len, out)) > limit:
+                break
+        return "\n".join(out)[:limit]
+    except Exception:
+        return ""
+
+
+def invoice_hint(att: Attachment, parsed: ParsedMessage) -> str | None:
+    """Why a PDF looks like an invoice (a word in subject, name or text), or None."""
+    for where, text in (("file name", att.filename), ("subject", parsed.subject)):
+        m = _INVOICE_RE.search(text)
+        if m:
+            return f"{where} contains {m.group(0)!r}"
+    if att.kind == "pdf":
+        m = _INVOICE_RE.search(pdf_text(att.data))
+        if m:
+            return f"PDF text contains {m.group(0)!r}"
+    return None
+
+
+def mail_view(parsed: ParsedMessage, row: Mapping[str, Any], einvoice_fields: Mapping[str, str] | None) -> MailView:
+    """What rules see of a parsed message and its stored envelope."""
+    from gateway.models import Address
+
+    rcpts = json.loads(row.get("rcpt_tos") or "[]") if isinstance(row.get("rcpt_tos"), str) else list(row.get("rcpt_tos") or [])
+    to = parsed.to + tuple(Address("", r) for r in rcpts)
+    headers: dict[str, tuple[str, ...]] = {}
+    for k, v in parsed.headers:
+        headers[k.lower()] = headers.get(k.lower(), ()) + (v,)
+    body = parsed.text
+    if parsed.html:
+        body = (body + "\n\n" + mime.html_to_text(parsed.html)).strip()
+    sender = parsed.sender
+    fields: dict[str, str] = {
+        "subject": parsed.subject,
+        "sender": sender.addr if sender else "",
+        "sender_name": sender.name if sender else "",
+        "sender_domain": sender.addr.rpartition("@")[2].lower() if sender else "",
+        "tag": row.get("tag") or "",
+        "source": row.get("source") or "",
+        "import_address": row.get("import_address") or "",
+    }
+    for k, v in (einvoice_fields or {}).items():
+        fields[f"einvoice.{k}"] = v
+    auth = row.get("auth")
+    authenticated = None
+    if auth:
+        try:
+            authenticated = json.loads(auth).get("authenticated")
+        except (ValueError, AttributeError):
+            authenticated = None
+    return MailView(
+        sender=sender, to=to, subject=parsed.subject, body=body,
+        attachments=tuple(a.filename for a in parsed.attachments if not a.inline or a.kind != "other"),
+        headers=headers, source=row.get("source") or "", import_address=row.get("import_address"),
+        tag=row.get("tag"), einvoice=dict(einvoice_fields) if einvoice_fields else None,
+        authenticated=authenticated, fields=fields,
+    )
+
+
+def target_accepts(target: ExportConfig, doc: Mapping[str, Any], source: str) -> bool:
+    """Whether a target's filter and ``since`` take a document."""
+    if not target.enabled:
+        return False
+    f = target.filter
+    tags = doc.get("tags") or []
+    if isinstance(tags, str):
+        tags = json.loads(tags)
+    if f.document_types and (doc.get("document_type") or "") not in f.document_types:
+        return False
+    if f.tags and not set(f.tags) & set(tags):
+        return False
+    if f.companies and not any(fnmatch.fnmatch((doc.get("company") or "").lower(), c.lower()) for c in f.companies):
+        return False
+    if f.sources and not any(source == s or source.startswith(s + ":") for s in f.sources):
+        return False
+    if target.since is not None:
+        date = doc.get("doc_date") or (doc.get("created") or "")[:10]
+        if date and date < target.since.isoformat():
+            return False
+    return True
+
+
+class DocumentFiles:
+    """Content-addressed document files under data_dir/documents."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir / "documents"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, sha256: str, filename: str) -> str:
+        """The relative path a document's bytes live at."""
+        ext = filename.rpartition(".")[2].lower() if "." in filename else "bin"
+        ext = re.sub(r"[^a-z0-9]", "", ext)[:10] or "bin"
+        return f"documents/{sha256[:2]}/{sha256}.{ext}"
+
+    def write(self, rel: str, data: bytes) -> None:
+        """Write bytes durably (tmp, fsync, rename); an existing file is kept."""
+        final = self.root.parent / rel
+        if final.exists() and final.stat().st_size == len(data):
+            return
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+
+
+class Pipeline:
+    """Turns received messages into documents and export rows."""
+
+    def __init__(self, settings: Settings, store: Store, rules: RulesState | None = None,
+                 renderer: Callable[[ParsedMessage], bytes] | None = None,
+                 xml_renderer: Callable[[Any], bytes] | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.rules = rules or RulesState()
+        self.files = DocumentFiles(settings.data_dir)
+        self.renderer = renderer or self._render_body
+        self.xml_renderer = xml_renderer or self._render_xml
+        self.wake = threading.Event()
+        self.stats = {"processed": 0, "errors": 0, "seconds": 0.0}
+        self.on_exports: Callable[[], None] | None = None
+
+    # -- rendering (worker process with limits) -------------------------------------
+
+    def _render_body(self, parsed: ParsedMessage) -> bytes:
+        from gateway import render
+
+        limits = self.settings.limits
+        return render.render_message(parsed, timeout=float(limits.render_timeout),
+                                     memory_mb=max(64, limits.render_memory // (1024 * 1024)))
+
+    def _render_xml(self, inv: Any) -> bytes:
+        from gateway import einvoice
+
+        return einvoice.render_pdf(inv)
+
+    # -- one message ---------------------------------------------------------------
+
+    def process(self, row: Row) -> str:
+        """Process one claimed message row; returns its new status."""
+        import time
+
+        started = time.monotonic()
+        mid = int(row["id"])
+        fields: dict[str, Any] = {}
+        try:
+            raw = (self.settings.data_dir / row["raw_path"]).read_bytes()
+        except OSError as exc:
+            return self._finish(mid, "quarantined", f"the raw message file is missing: {exc.strerror}", fields)
+        fields["content_hash"] = mime.content_hash(raw)
+        try:
+            parsed = mime.parse(raw, max_parts=self.settings.limits.max_parts, max_depth=self.settings.limits.max_depth)
+        except ParseError as exc:
+            return self._finish(mid, "quarantined", f"cannot be parsed: {exc}", fields)
+        except Exception as exc:  # the parser is defensive; this is the last line
+            log.exception("message %d: parser crashed", mid)
+            return self._finish(mid, "quarantined", f"parser error: {type(exc).__name__}: {exc}", fields)
+        fields.update(mime.summary(parsed))
+        dup = self.store.find_duplicate(mid, parsed.message_id, row["sha256"], fields["content_hash"])
+        if dup is not None:
+            how = "the same bytes" if dup["sha256"] == row["sha256"] else "the same Message-ID and body"
+            fields["duplicate_of"] = dup["id"]
+            return self._finish(mid, "duplicate", f"same message as #{dup['id']} ({how}, via {dup['source']})", fields)
+        try:
+            outcome = self.decide(parsed, row)
+        except RenderError as exc:
+            return self._finish(mid, "quarantined", f"rendering the mail body failed: {exc}", fields)
+        except GatewayError as exc:
+            return self._finish(mid, "quarantined", str(exc), fields)
+        except Exception as exc:
+            log.exception("message %d: processing failed", mid)
+            return self._finish(mid, "quarantined", f"processing failed: {type(exc).__name__}: {exc}", fields)
+        fields["decision"] = outcome.decision
+        self.stats["seconds"] += time.monotonic() - started
+        return self._finish(mid, outcome.status, outcome.reason, fields, outcome, row)
+
+    def _finish(self, mid: int, status: str, reason: str, fields: dict[str, Any],
+                outcome: Outcome | None = None, row: Row | None = None) -> str:
+        docs: list[Row] = []
+        if outcome is not None and row is not None:
+            docs = self._store_documents(outcome, row)
+        source = row["source"] if row is not None else ""
+
+        def targets_for(doc: Row) -> list[str]:
+            return [t.name for t in self.settings.exports if target_accepts(t, doc, source)]
+
+        self.store.finish_message(mid, status=status, reason=reason, fields=fields, documents=docs,
+                                  targets_for=targets_for)
+        self.stats["processed"] += 1
+        if status == "quarantined":
+            log.warning("message %d quarantined: %s", mid, reason)
+        else:
+            log.info("message %d %s: %s", mid, status, reason)
+        if docs and self.on_exports:
+            self.on_exports()
+        return status
+
+    def _store_documents(self, outcome: Outcome, row: Row) -> list[Row]:
+        docs = []
+        received = (row.get("received") or "")[:10]
+        for d in outcome.documents:
+            sha = d.sha256
+            rel = self.files.path_for(sha, d.filename)
+            self.files.write(rel, d.data)
+            meta = dict(outcome.assign)
+            inv = d.einvoice
+            inv_fields: dict[str, str] = inv.fields() if inv is not None else {}
+            tags = list(meta.get("tags") or [])
+            doc = {
+                "sha256": sha, "filename": d.filename, "content_type": d.content_type, "kind": d.kind,
+                "origin": d.origin, "size": len(d.data), "path": rel,
+                "company": meta.get("company") or inv_fields.get("seller") or None,
+                "document_type": meta.get("document_type") or inv_fields.get("document_type") or None,
+                "invoice_number": meta.get("invoice_number") or inv_fields.get("invoice_number") or None,
+                "doc_date": inv_fields.get("issue_date") or received or None,
+                "tags": tags, "note": meta.get("note"),
+                "einvoice": inv_fields or None,
+                "warnings": list(getattr(inv, "warnings", ()) or ()),
+            }
+            docs.append(doc)
+        return docs
+
+    # -- the decision ------------------------------------------------------------------
+
+    def decide(self, parsed: ParsedMessage, row: Row) -> Outcome:
+        """Apply the rules (or the unmatched policy) and collect the documents."""
+        out = Outcome()
+        candidates = [a for a in parsed.attachments if is_document(a)]
+        einvoices = {id(a): _einvoice_detect(a) for a in candidates}
+        first_inv = next((inv for inv in einvoices.values() if inv is not None), None)
+        inv_fields = first_inv.fields() if first_inv is not None else None
+        view = mail_view(parsed, row, inv_fields)
+        decision = self.rules.decide(view)
+        assign = dict(json.loads(row["assign"]) if isinstance(row.get("assign"), str) else (row.get("assign") or {}))
+        for k, v in decision.assign.items():
+            if k == "tags":
+                assign["tags"] = list(dict.fromkeys([*(assign.get("tags") or []), *v]))
+            elif v not in (None, ""):
+                assign[k] = v
+        out.assign = assign
+        out.decision = {
+            "rule": decision.rule, "action": decision.action, "import": decision.import_mode,
+            "assign": dict(decision.assign),
+            "explain": [{"rule": t.rule, "file": t.file, "matched": t.matched, "reason": t.reason} for t in decision.explain],
+        }
+        skipped = [f"{a.filename}: declared a PDF but its bytes are not a PDF ({len(a.data)} bytes)"
+                   for a in parsed.attachments if declared_pdf(a) and a.kind != "pdf"]
+        if decision.action == "ignore":
+            out.status, out.reason = "ignored", f"rule {decision.rule!r}: action ignore"
+            return out
+        if decision.action == "import":
+            chosen = candidates
+            if decision.attachment_globs:
+                chosen = [a for a in parsed.attachments if any(
+                    fnmatch.fnmatch(a.filename.lower(), g.lower()) for g in decision.attachment_globs) and a.data]
+            why = f"rule {decision.rule!r}"
+            mode = decision.import_mode
+            if mode in ("attachments", "both"):
+                self._add_attachments(out, chosen, einvoices)
+            if mode in ("body", "both"):
+                self._add_body(out, parsed)
+            policy = None
+        else:
+            policy = self.settings.unmatched.for_source(row["source"])
+            why = f"no rule matched; the {row['source'].split(':')[0]} policy is {policy!r}"
+            out.decision["policy"] = policy
+            if policy in ("import", "attachments"):
+                if candidates:
+                    self._add_attachments(out, candidates, einvoices)
+                elif policy == "import" and (parsed.text.strip() or (parsed.html or "").strip()):
+                    self._add_body(out, parsed)
+            elif policy == "recognize":
+                picked = []
+                for a in candidates:
+                    if einvoices.get(id(a)) is not None:
+                        picked.append(a)
+                        out.notes.append(f"{a.filename}: an e-invoice")
+                    elif a.kind == "pdf":
+                        hint = invoice_hint(a, parsed)
+                        if hint:
+                            picked.append(a)
+                            out.notes.append(f"{a.filename}: looks like an invoice ({hint})")
+                        else:
+                            out.notes.append(f"{a.filename}: not recognised as an invoice (no invoice word in subject, name or text)")
+                self._add_attachments(out, picked, einvoices)
+        names = [d.filename for d in out.documents]
+        detail = "; ".join(out.notes + skipped)
+        if out.documents:
+            out.status = "imported"
+            out.reason = f"{why}: imported {len(names)} document(s): {', '.join(names)}"
+        else:
+            out.status = "unmatched"
+            if policy == "keep":
+                out.reason = f"{why}: nothing imported; waiting for a rule"
+            elif decision.action == "import":
+                out.reason = f"{why} matched, but the mail has no document to import"
+            elif not parsed.attachments and policy == "recognize":
+                out.reason = f"{why}: the mail has no attachment"
+            else:
+                out.reason = f"{why}: no document attachment found" + (f" ({len(parsed.attachments)} other part(s))" if parsed.attachments else "")
+        if detail:
+            out.reason += f" [{detail}]"
+        out.decision["imported"] = names
+        return out
+
+    def _add_attachments(self, out: Outcome, atts: Sequence[Attachment], einvoices: Mapping[int, Any]) -> None:
+        seen = {d.sha256 for d in out.documents}
+        for a in atts:
+            inv = einvoices.get(id(a)) if id(a) in einvoices else (_einvoice_detect(a) if is_document(a) else None)
+            doc = NewDocument(a.filename, a.content_type if a.kind == "other" else f"application/{a.kind}",
+                              a.kind, "attachment", a.data, inv)
+            if doc.sha256 in seen:
+                continue
+            seen.add(doc.sha256)
+            out.documents.append(doc)
+            if inv is not None and a.kind == "xml":
+                try:
+                    pdf = self.xml_renderer(inv)
+                except Exception as exc:  # the XML is the document; its rendering is a courtesy
+                    out.notes.append(f"{a.filename}: readable PDF could not be made ({exc})")
+                else:
+                    stem = a.filename.rpartition(".")[0] or a.filename
+                    out.documents.append(NewDocument(f"{stem}.pdf", "application/pdf", "pdf", "einvoice-render", pdf, inv))
+
+    def _add_body(self, out: Outcome, parsed: ParsedMessage) -> None:
+        pdf = self.renderer(parsed)
+        from gateway.naming import sanitize_filename
+
+        name = sanitize_filename(parsed.subject or "mail", fallback="mail", ext="pdf")
+        out.documents.append(NewDocument(name, "application/pdf", "pdf", "body", pdf))
+
+    # -- the worker loop -------------------------------------------------------------------
+
+    def run_pending(self, stop: threading.Event | None = None, limit: int | None = None) -> int:
+        """Process received messages until none is left; returns how many."""
+        n = 0
+        while (stop is None or not stop.is_set()) and (limit is None or n < limit):
+            row = self.store.claim_message()
+            if row is None:
+                break
+            try:
+                self.process(row)
+            except Exception as exc:
+                self.stats["errors"] += 1
+                log.exception("message %s: the outcome could not be recorded", row["id"])
+                self._record_failure(row, exc)
+                raise
+            n += 1
+        return n
+
+    def _record_failure(self, row: Row, exc: Exception) -> None:
+        """Quarantine a message whose outcome cannot be stored; else leave it queued.
+
+        A passing failure (database busy, disk full) is retried; the same failure
+        on the third attempt is a bug or bad data, and the mail is quarantined
+        with the reason rather than retried for ever.
+        """
+        mid = int(row["id"])
+        try:
+            if int(row.get("attempts") or 0) >= MAX_ATTEMPTS:
+                self.store.finish_message(mid, status="quarantined", fields={},
+                                          reason=f"processing failed {MAX_ATTEMPTS} times: {type(exc).__name__}: {exc}")
+            else:
+                self.store.reset_for_reprocess([mid])
+        except Exception:
+            log.exception("message %s: cannot record the failure either; it stays claimed until restart", mid)
+
+    def worker(self, stop: threading.Event) -> None:
+        """A worker thread's loop: process, then wait for new mail."""
+        while not stop.is_set():
+            try:
+                self.run_pending(stop)
+            except Exception:
+                stop.wait(5)
+            self.wake.wait(1.0)
+            self.wake.clear()

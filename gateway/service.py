@@ -1,0 +1,186 @@
+"""Wires the parts together and starts and stops their threads."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from typing import Any
+
+from gateway.config import Settings
+from gateway.exporters.runner import ExportRunner
+from gateway.pipeline import Pipeline, RulesState
+from gateway.scheduler import Job, Scheduler
+from gateway.spool import Spool
+from gateway.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    """Everything ``invoice-gateway serve`` runs, in one process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(settings.data_dir)
+        self.rules = RulesState()
+        self.pipeline = Pipeline(settings, self.store, self.rules)
+        self.spool = Spool(self.store, on_new=self.pipeline.wake.set)
+        self.exports = ExportRunner(settings, self.store)
+        self.pipeline.on_exports = self.exports.wake.set
+        self.scheduler = Scheduler(settings.timezone)
+        self.stop_event = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.smtp: Any = None
+        self.web: Any = None
+        self.rules_watcher: Any = None
+        self.pollers: dict[str, Any] = {}
+        self.folder_watchers: list[Any] = []
+        self.started_at: dt.datetime | None = None
+        self.on_rules_change: list[Any] = []
+
+    # -- parts ---------------------------------------------------------------------
+
+    def load_rules(self) -> None:
+        """Load the rules folder once (the watcher keeps it current)."""
+        try:  # TODO(integration): remove once gateway.rules has landed
+            from gateway.rules import load_rules
+        except ImportError:
+            return
+        ruleset, problems = load_rules(self.settings.rules_dir)
+        self._apply_rules(ruleset, problems, initial=True)
+
+    def _apply_rules(self, ruleset: Any, problems: list[Any], initial: bool = False) -> None:
+        with self.rules.lock:
+            self.rules.problems = list(problems)
+            if problems:
+                for p in problems:
+                    log.error("rules: %s", p)
+                log.error("rules: %d problem(s); %s", len(problems),
+                          "the last good rules stay in force" if self.rules.ruleset is not None else "no rules are in force")
+                return
+            changed = self.rules.ruleset is None or ruleset.digest != getattr(self.rules.ruleset, "digest", None)
+            self.rules.ruleset = ruleset
+            self.rules.loaded_at = dt.datetime.now(dt.timezone.utc)
+        log.info("rules: %d rule(s) from %d file(s) in force", len(ruleset.rules), len(ruleset.files))
+        if changed and not initial:
+            self.reexamine()
+
+    def reexamine(self) -> int:
+        """Run every unmatched message through the rules again."""
+        ids = self.store.message_ids(status="unmatched")
+        if not ids:
+            return 0
+        before = self.store.status_counts()
+        self.store.reset_for_reprocess(ids)
+        self.pipeline.wake.set()
+        log.info("rules changed: re-examining %d unmatched message(s)", len(ids))
+        threading.Thread(target=self._report_reexamine, args=(len(ids), before.get("unmatched", 0)),
+                         daemon=True).start()
+        return len(ids)
+
+    def _report_reexamine(self, n: int, unmatched_before: int) -> None:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not self.stop_event.is_set():
+            counts = self.store.status_counts()
+            if counts.get("received", 0) == 0:
+                now_unmatched = counts.get("unmatched", 0)
+                changed = max(0, unmatched_before - now_unmatched)
+                self.store.set_kv("last_reexamine", {"at": dt.datetime.now(dt.timezone.utc).isoformat(),
+                                                     "examined": n, "changed": changed})
+                log.info("re-examination done: %d of %d unmatched message(s) changed status", changed, n)
+                return
+            time.sleep(0.5)
+
+    def health(self) -> dict[str, Any]:
+        """What is up and what is down."""
+        parts: dict[str, Any] = {"store": self.store.ping()}
+        if self.settings.smtp.enabled:
+            parts["smtp"] = bool(self.smtp and self.smtp.running)
+        parts["workers"] = all(t.is_alive() for t in self.threads) if self.threads else False
+        return parts
+
+    # -- start / stop ------------------------------------------------------------------
+
+    def start(self, *, web: bool = True, smtp: bool = True) -> None:
+        """Recover, then start workers, SMTP, exports, watchers, pollers and the web server."""
+        self.started_at = dt.datetime.now(dt.timezone.utc)
+        rec = self.spool.recover()
+        freed = self.store.release_stale_claims()
+        pending = len(self.store.message_ids(status="received"))
+        if freed or pending or rec["tmp_removed"]:
+            log.info("recovery: %d message(s) waiting, %d stale claim(s) released, %d partial file(s) removed",
+                     pending, freed, rec["tmp_removed"])
+        self.load_rules()
+        for i in range(max(1, self.settings.limits.workers)):
+            self._thread(f"worker-{i}", self.pipeline.worker, self.stop_event)
+        self._thread("exports", self.exports.immediate_loop, self.stop_event)
+        for target in self.settings.exports:
+            if target.enabled and target.schedule is not None and target.schedule.every is not None:
+                self.scheduler.add(Job(f"export:{target.name}", target.schedule,
+                                       lambda now, t=target: self.exports.run_target(t, now)))
+        self._start_rules_watcher()
+        self._start_mailboxes()
+        self._start_folders()
+        self.scheduler.start()
+        if smtp and self.settings.smtp.enabled:
+            from gateway.sources.smtp import SMTPSource
+
+            self.smtp = SMTPSource(self.settings.smtp, self.spool)
+            self.smtp.start()
+        if web and self.settings.web.enabled:
+            from web.server import WebServer
+
+            self.web = WebServer(self)
+            self.web.start()
+
+    def _thread(self, name: str, target: Any, *args: Any) -> threading.Thread:
+        t = threading.Thread(target=target, args=args, name=name, daemon=True)
+        t.start()
+        self.threads.append(t)
+        return t
+
+    def _start_rules_watcher(self) -> None:
+        try:
+            from gateway.rules import RulesWatcher
+        except ImportError:
+            return
+        self.settings.rules_dir.mkdir(parents=True, exist_ok=True)
+        self.rules_watcher = RulesWatcher(self.settings.rules_dir, self._apply_rules, mode=self.settings.rules_watch)
+        self.rules_watcher.start()
+
+    def _start_mailboxes(self) -> None:
+        if not self.settings.mailboxes:
+            return
+        from gateway.sources.imap import start_pollers
+
+        self.pollers = start_pollers(self)
+
+    def _start_folders(self) -> None:
+        if not self.settings.folders:
+            return
+        from gateway.sources.folder import start_folder_watchers
+
+        self.folder_watchers = start_folder_watchers(self)
+
+    def stop(self) -> None:
+        """Stop accepting, let workers finish their message, close everything."""
+        log.info("stopping")
+        if self.smtp is not None:
+            self.smtp.stop()
+        self.stop_event.set()
+        self.pipeline.wake.set()
+        self.exports.wake.set()
+        self.scheduler.stop()
+        if self.rules_watcher is not None:
+            self.rules_watcher.stop()
+        for p in list(self.pollers.values()):
+            p.stop()
+        for w in self.folder_watchers:
+            w.stop()
+        if self.web is not None:
+            self.web.stop()
+        for t in self.threads:
+            t.join(timeout=10)
+        self.spool.stop()

@@ -1,0 +1,205 @@
+"""Durable intake: raw bytes -> tmp -> fsync -> rename -> fsync dir -> row.
+
+Every source (SMTP, IMAP, hot folder, ``import``) hands a message here and
+nothing else. When ``accept`` returns, the raw message is on disk unchanged
+and recorded with status ``received``; the pipeline takes it from there.
+Several concurrent SMTP sessions share one database commit (group commit):
+each session fsyncs its own file, then the batch writer records all waiting
+messages in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import SpoolError, StoreError
+from gateway.models import Envelope
+from gateway.store import Store, iso
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Spooled:
+    """A message file that is durable on disk but not yet recorded.
+
+    Attributes:
+        path: the final path of the raw message.
+        rel: the path relative to data_dir (stored in the row).
+        size: bytes.
+        sha256: hex digest of the raw bytes.
+        envelope: how it arrived.
+    """
+
+    path: Path
+    rel: str
+    size: int
+    sha256: str
+    envelope: Envelope
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """Writes raw messages durably under ``data_dir/mail`` and records them."""
+
+    def __init__(self, store: Store, on_new: Callable[[], None] | None = None) -> None:
+        self.store = store
+        self.root = store.data_dir / "mail"
+        self.tmp = self.root / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.on_new = on_new
+        self._queue: queue.Queue[tuple[Spooled, Future[int]] | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._dirs_synced: set[Path] = set()
+
+    # -- the two steps ------------------------------------------------------------
+
+    def write_file(self, raw: bytes, envelope: Envelope) -> Spooled:
+        """Write ``raw`` to its final name, fsync'd (file and directory entry)."""
+        name = uuid.uuid4().hex
+        month = envelope.received.strftime("%Y-%m")
+        final_dir = self.root / month
+        try:
+            final_dir.mkdir(exist_ok=True)
+            tmp = self.tmp / name
+            with open(tmp, "wb") as fh:
+                fh.write(raw)
+                fh.flush()
+                os.fsync(fh.fileno())
+            final = final_dir / f"{name}.eml"
+            os.rename(tmp, final)
+        except OSError as exc:
+            raise SpoolError(f"cannot write the message to {self.root}: {exc.strerror or exc}") from exc
+        return Spooled(final, f"mail/{month}/{name}.eml", len(raw), hashlib.sha256(raw).hexdigest(), envelope)
+
+    def record(self, items: list[Spooled]) -> list[int]:
+        """fsync the directories, then insert the rows in one transaction."""
+        try:
+            for d in {i.path.parent for i in items}:
+                _fsync_dir(d)
+            ids = self.store.insert_messages([_row(i) for i in items])
+        except (OSError, StoreError) as exc:
+            raise SpoolError(f"cannot record the message: {exc}") from exc
+        if self.on_new:
+            self.on_new()
+        return ids
+
+    # -- blocking API for IMAP, folders, the CLI ------------------------------------
+
+    def accept(self, raw: bytes, envelope: Envelope) -> int:
+        """Make one message durable and recorded; returns its id."""
+        return self.record([self.write_file(raw, envelope)])[0]
+
+    # -- group commit for SMTP -------------------------------------------------------
+
+    def accept_batched(self, raw: bytes, envelope: Envelope) -> int:
+        """Like ``accept``, sharing the database commit with concurrent callers."""
+        item = self.write_file(raw, envelope)
+        fut: Future[int] = Future()
+        self._ensure_writer()
+        self._queue.put((item, fut))
+        return fut.result()
+
+    def _ensure_writer(self) -> None:
+        with self._lock:
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(target=self._write_loop, name="spool-writer", daemon=True)
+                self._writer.start()
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < 256:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                batch.append(nxt)
+            try:
+                ids = self.record([b[0] for b in batch])
+            except Exception as exc:  # every waiting session must get an answer (451)
+                for _, fut in batch:
+                    fut.set_exception(exc)
+            else:
+                for (_, fut), mid in zip(batch, ids, strict=True):
+                    fut.set_result(mid)
+
+    def stop(self) -> None:
+        """Stop the batch writer after the queued messages are recorded."""
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join(timeout=10)
+
+    # -- recovery ------------------------------------------------------------------
+
+    def recover(self) -> dict[str, int]:
+        """At start: drop partial temp files, set aside files that were never recorded.
+
+        A temp file never got a 250 (the client retries); a final file without a
+        row was answered 451 too. Neither is deleted outright: unrecorded files
+        go to ``data_dir/orphaned`` for a person to look at.
+        """
+        counts = {"tmp_removed": 0, "orphaned": 0}
+        for f in self.tmp.iterdir():
+            f.unlink(missing_ok=True)
+            counts["tmp_removed"] += 1
+        known = {r[0] for r in self.store._conn().execute("SELECT raw_path FROM messages WHERE received >= date('now', '-62 days')")}
+        months = sorted(p for p in self.root.iterdir() if p.is_dir() and p.name != "tmp")[-2:]
+        orphan_dir = self.store.data_dir / "orphaned"
+        for month in months:
+            for f in month.glob("*.eml"):
+                rel = f"mail/{month.name}/{f.name}"
+                if rel not in known:
+                    orphan_dir.mkdir(exist_ok=True)
+                    os.rename(f, orphan_dir / f.name)
+                    counts["orphaned"] += 1
+        if counts["orphaned"]:
+            log.warning("spool recovery: %d message files were never recorded (answered 451); kept in %s",
+                        counts["orphaned"], orphan_dir)
+        return counts
+
+    def read(self, rel: str) -> bytes:
+        """The raw bytes of a stored message."""
+        return (self.store.data_dir / rel).read_bytes()
+
+
+def _row(item: Spooled) -> dict[str, Any]:
+    env = item.envelope
+    return {
+        "received": iso(env.received),
+        "source": env.source,
+        "origin": env.origin,
+        "peer": env.peer,
+        "mail_from": env.mail_from,
+        "rcpt_tos": list(env.rcpt_tos),
+        "import_address": env.import_address,
+        "tag": env.tag,
+        "assign": dict(env.assign),
+        "raw_path": item.rel,
+        "size": item.size,
+        "sha256": item.sha256,
+    }

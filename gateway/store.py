@@ -1,0 +1,652 @@
+"""SQLite (WAL) through sqlite-utils: every table, every SQL statement, migrations.
+
+One connection per thread; writes are short ``BEGIN IMMEDIATE`` transactions,
+so several threads (and a second process such as ``invoice-gateway export``
+beside ``serve``) can share the database safely.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from gateway.errors import StoreError
+
+Row = dict[str, Any]
+
+MESSAGE_STATUSES = ("received", "imported", "ignored", "unmatched", "duplicate", "quarantined", "suspicious")
+EXPORT_STATES = ("pending", "running", "delivered", "failed", "error")
+
+_MIGRATIONS: list[str] = [
+    # 1: the spine
+    """
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        received TEXT NOT NULL,
+        source TEXT NOT NULL,
+        origin TEXT,
+        peer TEXT,
+        mail_from TEXT NOT NULL DEFAULT '',
+        rcpt_tos TEXT NOT NULL DEFAULT '[]',
+        import_address TEXT,
+        tag TEXT,
+        assign TEXT NOT NULL DEFAULT '{}',
+        raw_path TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        content_hash TEXT,
+        message_id TEXT,
+        subject TEXT,
+        sender TEXT,
+        date TEXT,
+        status TEXT NOT NULL DEFAULT 'received',
+        reason TEXT,
+        decision TEXT,
+        duplicate_of INTEGER,
+        auth TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        claimed_by TEXT,
+        claimed_at TEXT,
+        processed_at TEXT
+    );
+    CREATE INDEX messages_status ON messages(status, id);
+    CREATE INDEX messages_msgid ON messages(message_id);
+    CREATE INDEX messages_sha ON messages(sha256);
+    CREATE TABLE documents (
+        id INTEGER PRIMARY KEY,
+        message_id INTEGER NOT NULL REFERENCES messages(id),
+        sha256 TEXT NOT NULL UNIQUE,
+        filename TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        origin TEXT NOT NULL DEFAULT 'attachment',
+        parent_id INTEGER,
+        size INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        created TEXT NOT NULL,
+        doc_date TEXT,
+        company TEXT,
+        document_type TEXT,
+        invoice_number TEXT,
+        tags TEXT NOT NULL DEFAULT '[]',
+        note TEXT,
+        einvoice TEXT,
+        warnings TEXT NOT NULL DEFAULT '[]',
+        approved_at TEXT,
+        archived_at TEXT
+    );
+    CREATE TABLE message_documents (
+        message_id INTEGER NOT NULL REFERENCES messages(id),
+        document_id INTEGER NOT NULL REFERENCES documents(id),
+        PRIMARY KEY (message_id, document_id)
+    );
+    CREATE TABLE exports (
+        id INTEGER PRIMARY KEY,
+        document_id INTEGER NOT NULL REFERENCES documents(id),
+        target TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt TEXT,
+        last_error TEXT,
+        location TEXT,
+        created TEXT NOT NULL,
+        delivered_at TEXT,
+        claimed_by TEXT,
+        claimed_at TEXT,
+        UNIQUE (document_id, target)
+    );
+    CREATE INDEX exports_state ON exports(target, state);
+    CREATE TABLE imap_folders (
+        mailbox TEXT NOT NULL,
+        folder TEXT NOT NULL,
+        uidvalidity INTEGER,
+        last_uid INTEGER NOT NULL DEFAULT 0,
+        updated TEXT,
+        PRIMARY KEY (mailbox, folder)
+    );
+    CREATE TABLE imap_seen (
+        mailbox TEXT NOT NULL,
+        folder TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        uid INTEGER NOT NULL,
+        message INTEGER,
+        state TEXT NOT NULL DEFAULT 'spooled',
+        PRIMARY KEY (mailbox, folder, uidvalidity, uid)
+    );
+    CREATE TABLE mailbox_status (
+        name TEXT PRIMARY KEY,
+        last_poll TEXT,
+        last_success TEXT,
+        last_error TEXT,
+        error_kind TEXT,
+        hint TEXT,
+        failures INTEGER NOT NULL DEFAULT 0,
+        next_attempt TEXT,
+        stats TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE kv (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+]
+
+
+def utcnow() -> dt.datetime:
+    """The current time, aware, UTC."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def iso(t: dt.datetime | None) -> str | None:
+    """An aware datetime as ISO 8601 (UTC, seconds with microseconds)."""
+    return None if t is None else t.astimezone(dt.timezone.utc).isoformat()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+PROCESS_TOKEN = f"{socket.gethostname()}:{os.getpid()}:{int(time.time() * 1000)}"
+
+
+class Store:
+    """The gateway's database and file store under ``data_dir``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.data_dir / "gateway.db"
+        self._local = threading.local()
+        self._migrate()
+
+    # -- connections -------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """A sqlite-utils view of this thread's connection."""
+        return sqlite_utils.Database(self._conn())
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A short ``BEGIN IMMEDIATE`` transaction."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"database busy or unavailable: {exc}") from exc
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"commit failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _migrate(self) -> None:
+        conn = self._conn()
+        with self.write():
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+                for stmt in script.split(";"):
+                    if stmt.strip():
+                        conn.execute(stmt)
+                conn.execute(f"PRAGMA user_version={number}")
+
+    def ping(self) -> bool:
+        """True when the database answers."""
+        try:
+            self._conn().execute("SELECT 1").fetchone()
+            return True
+        except sqlite3.Error:
+            return False
+
+    # -- messages ----------------------------------------------------------------
+
+    def insert_messages(self, items: Sequence[Row]) -> list[int]:
+        """Record spooled messages (status ``received``) in one transaction."""
+        ids: list[int] = []
+        with self.write() as conn:
+            for item in items:
+                cols = ", ".join(item)
+                marks = ", ".join("?" for _ in item)
+                cur = conn.execute(f"INSERT INTO messages ({cols}) VALUES ({marks})", [_encode(v) for v in item.values()])
+                ids.append(int(cur.lastrowid or 0))
+        return ids
+
+    def claim_message(self, token: str = PROCESS_TOKEN) -> Row | None:
+        """Claim the oldest unclaimed ``received`` message for processing."""
+        with self.write() as conn:
+            row = conn.execute(
+                "UPDATE messages SET claimed_by = ?, claimed_at = ?, attempts = attempts + 1 "
+                "WHERE id = (SELECT id FROM messages WHERE status = 'received' AND claimed_by IS NULL "
+                "ORDER BY id LIMIT 1) RETURNING *",
+                (token, iso(utcnow())),
+            ).fetchone()
+        return _row(row)
+
+    def release_stale_claims(self) -> int:
+        """Free claims of processes that are gone (after a crash); returns how many."""
+        freed = 0
+        with self.write() as conn:
+            for table in ("messages", "exports"):
+                rows = conn.execute(f"SELECT id, claimed_by FROM {table} WHERE claimed_by IS NOT NULL").fetchall()
+                for r in rows:
+                    if not _claim_alive(r["claimed_by"]):
+                        if table == "messages":
+                            conn.execute("UPDATE messages SET claimed_by = NULL, claimed_at = NULL WHERE id = ?", (r["id"],))
+                        else:
+                            conn.execute(
+                                "UPDATE exports SET claimed_by = NULL, claimed_at = NULL, state = 'pending' "
+                                "WHERE id = ? AND state = 'running'",
+                                (r["id"],),
+                            )
+                        freed += 1
+        return freed
+
+    def message(self, message_id: int) -> Row | None:
+        """One message row, or None."""
+        return _row(self._conn().execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone())
+
+    def find_duplicate(self, message_id: int, header_id: str | None, sha256: str, content_hash: str | None) -> Row | None:
+        """An earlier message that is the same mail (same bytes, or same Message-ID and content)."""
+        conn = self._conn()
+        row = conn.execute(
+            "SELECT * FROM messages WHERE sha256 = ? AND id < ? AND status != 'received' ORDER BY id LIMIT 1",
+            (sha256, message_id),
+        ).fetchone()
+        if row is None and header_id and content_hash:
+            row = conn.execute(
+                "SELECT * FROM messages WHERE message_id = ? AND content_hash = ? AND id < ? "
+                "AND status != 'received' ORDER BY id LIMIT 1",
+                (header_id, content_hash, message_id),
+            ).fetchone()
+        return _row(row)
+
+    def finish_message(
+        self,
+        message_id: int,
+        *,
+        status: str,
+        reason: str,
+        fields: Row,
+        documents: Sequence[Row] = (),
+        targets_for: Any = None,
+    ) -> list[int]:
+        """Record a message's outcome, its documents and their export rows, atomically.
+
+        ``documents`` rows carry the document columns; an existing document with
+        the same sha256 is linked, not inserted again. ``targets_for(doc_row)``
+        names the export targets a new document goes to. Returns document ids.
+        """
+        now = iso(utcnow())
+        doc_ids: list[int] = []
+        with self.write() as conn:
+            for doc in documents:
+                existing = conn.execute("SELECT id FROM documents WHERE sha256 = ?", (doc["sha256"],)).fetchone()
+                if existing is not None:
+                    doc_id = int(existing["id"])
+                else:
+                    row = dict(doc, message_id=message_id, created=now)
+                    cols = ", ".join(row)
+                    cur = conn.execute(
+                        f"INSERT INTO documents ({cols}) VALUES ({', '.join('?' for _ in row)})",
+                        [_encode(v) for v in row.values()],
+                    )
+                    doc_id = int(cur.lastrowid or 0)
+                    for target in targets_for(dict(row, id=doc_id)) if targets_for else ():
+                        conn.execute(
+                            "INSERT OR IGNORE INTO exports (document_id, target, created) VALUES (?, ?, ?)",
+                            (doc_id, target, now),
+                        )
+                conn.execute("INSERT OR IGNORE INTO message_documents VALUES (?, ?)", (message_id, doc_id))
+                doc_ids.append(doc_id)
+            update = dict(fields, status=status, reason=reason, processed_at=now, claimed_by=None, claimed_at=None)
+            sets = ", ".join(f"{k} = ?" for k in update)
+            conn.execute(f"UPDATE messages SET {sets} WHERE id = ?", [*(_encode(v) for v in update.values()), message_id])
+        return doc_ids
+
+    def reset_for_reprocess(self, ids: Sequence[int]) -> None:
+        """Put messages back to ``received`` so the pipeline runs them again."""
+        with self.write() as conn:
+            conn.executemany(
+                "UPDATE messages SET status = 'received', claimed_by = NULL, claimed_at = NULL WHERE id = ?",
+                [(i,) for i in ids],
+            )
+
+    def message_ids(self, *, status: str | None = None, since: str | None = None) -> list[int]:
+        """Ids of messages with a status (and received on/after ``since``)."""
+        sql, args = "SELECT id FROM messages WHERE 1=1", []
+        if status:
+            sql += " AND status = ?"
+            args.append(status)
+        if since:
+            sql += " AND received >= ?"
+            args.append(since)
+        return [int(r[0]) for r in self._conn().execute(sql + " ORDER BY id", args)]
+
+    def list_messages(
+        self, *, limit: int = 50, offset: int = 0, status: str | None = None, source: str | None = None,
+        sender: str | None = None, text: str | None = None, since: str | None = None, until: str | None = None,
+    ) -> tuple[list[Row], int]:
+        """Messages, newest first, with the total count for paging."""
+        where, args = ["1=1"], []
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if source:
+            where.append("source LIKE ?")
+            args.append(source + "%")
+        if sender:
+            where.append("(sender LIKE ? OR mail_from LIKE ?)")
+            args += [f"%{sender}%", f"%{sender}%"]
+        if text:
+            where.append("(subject LIKE ? OR sender LIKE ? OR reason LIKE ?)")
+            args += [f"%{text}%"] * 3
+        if since:
+            where.append("received >= ?")
+            args.append(since)
+        if until:
+            where.append("received < ?")
+            args.append(until)
+        cond = " AND ".join(where)
+        conn = self._conn()
+        total = conn.execute(f"SELECT count(*) FROM messages WHERE {cond}", args).fetchone()[0]
+        rows = conn.execute(f"SELECT * FROM messages WHERE {cond} ORDER BY id DESC LIMIT ? OFFSET ?", [*args, limit, offset])
+        return [_row_required(r) for r in rows], int(total)
+
+    def status_counts(self) -> dict[str, int]:
+        """Messages by status."""
+        rows = self._conn().execute("SELECT status, count(*) FROM messages GROUP BY status")
+        return {r[0]: int(r[1]) for r in rows}
+
+    # -- documents ---------------------------------------------------------------
+
+    def document(self, document_id: int) -> Row | None:
+        """One document row, or None."""
+        return _row(self._conn().execute("SELECT * FROM documents WHERE id = ?", (document_id,)).fetchone())
+
+    def documents_of(self, message_id: int) -> list[Row]:
+        """The documents a message carried (including ones first seen elsewhere)."""
+        rows = self._conn().execute(
+            "SELECT d.* FROM documents d JOIN message_documents md ON md.document_id = d.id "
+            "WHERE md.message_id = ? ORDER BY d.id",
+            (message_id,),
+        )
+        return [_row_required(r) for r in rows]
+
+    def list_documents(
+        self, *, limit: int = 50, offset: int = 0, company: str | None = None, document_type: str | None = None,
+        tag: str | None = None, approved: bool | None = None, archived: bool | None = False,
+        export_state: str | None = None,
+    ) -> tuple[list[Row], int]:
+        """Documents, newest first, with the total count for paging."""
+        where, args = ["1=1"], []
+        if company:
+            where.append("company LIKE ?")
+            args.append(f"%{company}%")
+        if document_type:
+            where.append("document_type = ?")
+            args.append(document_type)
+        if tag:
+            where.append("EXISTS (SELECT 1 FROM json_each(documents.tags) WHERE value = ?)")
+            args.append(tag)
+        if approved is not None:
+            where.append("approved_at IS NOT NULL" if approved else "approved_at IS NULL")
+        if archived is not None:
+            where.append("archived_at IS NOT NULL" if archived else "archived_at IS NULL")
+        if export_state:
+            where.append("EXISTS (SELECT 1 FROM exports e WHERE e.document_id = documents.id AND e.state = ?)")
+            args.append(export_state)
+        cond = " AND ".join(where)
+        conn = self._conn()
+        total = conn.execute(f"SELECT count(*) FROM documents WHERE {cond}", args).fetchone()[0]
+        rows = conn.execute(f"SELECT * FROM documents WHERE {cond} ORDER BY id DESC LIMIT ? OFFSET ?", [*args, limit, offset])
+        return [_row_required(r) for r in rows], int(total)
+
+    def update_document(self, document_id: int, **fields: Any) -> None:
+        """Change a document's metadata (company, document_type, tags, note, approved_at, ...)."""
+        if not fields:
+            return
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self.write() as conn:
+            conn.execute(f"UPDATE documents SET {sets} WHERE id = ?", [*(_encode(v) for v in fields.values()), document_id])
+
+    def document_count(self) -> int:
+        """How many documents there are."""
+        return int(self._conn().execute("SELECT count(*) FROM documents").fetchone()[0])
+
+    # -- exports -----------------------------------------------------------------
+
+    def exports_of(self, document_id: int) -> list[Row]:
+        """The export rows of one document."""
+        rows = self._conn().execute("SELECT * FROM exports WHERE document_id = ? ORDER BY target", (document_id,))
+        return [_row_required(r) for r in rows]
+
+    def ensure_exports(self, document_ids: Sequence[int], target: str) -> int:
+        """Queue documents for a target (no-op where a row exists); returns rows added."""
+        now = iso(utcnow())
+        with self.write() as conn:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO exports (document_id, target, created) VALUES (?, ?, ?)",
+                [(d, target, now) for d in document_ids],
+            )
+            return conn.total_changes - before
+
+    def claim_export(self, target: str, *, now: dt.datetime, require_approval: bool,
+                     token: str = PROCESS_TOKEN, exclude: Sequence[int] = ()) -> Row | None:
+        """Claim one export of ``target`` that is due; None when nothing is."""
+        approval = "AND d.approved_at IS NOT NULL" if require_approval else ""
+        skip = f"AND e.id NOT IN ({','.join(str(int(i)) for i in exclude)})" if exclude else ""
+        with self.write() as conn:
+            row = conn.execute(
+                f"""UPDATE exports SET state = 'running', claimed_by = ?, claimed_at = ?, attempts = attempts + 1
+                WHERE id = (SELECT e.id FROM exports e JOIN documents d ON d.id = e.document_id
+                    WHERE e.target = ? AND e.state IN ('pending', 'failed') AND e.claimed_by IS NULL
+                    AND (e.next_attempt IS NULL OR e.next_attempt <= ?) {approval} {skip}
+                    ORDER BY e.id LIMIT 1)
+                RETURNING *""",
+                (token, iso(now), target, iso(now)),
+            ).fetchone()
+        return _row(row)
+
+    def finish_export(self, export_id: int, *, state: str, location: str | None = None, error: str | None = None,
+                      next_attempt: dt.datetime | None = None) -> None:
+        """Record a delivery's outcome and release the claim."""
+        with self.write() as conn:
+            conn.execute(
+                "UPDATE exports SET state = ?, location = COALESCE(?, location), last_error = ?, next_attempt = ?, "
+                "delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END, "
+                "claimed_by = NULL, claimed_at = NULL WHERE id = ?",
+                (state, location, error, iso(next_attempt), state, iso(utcnow()), export_id),
+            )
+
+    def retry_export(self, export_id: int) -> None:
+        """Make a failed export due now."""
+        with self.write() as conn:
+            conn.execute(
+                "UPDATE exports SET state = 'pending', next_attempt = NULL WHERE id = ? AND state IN ('failed', 'error')",
+                (export_id,),
+            )
+
+    def requeue_export(self, document_id: int, target: str) -> None:
+        """Export a document to a target again ("export again")."""
+        now = iso(utcnow())
+        with self.write() as conn:
+            conn.execute(
+                "INSERT INTO exports (document_id, target, created) VALUES (?, ?, ?) "
+                "ON CONFLICT(document_id, target) DO UPDATE SET state = 'pending', next_attempt = NULL, "
+                "attempts = 0, last_error = NULL WHERE claimed_by IS NULL",
+                (document_id, target, now),
+            )
+
+    def list_exports(self, *, target: str | None = None, state: str | None = None, limit: int = 100,
+                     offset: int = 0) -> list[Row]:
+        """Export rows with their document's file name, newest first."""
+        where, args = ["1=1"], []
+        if target:
+            where.append("e.target = ?")
+            args.append(target)
+        if state:
+            where.append("e.state = ?")
+            args.append(state)
+        rows = self._conn().execute(
+            f"SELECT e.*, d.filename FROM exports e JOIN documents d ON d.id = e.document_id "
+            f"WHERE {' AND '.join(where)} ORDER BY e.id DESC LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        )
+        return [_row_required(r) for r in rows]
+
+    def export_counts(self) -> dict[str, dict[str, int]]:
+        """Export rows by target and state."""
+        out: dict[str, dict[str, int]] = {}
+        for r in self._conn().execute("SELECT target, state, count(*) FROM exports GROUP BY target, state"):
+            out.setdefault(r[0], {})[r[1]] = int(r[2])
+        return out
+
+    def archive_if_done(self, document_id: int, targets: Sequence[str]) -> bool:
+        """Mark a document archived once every target in ``targets`` has delivered it."""
+        with self.write() as conn:
+            states = conn.execute(
+                "SELECT target, state FROM exports WHERE document_id = ?", (document_id,)
+            ).fetchall()
+            by_target = {r["target"]: r["state"] for r in states}
+            if targets and all(by_target.get(t) == "delivered" for t in targets if t in by_target):
+                conn.execute(
+                    "UPDATE documents SET archived_at = COALESCE(archived_at, ?) WHERE id = ?",
+                    (iso(utcnow()), document_id),
+                )
+                return True
+        return False
+
+    # -- key/value ---------------------------------------------------------------
+
+    def get_kv(self, key: str, default: Any = None) -> Any:
+        """A JSON value stored under ``key``."""
+        row = self._conn().execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def set_kv(self, key: str, value: Any) -> None:
+        """Store a JSON value under ``key``."""
+        with self.write() as conn:
+            conn.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, json.dumps(value)))
+
+    # -- IMAP state --------------------------------------------------------------
+
+    def imap_folder(self, mailbox: str, folder: str) -> Row | None:
+        """The UIDVALIDITY and last UID recorded for a mailbox folder."""
+        return _row(self._conn().execute(
+            "SELECT * FROM imap_folders WHERE mailbox = ? AND folder = ?", (mailbox, folder)).fetchone())
+
+    def set_imap_folder(self, mailbox: str, folder: str, *, uidvalidity: int, last_uid: int) -> None:
+        """Record a folder's UIDVALIDITY and the highest UID handled."""
+        with self.write() as conn:
+            conn.execute(
+                "INSERT INTO imap_folders VALUES (?, ?, ?, ?, ?) ON CONFLICT(mailbox, folder) DO UPDATE SET "
+                "uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid, updated = excluded.updated",
+                (mailbox, folder, uidvalidity, last_uid, iso(utcnow())),
+            )
+
+    def imap_seen_uids(self, mailbox: str, folder: str, uidvalidity: int) -> set[int]:
+        """UIDs of a folder generation already handled."""
+        rows = self._conn().execute(
+            "SELECT uid FROM imap_seen WHERE mailbox = ? AND folder = ? AND uidvalidity = ?",
+            (mailbox, folder, uidvalidity),
+        )
+        return {int(r[0]) for r in rows}
+
+    def mark_imap_seen(self, mailbox: str, folder: str, uidvalidity: int, uids: Sequence[int],
+                       *, message: int | None = None, state: str = "spooled") -> None:
+        """Record UIDs as handled (spooled, or skipped because they hold nothing)."""
+        with self.write() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO imap_seen VALUES (?, ?, ?, ?, ?, ?)",
+                [(mailbox, folder, uidvalidity, u, message, state) for u in uids],
+            )
+
+    def mailbox_status(self, name: str) -> Row | None:
+        """The recorded state of a mailbox."""
+        return _row(self._conn().execute("SELECT * FROM mailbox_status WHERE name = ?", (name,)).fetchone())
+
+    def set_mailbox_status(self, name: str, **fields: Any) -> None:
+        """Update a mailbox's recorded state."""
+        with self.write() as conn:
+            conn.execute("INSERT OR IGNORE INTO mailbox_status (name) VALUES (?)", (name,))
+            if fields:
+                sets = ", ".join(f"{k} = ?" for k in fields)
+                conn.execute(f"UPDATE mailbox_status SET {sets} WHERE name = ?",
+                             [*(_encode(v) for v in fields.values()), name])
+
+
+def _claim_alive(token: str | None) -> bool:
+    if not token:
+        return False
+    if token == PROCESS_TOKEN:
+        return True
+    try:
+        host, pid, _ = token.rsplit(":", 2)
+    except ValueError:
+        return False
+    return host == socket.gethostname() and _pid_alive(int(pid)) and int(pid) != os.getpid()
+
+
+def _encode(v: Any) -> Any:
+    if isinstance(v, (dict, list, tuple)):
+        return json.dumps(v, default=str)
+    if isinstance(v, dt.datetime):
+        return iso(v)
+    if isinstance(v, dt.date):
+        return v.isoformat()
+    if isinstance(v, str):
+        return v.encode("utf-8", "replace").decode("utf-8")
+    return v
+
+
+def _row(r: sqlite3.Row | None) -> Row | None:
+    return None if r is None else dict(r)
+
+
+def _row_required(r: sqlite3.Row) -> Row:
+    return dict(r)

@@ -1,0 +1,196 @@
+"""Shared fixtures: a gateway on loopback with its own data, rules and export folders."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpus"
+if not CORPUS.exists():  # CI clones next to shared/ too; a developer may point elsewhere
+    CORPUS = Path(os.environ.get("GATEWAY_CORPUS", CORPUS))
+
+API_TOKEN = "test-token-0123456789"
+PDF_BYTES = (
+    b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n"
+    b"2 0 obj\n<< /Type /Pages /Kids [] /Count 0 >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n"
+)
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll until ``predicate`` returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    """Wait until something listens on 127.0.0.1:port."""
+    def up() -> bool:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+        return False
+
+    wait_for(up, timeout)
+
+
+def make_mail(*, sender: str = "Billing <billing@acme.example>", to: str = "invoices@localhost",
+              subject: str = "Invoice 42", body: str = "Please find the invoice attached.",
+              attachments: list[tuple[str, bytes, str]] | None = None, html: str | None = None,
+              message_id: str | None = None) -> EmailMessage:
+    """A mail with attachments given as (file name, bytes, MIME type)."""
+    m = EmailMessage()
+    m["From"] = sender
+    m["To"] = to
+    m["Subject"] = subject
+    m["Message-ID"] = message_id or f"<{time.monotonic_ns()}.{os.getpid()}@test.example>"
+    m.set_content(body)
+    if html:
+        m.add_alternative(html, subtype="html")
+    for name, data, ctype in attachments or []:
+        maintype, _, subtype = ctype.partition("/")
+        m.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    return m
+
+
+def unique_pdf(tag: str) -> bytes:
+    """A small valid-looking PDF whose bytes differ per tag."""
+    return PDF_BYTES + f"% {tag}\n".encode()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A folder with data/, rules/ and exports/ for one gateway."""
+    for d in ("data", "rules", "exports"):
+        (tmp_path / d).mkdir()
+    return tmp_path
+
+
+def base_config(workdir: Path, **overrides: Any) -> dict[str, Any]:
+    """A gateway.yaml mapping on free loopback ports."""
+    cfg: dict[str, Any] = {
+        "data_dir": str(workdir / "data"),
+        "rules_dir": str(workdir / "rules"),
+        "rules_watch": "poll",
+        "smtp": {
+            "listen": f"127.0.0.1:{free_port()}",
+            "hostname": "gateway.test",
+            "max_message_size": "1MB",
+            "addresses": [
+                {"address": "invoices@localhost"},
+                {"address": "invoices+*@localhost", "assign": {"tags": ["forwarded"]}},
+                {"address": "invoices@home.example"},
+                {"address": "invoices+*@home.example"},
+            ],
+        },
+        "exports": [{"name": "nas", "type": "folder", "path": str(workdir / "exports")}],
+        "web": {"listen": f"127.0.0.1:{free_port()}", "api_token": API_TOKEN, "password": "admin-secret"},
+    }
+    for k, v in overrides.items():
+        cfg[k] = v
+    return cfg
+
+
+def write_config(workdir: Path, cfg: dict[str, Any]) -> Path:
+    """Write gateway.yaml into ``workdir``."""
+    path = workdir / "gateway.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+class Gateway:
+    """An in-process gateway (Service) for a test."""
+
+    def __init__(self, workdir: Path, cfg: dict[str, Any]) -> None:
+        from gateway.config import parse_settings
+        from gateway.service import Service
+
+        self.workdir = workdir
+        self.cfg = cfg
+        self.settings = parse_settings(cfg, base=workdir)
+        self.service = Service(self.settings)
+        self.smtp_port = self.settings.smtp.host_port[1]
+        self.web_port = self.settings.web.host_port[1]
+        self.exports = workdir / "exports"
+
+    def start(self) -> Gateway:
+        self.service.start()
+        wait_port(self.smtp_port)
+        wait_port(self.web_port)
+        return self
+
+    def stop(self) -> None:
+        self.service.stop()
+
+    @property
+    def store(self) -> Any:
+        return self.service.store
+
+    def send(self, msg: EmailMessage | bytes, *, rcpt: list[str] | None = None, sender: str = "billing@acme.example") -> Any:
+        import smtplib
+
+        with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=30) as s:
+            if isinstance(msg, bytes):
+                return s.sendmail(sender, rcpt or ["invoices@localhost"], msg)
+            return s.send_message(msg, from_addr=sender, to_addrs=rcpt)
+
+    def exported_files(self) -> list[Path]:
+        return sorted(p for p in self.exports.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+    def api(self, path: str, method: str = "GET", **kw: Any) -> Any:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {API_TOKEN}", **kw.pop("headers", {})}
+        return httpx.request(method, f"http://127.0.0.1:{self.web_port}{path}", headers=headers, timeout=30, **kw)
+
+
+@pytest.fixture
+def gateway_factory(workdir: Path) -> Iterator[Callable[..., Gateway]]:
+    """Start gateways with config overrides; all are stopped after the test."""
+    started: list[Gateway] = []
+
+    def factory(**overrides: Any) -> Gateway:
+        gw = Gateway(workdir, base_config(workdir, **overrides)).start()
+        started.append(gw)
+        return gw
+
+    yield factory
+    for gw in started:
+        gw.stop()
+
+
+@pytest.fixture
+def gateway(gateway_factory: Callable[..., Gateway]) -> Gateway:
+    """A running gateway with default test settings."""
+    return gateway_factory()
+
+
+def run_cli(*args: str, cwd: Path | None = None, input: bytes | None = None,
+            env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+    """Run ``python -m gateway ARGS`` as a user would."""
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=cwd, input=input, capture_output=True,
+                          env=full_env, timeout=timeout)
