@@ -304,6 +304,8 @@ class HotFolderConfig(_Model):
     path: Path
     assign: dict[str, Any] = Field(default_factory=dict)
     after_import: Literal["move", "leave"] = "move"
+    # auto: native events plus a slow poll; poll: for NAS and bind mounts where events never come
+    watch: Literal["auto", "inotify", "poll"] = "auto"
 
 
 class WebConfig(_WithPassword):
@@ -315,6 +317,12 @@ class WebConfig(_WithPassword):
     password_file: Path | None = None
     api_token: str | None = None
     secure_cookies: bool = False
+
+    @field_validator("password", "api_token")
+    @classmethod
+    def _empty_is_unset(cls, v: str | None) -> str | None:
+        # ``${ADMIN_PASSWORD:-}`` in a container: an empty value means "not set"
+        return v or None
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -263,6 +263,9 @@ def parse(raw: bytes, *, max_parts: int = MAX_PARTS, max_depth: int = MAX_DEPTH)
     """Parse a raw message; never raises for broken mail, only for non-mail input."""
     if not raw.strip():
         raise ParseError("the message is empty")
+    if raw.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
+        raise ParseError("this is an Outlook .msg file, not an e-mail in MIME format; "
+                         "save or forward it as .eml instead")
     try:
         msg = email.message_from_bytes(raw, policy=email.policy.default)
     except Exception as exc:  # the stdlib parser is lenient; this is a last resort

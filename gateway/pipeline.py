@@ -182,16 +182,16 @@ def mail_view(parsed: ParsedMessage, row: Mapping[str, Any], einvoice_fields: Ma
 
 
 def target_accepts(target: ExportConfig, doc: Mapping[str, Any], source: str) -> bool:
-    """Whether a target's filter and ``since`` take a document."""
+    """Whether a target's filter and ``since`` take a document (values compare case-insensitively)."""
     if not target.enabled:
         return False
     f = target.filter
     tags = doc.get("tags") or []
     if isinstance(tags, str):
         tags = json.loads(tags)
-    if f.document_types and (doc.get("document_type") or "") not in f.document_types:
+    if f.document_types and (doc.get("document_type") or "").lower() not in {t.lower() for t in f.document_types}:
         return False
-    if f.tags and not set(f.tags) & set(tags):
+    if f.tags and not {t.lower() for t in f.tags} & {str(t).lower() for t in tags}:
         return False
     if f.companies and not any(fnmatch.fnmatch((doc.get("company") or "").lower(), c.lower()) for c in f.companies):
         return False

@@ -401,6 +401,29 @@ class Store:
         rows = self._conn().execute("SELECT status, count(*) FROM messages GROUP BY status")
         return {r[0]: int(r[1]) for r in rows}
 
+    def message_sources(self) -> list[str]:
+        """The distinct sources messages came from (for filters)."""
+        return [r[0] for r in self._conn().execute("SELECT DISTINCT source FROM messages ORDER BY source")]
+
+    def messages_by_rule(self, rule: str, limit: int = 20) -> list[Row]:
+        """The newest messages a rule decided."""
+        rows = self._conn().execute(
+            "SELECT * FROM messages WHERE decision IS NOT NULL AND json_valid(decision) "
+            "AND json_extract(decision, '$.rule') = ? ORDER BY id DESC LIMIT ?", (rule, limit))
+        return [_row_required(r) for r in rows]
+
+    def processing_latency(self) -> tuple[int, float]:
+        """Processed messages and the sum of their seconds from receipt to outcome."""
+        row = self._conn().execute(
+            "SELECT count(*), coalesce(sum(max(0, (julianday(processed_at) - julianday(received)) * 86400.0)), 0) "
+            "FROM messages WHERE processed_at IS NOT NULL").fetchone()
+        return int(row[0]), float(row[1])
+
+    def oldest_waiting(self) -> str | None:
+        """When the oldest message still waiting for processing was received, or None."""
+        row = self._conn().execute("SELECT min(received) FROM messages WHERE status = 'received'").fetchone()
+        return None if row is None else row[0]
+
     # -- documents ---------------------------------------------------------------
 
     def document(self, document_id: int) -> Row | None:
@@ -456,6 +479,34 @@ class Store:
     def document_count(self) -> int:
         """How many documents there are."""
         return int(self._conn().execute("SELECT count(*) FROM documents").fetchone()[0])
+
+    def document_months(self, since: str) -> dict[str, int]:
+        """Documents stored per month (``YYYY-MM``) from ``since`` (an ISO date) on."""
+        rows = self._conn().execute(
+            "SELECT substr(created, 1, 7) AS month, count(*) FROM documents WHERE created >= ? GROUP BY month",
+            (since,))
+        return {r[0]: int(r[1]) for r in rows}
+
+    def document_companies(self, limit: int = 10) -> list[tuple[str | None, int]]:
+        """The companies with the most documents, as (company or None, count)."""
+        rows = self._conn().execute(
+            "SELECT nullif(trim(company), '') AS c, count(*) AS n FROM documents GROUP BY c "
+            "ORDER BY n DESC, c LIMIT ?", (limit,))
+        return [(r[0], int(r[1])) for r in rows]
+
+    def document_facets(self) -> dict[str, list[str]]:
+        """The companies, document types and tags in use (for filters and suggestions)."""
+        conn = self._conn()
+        return {
+            "companies": [r[0] for r in conn.execute(
+                "SELECT DISTINCT company FROM documents WHERE company IS NOT NULL AND company != '' ORDER BY company")],
+            "document_types": [r[0] for r in conn.execute(
+                "SELECT DISTINCT document_type FROM documents WHERE document_type IS NOT NULL "
+                "AND document_type != '' ORDER BY document_type")],
+            "tags": [r[0] for r in conn.execute(
+                "SELECT DISTINCT j.value FROM documents, json_each(documents.tags) j "
+                "WHERE json_valid(documents.tags) ORDER BY j.value")],
+        }
 
     # -- exports -----------------------------------------------------------------
 
@@ -544,6 +595,23 @@ class Store:
         out: dict[str, dict[str, int]] = {}
         for r in self._conn().execute("SELECT target, state, count(*) FROM exports GROUP BY target, state"):
             out.setdefault(r[0], {})[r[1]] = int(r[2])
+        return out
+
+    def export_row(self, export_id: int) -> Row | None:
+        """One export row, or None."""
+        return _row(self._conn().execute("SELECT * FROM exports WHERE id = ?", (export_id,)).fetchone())
+
+    def export_health(self) -> dict[str, Row]:
+        """Per target: the last delivery, and the newest failure with its error."""
+        conn = self._conn()
+        out: dict[str, Row] = {}
+        for r in conn.execute("SELECT target, max(delivered_at) FROM exports GROUP BY target"):
+            out[r[0]] = {"last_delivered": r[1], "last_error": None, "last_error_document": None}
+        for r in conn.execute(
+                "SELECT e.target, e.last_error, e.document_id FROM exports e WHERE e.id IN "
+                "(SELECT max(id) FROM exports WHERE state IN ('failed', 'error') GROUP BY target)"):
+            out.setdefault(r[0], {"last_delivered": None})
+            out[r[0]].update(last_error=r[1], last_error_document=r[2])
         return out
 
     def archive_if_done(self, document_id: int, targets: Sequence[str]) -> bool:

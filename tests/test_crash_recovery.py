@@ -1,0 +1,86 @@
+"""The central promise: a mail that got 250 is exported exactly once, even after kill -9."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+from conftest import base_config, make_mail, unique_pdf, wait_for, wait_port, write_config
+
+
+def _serve(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen([sys.executable, "-m", "gateway", "--config", str(config), "serve"],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def test_kill_9_while_four_clients_send_loses_and_doubles_nothing(workdir: Path) -> None:
+    cfg = base_config(workdir)
+    cfg["web"]["enabled"] = False
+    config = write_config(workdir, cfg)
+    port = int(cfg["smtp"]["listen"].rsplit(":", 1)[1])
+    log = workdir / "serve.log"
+    proc = _serve(config, log)
+    wait_port(port)
+
+    acked: list[str] = []  # sha256 of the PDF of every mail that got 250
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            pdf = unique_pdf(f"client{n}-mail{i}-" + "x" * (i % 7) * 300)
+            msg = make_mail(subject=f"Invoice {n}-{i}", attachments=[(f"inv-{n}-{i}.pdf", pdf, "application/pdf")])
+            try:
+                with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+                    s.send_message(msg, to_addrs=["invoices@localhost"])
+            except (OSError, smtplib.SMTPException):
+                time.sleep(0.05)  # the server is gone: this mail was not acknowledged
+                continue
+            with lock:
+                acked.append(hashlib.sha256(pdf).hexdigest())
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: len(acked) >= 80, timeout=90)
+    os.killpg(proc.pid, signal.SIGKILL)  # no goodbye: no flush, no cleanup
+    proc.wait()
+    time.sleep(0.3)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert len(acked) >= 80
+
+    proc = _serve(config, log)
+    try:
+        wait_port(port)
+        exports = workdir / "exports"
+
+        def exported() -> Counter[str]:
+            return Counter(hashlib.sha256(p.read_bytes()).hexdigest()
+                           for p in exports.rglob("*.pdf") if not p.name.startswith("."))
+
+        wait_for(lambda: set(acked) <= set(exported()), timeout=60, interval=0.3)
+        time.sleep(1.5)  # anything still in flight would show up as a second copy now
+        counts = exported()
+        missing = [h for h in acked if counts[h] == 0]
+        doubled = {h: c for h, c in counts.items() if c > 1}
+        print(f"acknowledged {len(acked)}, exported {sum(counts.values())} files, "
+              f"missing {len(missing)}, doubled {len(doubled)}")
+        assert not missing
+        assert not doubled
+        assert not [p for p in exports.rglob("*") if p.name.endswith(".partial")]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
