@@ -74,7 +74,7 @@ def main(ctx: click.Context, config: Path | None, verbose: int, quiet: bool) -> 
         invoice-gateway --config /etc/gateway.yaml status --json
     """
     _setup_logging(-1 if quiet else verbose)
-    ctx.obj = _Ctx(config, verbose)
+    ctx.obj = _Ctx(config, -1 if quiet else verbose)
 
 
 # -- serve ---------------------------------------------------------------------------
@@ -94,7 +94,8 @@ def serve(c: _Ctx) -> None:
     from gateway.service import Service
 
     settings = c.settings
-    logging.getLogger().setLevel(logging.DEBUG if c.verbose >= 2 else logging.INFO)
+    if c.verbose >= 0:  # serve logs every step unless -q
+        logging.getLogger().setLevel(logging.DEBUG if c.verbose >= 2 else logging.INFO)
     if settings.source_path is None:
         log.info("no gateway.yaml found (looked for %s): running on the embedded defaults; "
                  "copy gateway.example.yaml to gateway.yaml to change them", default_config_path())
@@ -174,11 +175,9 @@ def import_(c: _Ctx, files: tuple[str, ...], source: str, no_process: bool, as_j
 def _rules_state(settings: Settings) -> Any:
     from gateway.pipeline import RulesState
 
+    from gateway.rules import load_rules
+
     state = RulesState()
-    try:
-        from gateway.rules import load_rules
-    except ImportError:
-        return state
     ruleset, problems = load_rules(settings.rules_dir)
     if problems:
         for p in problems:
@@ -209,7 +208,8 @@ def export(c: _Ctx, targets: tuple[str, ...]) -> None:
     from gateway.store import Store
 
     settings = c.settings
-    runner = ExportRunner(settings, Store(settings.data_dir))
+    store = Store(settings.data_dir)
+    runner = ExportRunner(settings, store)
     try:
         names = [t.name for t in runner.targets(targets)]
     except ConfigError as exc:
@@ -217,7 +217,14 @@ def export(c: _Ctx, targets: tuple[str, ...]) -> None:
     failed = 0
     for name in names:
         def progress(target: str, row: dict[str, Any]) -> None:
-            click.echo(f"  {target}: document {row['document_id']} {row['state']}")
+            line = f"  {target}: document {row['document_id']} {row['state']}"
+            if row["state"] != "delivered":  # say why, and whether it will be retried
+                done = next((e for e in store.exports_of(int(row["document_id"])) if e["target"] == target), None)
+                if done and done["last_error"]:
+                    line += f": {done['last_error']}"
+                    if done["next_attempt"]:
+                        line += f" (next attempt {done['next_attempt'][:19]} UTC)"
+            click.echo(line)
 
         counts = runner.run_target(settings.export(name), progress=progress)
         click.echo(f"{name}: {counts['delivered']} delivered, {counts['failed']} to retry, {counts['error']} failed")
@@ -303,10 +310,8 @@ def status(c: _Ctx, as_json: bool) -> None:
 
 
 def _load_rules_quiet(settings: Settings) -> tuple[Any, list[Any]]:
-    try:
-        from gateway.rules import load_rules
-    except ImportError:
-        return None, []
+    from gateway.rules import load_rules
+
     return load_rules(settings.rules_dir)
 
 
@@ -474,6 +479,10 @@ def rules_schema_cmd() -> None:
 def fetch(c: _Ctx, mailboxes: tuple[str, ...], since: dt.datetime | None) -> None:
     """Poll mailboxes now, whatever their schedule, with progress and a summary.
 
+    Downloads only mail that can hold a document, processes it, then runs the
+    mailbox's after_import action on what was imported. Default: every
+    mailbox. Exit 1 when any mailbox failed (the error and a hint are shown).
+
     \b
     Example:
         invoice-gateway fetch
@@ -483,6 +492,31 @@ def fetch(c: _Ctx, mailboxes: tuple[str, ...], since: dt.datetime | None) -> Non
 
     code = fetch_command(c.settings, list(mailboxes), since.date() if since else None, echo=click.echo)
     sys.exit(code)
+
+
+@main.command()
+@click.argument("mailbox")
+@click.option("--port", default=0, show_default=True, type=int,
+              help="Loopback port for the redirect (0: any free port).")
+@click.option("--no-browser", is_flag=True, help="Only print the URL (open it on this machine yourself).")
+@pass_ctx
+def oauth(c: _Ctx, mailbox: str, port: int, no_browser: bool) -> None:
+    """Authorize a mailbox for OAuth2 (Gmail, Microsoft 365) and store its refresh token.
+
+    Prints the provider's consent URL, waits on 127.0.0.1 for the redirect,
+    trades the code for tokens and keeps the refresh token in
+    data_dir/oauth/MAILBOX.json (mode 0600). Needs oauth2.client_id (and
+    client_secret) on the mailbox; provider gmail or outlook fills the URLs.
+
+    \b
+    Example:
+        invoice-gateway oauth gmail
+        ssh -L 8765:127.0.0.1:8765 nas   # then on the NAS:
+        invoice-gateway oauth office --port 8765 --no-browser
+    """
+    from gateway.oauth import oauth_command
+
+    sys.exit(oauth_command(c.settings, mailbox, port=port, browser=not no_browser, echo=click.echo))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -173,7 +173,7 @@ class SMTPConfig(_Model):
     hostname: str = "localhost"
     max_message_size: Size = 50 * 1024**2
     max_recipients: int = 100
-    max_commands: int = 200
+    max_commands: int = 1000  # per command verb and session (aiosmtpd command_call_limit)
     timeout: Duration = 300
     addresses: tuple[AddressConfig, ...] = Field(default_factory=lambda: default_addresses())
     tls: TLSConfig | None = None
@@ -193,14 +193,41 @@ class MailboxTLS(_Model):
 
 
 class OAuth2Config(_Model):
-    """XOAUTH2 settings for a mailbox."""
+    """XOAUTH2 settings for a mailbox; a provider preset fills the URLs and the scope."""
 
     client_id: str
     client_secret: str | None = None
-    token_url: str
+    token_url: str | None = None
+    auth_url: str | None = None
     refresh_token: str | None = None
     refresh_token_file: Path | None = None
     scope: str | None = None
+
+
+# Provider presets: what `provider:` fills in (keys the user gives win).
+IMAP_PROVIDERS: dict[str, dict[str, Any]] = {
+    "gmail": {"host": "imap.gmail.com", "oauth2": {
+        "auth_url": "https://accounts.google.com/o/oauth2/v2/auth",
+        "token_url": "https://oauth2.googleapis.com/token", "scope": "https://mail.google.com/"}},
+    "icloud": {"host": "imap.mail.me.com"},
+    "outlook": {"host": "outlook.office365.com", "oauth2": {
+        "auth_url": "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
+        "token_url": "https://login.microsoftonline.com/common/oauth2/v2.0/token",
+        "scope": "https://outlook.office.com/IMAP.AccessAsUser.All offline_access"}},
+    "fastmail": {"host": "imap.fastmail.com"},
+    "gmx": {"host": "imap.gmx.net"},
+    "webde": {"host": "imap.web.de"},
+    "yahoo": {"host": "imap.mail.yahoo.com"},
+    "aol": {"host": "imap.aol.com"},
+    "zoho": {"host": "imap.zoho.com"},
+    "ionos": {"host": "imap.ionos.de"},
+    "mailbox.org": {"host": "imap.mailbox.org"},
+    "posteo": {"host": "posteo.de"},
+    "t-online": {"host": "secureimap.t-online.de"},
+}
+IMAP_PROVIDER_ALIASES = {"google": "gmail", "googlemail": "gmail", "office365": "outlook", "microsoft365": "outlook",
+                         "m365": "outlook", "hotmail": "outlook", "outlook.com": "outlook", "web.de": "webde",
+                         "me.com": "icloud", "mailboxorg": "mailbox.org", "tonline": "t-online"}
 
 
 class MailboxConfig(_WithPassword):
@@ -230,6 +257,47 @@ class MailboxConfig(_WithPassword):
         if v in ("none", "seen", "flag") or (v.startswith("move:") and len(v) > 5):
             return v
         raise ValueError("must be none, seen, flag or move:Folder")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_provider(cls, data: Any) -> Any:
+        """Fill host, port, security and OAuth2 URLs from ``provider``."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if isinstance(data.get("folders"), str):
+            data["folders"] = [data["folders"]]
+        provider = data.get("provider")
+        if provider is not None:
+            key = IMAP_PROVIDER_ALIASES.get(str(provider).lower(), str(provider).lower())
+            if key not in IMAP_PROVIDERS:
+                known = ", ".join([*IMAP_PROVIDERS, *IMAP_PROVIDER_ALIASES])
+                raise ValueError(f"provider: unknown provider {provider!r}; known: {known} (or give host, port, security)")
+            data["provider"] = key
+            preset = IMAP_PROVIDERS[key]
+            data.setdefault("host", preset["host"])
+            if "port" not in data and "security" not in data:
+                data["port"], data["security"] = 993, "ssl"
+            if isinstance(data.get("oauth2"), dict) and "oauth2" in preset:
+                data["oauth2"] = {**preset["oauth2"], **data["oauth2"]}
+        elif not data.get("host"):
+            raise ValueError("host: required (or name a provider: " + ", ".join(IMAP_PROVIDERS) + ")")
+        # TLS from the first byte unless the port is the STARTTLS one: a wrong guess fails fast, not in a timeout
+        security = data.get("security") or ("starttls" if str(data.get("port")) == "143" else "ssl")
+        data["security"] = security
+        data.setdefault("port", 993 if security == "ssl" else 143)
+        if isinstance(data.get("schedule"), dict) and data["schedule"].get("every") is None:
+            data["schedule"] = {**data["schedule"], "every": 3600}  # a window alone keeps the hourly default
+        return data
+
+    @model_validator(mode="after")
+    def _check_credentials(self) -> MailboxConfig:
+        # an oauth2 mailbox without refresh_token gets one from `invoice-gateway oauth NAME`
+        if self.oauth2 is not None and not self.oauth2.token_url:
+            raise ValueError("oauth2.token_url: required (no provider preset gives it)")
+        if self.oauth2 is None and self.password is None:
+            raise ValueError("password: required (or password_file, or oauth2)")
+        return self
 
 
 class Filter(_Model):

@@ -18,7 +18,7 @@ def explain_decision(raw: bytes, ruleset: Any, *, source: str = "smtp", settings
     view = mail_view(parsed, {"source": source, "rcpt_tos": list(rcpt_tos)}, inv.fields() if inv else None)
     from gateway.models import Decision
 
-    decision = ruleset.decide(view) if ruleset is not None else Decision(rule=None, action="unmatched")
+    decision = ruleset.decide(view, trace_all=True) if ruleset is not None else Decision(rule=None, action="unmatched")
     out: dict[str, Any] = {
         "rule": decision.rule,
         "action": decision.action,

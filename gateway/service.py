@@ -44,10 +44,9 @@ class Service:
 
     def load_rules(self) -> None:
         """Load the rules folder once (the watcher keeps it current)."""
-        try:  # TODO(integration): remove once gateway.rules has landed
-            from gateway.rules import load_rules
-        except ImportError:
-            return
+        from gateway.rules import load_rules
+
+        self.settings.rules_dir.mkdir(parents=True, exist_ok=True)
         ruleset, problems = load_rules(self.settings.rules_dir)
         self._apply_rules(ruleset, problems, initial=True)
 
@@ -142,12 +141,12 @@ class Service:
         return t
 
     def _start_rules_watcher(self) -> None:
-        try:
-            from gateway.rules import RulesWatcher
-        except ImportError:
-            return
+        from gateway.rules import RulesWatcher
+
         self.settings.rules_dir.mkdir(parents=True, exist_ok=True)
-        self.rules_watcher = RulesWatcher(self.settings.rules_dir, self._apply_rules, mode=self.settings.rules_watch)
+        current = self.rules.ruleset
+        self.rules_watcher = RulesWatcher(self.settings.rules_dir, self._apply_rules, mode=self.settings.rules_watch,
+                                          initial_digest=current.digest if current is not None else None)
         self.rules_watcher.start()
 
     def _start_mailboxes(self) -> None:

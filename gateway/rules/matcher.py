@@ -1,0 +1,803 @@
+"""Compiled rules and the rule set that decides what happens to a mail."""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from gateway.models import Decision, MailView, RuleTrace
+from gateway.rules.model import CONDITION_KEYS, EINVOICE_FIELDS, PLACEHOLDERS, RuleModel, WhenModel
+
+Path = tuple[str | int, ...]
+SOURCE_KINDS = ("smtp", "import", "imap", "folder")
+_HEADER_NAME = re.compile(r"[!-9;-~]+")
+_SHOW = 80
+_ESCAPE = re.compile(r'["\\\n\r\t]')
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+class CompileError(Exception):
+    """A rule that passed the model but cannot be compiled; ``path`` is the key path."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+def _q(text: str) -> str:
+    """Quote a value for an explanation, shortened, as JSON would."""
+    if len(text) > _SHOW:
+        text = text[: _SHOW - 1] + "…"
+    if _ESCAPE.search(text):
+        text = _ESCAPE.sub(lambda mo: _ESCAPES[mo.group()], text)
+    return '"' + text + '"'
+
+
+def _qs(values: Sequence[str]) -> str:
+    return " or ".join(_q(v) for v in values)
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A glob where only * and ? are special, as a case-insensitive whole-value regex."""
+    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
+
+
+def _is_glob(text: str) -> bool:
+    return "*" in text or "?" in text
+
+
+def _norm_addr(addr: str) -> str:
+    return addr.strip().strip("<>").casefold()
+
+
+class _Mail:
+    """A MailView with the case-folded values that matching needs, computed once."""
+
+    def __init__(self, mail: MailView) -> None:
+        self.mail = mail
+        sender = mail.sender
+        if sender is None:
+            self.addr: str | None = None
+            self.domain = ""
+            self.name = ""
+        else:
+            self.addr = _norm_addr(sender.addr)
+            self.domain = self.addr.rpartition("@")[2]
+            self.name = sender.name.casefold()
+        self.subject = mail.subject.casefold()
+        self.source = mail.source.casefold()
+        self._body: str | None = None
+        self._to: list[tuple[str, str, str]] | None = None
+        self._shown_sender: str | None = None
+
+    @property
+    def body(self) -> str:
+        """The body, case-folded."""
+        if self._body is None:
+            self._body = self.mail.body.casefold()
+        return self._body
+
+    @property
+    def to(self) -> list[tuple[str, str, str]]:
+        """(address, domain, display name), case-folded, for every recipient."""
+        if self._to is None:
+            self._to = []
+            for a in self.mail.to:
+                addr = _norm_addr(a.addr)
+                self._to.append((addr, addr.rpartition("@")[2], a.name.casefold()))
+        return self._to
+
+    @property
+    def shown_sender(self) -> str:
+        """The sender as explanations show it."""
+        if self._shown_sender is None:
+            sender = self.mail.sender
+            self._shown_sender = _q(str(sender)) if sender is not None else "(no sender)"
+        return self._shown_sender
+
+
+# --- values -----------------------------------------------------------------
+
+TextTest = Callable[[str, str], bool]  # (original text, case-folded text) -> matched
+AddrTest = Callable[[str, str, str], bool]  # (address, domain, display name), case-folded
+SourceTest = Callable[[str, str | None], bool]  # (source, import address), case-folded
+
+
+def text_pattern(raw: str, path: Path) -> TextTest:
+    """Compile a text value: plain = substring, * or ? = whole-value glob, re: = regex search."""
+    if not raw:
+        raise CompileError(path, "must not be empty")
+    if raw.startswith("re:"):
+        rx = _regex(raw[3:], path)
+        return lambda text, low: rx.search(text) is not None
+    if _is_glob(raw):
+        gx = glob_regex(raw.casefold())
+        return lambda text, low: gx.fullmatch(low) is not None
+    needle = raw.casefold()
+    return lambda text, low: needle in low
+
+
+def _regex(src: str, path: Path) -> re.Pattern[str]:
+    if not src:
+        raise CompileError(path, "re: needs a regular expression after it")
+    try:
+        return re.compile(src, re.IGNORECASE)
+    except re.error as exc:
+        where = f" at position {exc.pos}" if exc.pos is not None else ""
+        raise CompileError(path, f"invalid regular expression {_q(src)}: {exc.msg}{where}") from exc
+
+
+@dataclass(frozen=True)
+class AddressPattern:
+    """A compiled from/to value; ``key`` is its sender-index key when it limits the domain."""
+
+    raw: str
+    test: AddrTest
+    key: tuple[str, str] | None
+
+
+def address_pattern(raw: str, path: Path) -> AddressPattern:
+    """Compile a from/to value: address, @domain, @*.domain, glob, part of name or address, or re:."""
+    if not raw.strip():
+        raise CompileError(path, "must not be empty")
+    if raw.startswith("re:"):
+        rx = _regex(raw[3:], path)
+        return AddressPattern(raw, lambda a, d, n: rx.search(a) is not None or rx.search(n) is not None, None)
+    low = raw.strip().casefold()
+    if "@" not in low:
+        if _is_glob(low):
+            gx = glob_regex(low)
+            return AddressPattern(raw, lambda a, d, n: gx.fullmatch(a) is not None or gx.fullmatch(n) is not None, None)
+        return AddressPattern(raw, lambda a, d, n: low in a or low in n, None)
+    if any(c in low for c in " <>,;\"") or low.count("@") > 1:
+        raise CompileError(path, f"{_q(raw)} is not an address; write only the address (billing@acme.example), "
+                                 "@domain, or a part of the display name without @")
+    local, _, domain = low.rpartition("@")
+    if not domain:
+        raise CompileError(path, f"{_q(raw)} has no domain after @")
+    if not local:
+        if not _is_glob(domain):
+            return AddressPattern(raw, lambda a, d, n: d == domain, ("domain", domain))
+        parent = domain[2:]
+        if domain.startswith("*.") and parent and not _is_glob(parent):
+            suffix = "." + parent
+            return AddressPattern(raw, lambda a, d, n: d.endswith(suffix), ("parent", parent))
+        gx = glob_regex(domain)
+        return AddressPattern(raw, lambda a, d, n: gx.fullmatch(d) is not None, None)
+    # Addresses are indexed by their domain, so that rules for other
+    # addresses of the sender's domain are tried and explain near misses.
+    key = None if _is_glob(domain) else ("domain", domain)
+    if not _is_glob(low):
+        return AddressPattern(raw, lambda a, d, n: a == low, key)
+    gx = glob_regex(low)
+    return AddressPattern(raw, lambda a, d, n: gx.fullmatch(a) is not None, key)
+
+
+def source_test(raw: str, path: Path) -> SourceTest:
+    """Compile a source value: smtp, import, imap[:<mailbox>], folder[:<name>], an import address, glob or re:."""
+    if raw.startswith("re:"):
+        rx = _regex(raw[3:], path)
+        return lambda src, addr: rx.search(src) is not None
+    if "@" in raw:
+        pat = address_pattern(raw, path)
+        return lambda src, addr: addr is not None and pat.test(addr, addr.rpartition("@")[2], "")
+    low = raw.strip().casefold()
+    if _is_glob(low):
+        gx = glob_regex(low)
+        return lambda src, addr: gx.fullmatch(src) is not None
+    kind, colon, rest = low.partition(":")
+    if kind not in SOURCE_KINDS or (colon and not rest) or (rest and kind in ("smtp", "import")):
+        raise CompileError(path, f"{_q(raw)} is not a source; allowed: smtp, import, imap, imap:<mailbox>, "
+                                 "folder, folder:<name>, or an import address (invoices@home.example)")
+    if colon:
+        return lambda src, addr: src == low
+    prefix = low + ":"
+    return lambda src, addr: src == low or src.startswith(prefix)
+
+
+# --- conditions -------------------------------------------------------------
+
+
+class Condition(Protocol):
+    """A compiled condition: ``test`` says whether it holds, ``judge`` also says why, in words."""
+
+    def test(self, m: _Mail) -> bool:
+        """Whether the condition holds (fast: no words)."""
+        ...
+
+    def judge(self, m: _Mail) -> tuple[bool, str]:
+        """(held, reason): the reason says what matched, or what did not."""
+        ...
+
+
+class _Address:
+    """from (the sender) or to (any recipient)."""
+
+    def __init__(self, key: str, pats: list[AddressPattern]) -> None:
+        self.key = key
+        self.tests = [p.test for p in pats]
+        self.pairs = [(p.raw, p.test) for p in pats]
+        self.values = _qs([p.raw for p in pats])
+
+    def _people(self, m: _Mail) -> list[tuple[str, str, str]]:
+        if self.key == "to":
+            return m.to
+        return [] if m.addr is None else [(m.addr, m.domain, m.name)]
+
+    def test(self, m: _Mail) -> bool:
+        for a, d, n in self._people(m):
+            for t in self.tests:
+                if t(a, d, n):
+                    return True
+        return False
+
+    def judge(self, m: _Mail) -> tuple[bool, str]:
+        for i, (a, d, n) in enumerate(self._people(m)):
+            for raw, t in self.pairs:
+                if t(a, d, n):
+                    shown = m.shown_sender if self.key == "from" else _q(str(m.mail.to[i]))
+                    return True, f"{self.key}: {_q(raw)} matched {shown}"
+        if self.key == "from":
+            return False, f"from: {self.values} did not match {m.shown_sender}"
+        shown = ", ".join(_q(str(a)) for a in m.mail.to[:5]) or "(no recipients)"
+        return False, f"to: {self.values} did not match {shown}"
+
+
+class _Text:
+    """subject, body, or contains (subject or body)."""
+
+    def __init__(self, key: str, raws: tuple[str, ...], tests: list[TextTest]) -> None:
+        self.key = key
+        self.tests = tests
+        self.pairs = list(zip(raws, tests))
+        self.values = _qs(raws)
+
+    def test(self, m: _Mail) -> bool:
+        if self.key != "body":
+            text, low = m.mail.subject, m.subject
+            for t in self.tests:
+                if t(text, low):
+                    return True
+        if self.key != "subject":
+            text, low = m.mail.body, m.body
+            for t in self.tests:
+                if t(text, low):
+                    return True
+        return False
+
+    def judge(self, m: _Mail) -> tuple[bool, str]:
+        mail = m.mail
+        if self.key != "body":
+            for raw, t in self.pairs:
+                if t(mail.subject, m.subject):
+                    return True, f"{self.key}: {_q(raw)} matched subject {_q(mail.subject)}"
+        if self.key != "subject":
+            for raw, t in self.pairs:
+                if t(mail.body, m.body):
+                    return True, f"{self.key}: {_q(raw)} found in the body"
+        if self.key == "subject":
+            return False, f"subject: {self.values} did not match {_q(mail.subject)}"
+        if self.key == "body":
+            return False, f"body: {self.values} not found in the body ({len(mail.body)} characters)"
+        return False, f"contains: {self.values} found neither in subject {_q(mail.subject)} nor in the body"
+
+
+class _Attachment:
+    def __init__(self, raws: tuple[str, ...], tests: list[TextTest]) -> None:
+        self.tests = tests
+        self.pairs = list(zip(raws, tests))
+        self.values = _qs(raws)
+
+    def test(self, m: _Mail) -> bool:
+        for name in m.mail.attachments:
+            low = name.casefold()
+            for t in self.tests:
+                if t(name, low):
+                    return True
+        return False
+
+    def judge(self, m: _Mail) -> tuple[bool, str]:
+        names = m.mail.attachments
+        for name in names:
+            low = name.casefold()
+            for raw, t in self.pairs:
+                if t(name, low):
+                    return True, f"attachment: {_q(raw)} matched {_q(name)}"
+        shown = ", ".join(_q(n) for n in names[:5]) if names else "(no attachments)"
+        return False, f"attachment: {self.values} did not match {shown}"
+
+
+class _HasAttachment:
+    def __init__(self, want: bool) -> None:
+        self.want = want
+
+    def test(self, m: _Mail) -> bool:
+        return bool(m.mail.attachments) is self.want
+
+    def judge(self, m: _Mail) -> tuple[bool, str]:
+        count = len(m.mail.attachments)
+        got = f"the mail has {count} attachment{'' if count == 1 else 's'}"
+        return self.test(m), f"has_attachment: {str(self.want).lower()}; {got}"
+
+
+class _Header:
+    def __init__(self, name: str, raws: tuple[str, ...], tests: list[TextTest]) -> None:
+        self.name = name
+        self.low = name.lower()  # MailView.headers is keyed by lower-case name
+        self.tests = tests
+        self.pairs = list(zip(raws, tests))
+        self.values = _qs(raws)
+
+    def test(self, m: _Mail) -> bool:
+        for value in m.mail.headers.get(self.low, ()):
+            low = value.casefold()
+            for t in self.tests:
+                if t(value, low):
+                    return True
+        return False
+
+    def judge(self, m: _Mail) -> tuple[bool, str]:
+        found = m.mail.headers.get(self.low, ())
+        for value in found:
+            low = value.casefold()
+            for raw, t in self.pairs:
+                if t(value, low):
+                    return True, f"header {self.name}: {_q(raw)} matched {_q(value)}"
+        if not found:
+            return False, f"header {self.name}: the mail has no such header"
+        return False, f"header {self.name}: {self.values} did not match {_q(found[0])}"
+
+
+class _Source:
+    def __init__(self, raws: tuple[str, ...], tests: list[SourceTest]) -> None:
+        self.tests = tests
+        self.pairs = list(zip(raws, tests))
+        self.values = _qs(raws)
+
+    def test(self, m: _Mail) -> bool:
+        addr = _norm_addr(m.mail.import_address) if m.mail.import_address else None
+        for t in self.tests:
+            if t(m.source, addr):
+                return True
+        return False
+
+    def judge(self, m: _Mail) -> tuple[bool, str]:
+        mail = m.mail
+        addr = _norm_addr(mail.import_address) if mail.import_address else None
+        shown = _q(mail.source + (f" via {mail.import_address}" if mail.import_address else ""))
+        for raw, t in self.pairs:
+            if t(m.source, addr):
+                return True, f"source: {_q(raw)} matched {shown}"
+        return False, f"source: {self.values} did not match {shown}"
+
+
+class _EInvoicePresent:
+    def __init__(self, want: bool) -> None:
+        self.want = want
+
+    def test(self, m: _Mail) -> bool:
+        return (m.mail.einvoice is not None) is self.want
+
+    def judge(self, m: _Mail) -> tuple[bool, str]:
+        got = "carries an e-invoice" if m.mail.einvoice is not None else "carries no e-invoice"
+        return self.test(m), f"einvoice: {str(self.want).lower()}; the mail {got}"
+
+
+class _EInvoiceField:
+    def __init__(self, name: str, raws: tuple[str, ...], tests: list[TextTest]) -> None:
+        self.name = name
+        self.tests = tests
+        self.pairs = list(zip(raws, tests))
+        self.values = _qs(raws)
+
+    def test(self, m: _Mail) -> bool:
+        inv = m.mail.einvoice
+        value = inv.get(self.name) if inv is not None else None
+        if not value:
+            return False
+        low = value.casefold()
+        for t in self.tests:
+            if t(value, low):
+                return True
+        return False
+
+    def judge(self, m: _Mail) -> tuple[bool, str]:
+        inv = m.mail.einvoice
+        if inv is None:
+            return False, f"einvoice.{self.name}: the mail carries no e-invoice"
+        value = inv.get(self.name)
+        if not value:  # the e-invoice reader gives "" for a field it did not find
+            return False, f"einvoice.{self.name}: the e-invoice has no {self.name}"
+        low = value.casefold()
+        for raw, t in self.pairs:
+            if t(value, low):
+                return True, f"einvoice.{self.name}: {_q(raw)} matched {_q(value)}"
+        return False, f"einvoice.{self.name}: {self.values} did not match {_q(value)}"
+
+
+class _Authenticated:
+    def __init__(self, want: bool) -> None:
+        self.want = want
+
+    def test(self, m: _Mail) -> bool:
+        return m.mail.authenticated is self.want
+
+    def judge(self, m: _Mail) -> tuple[bool, str]:
+        got = m.mail.authenticated
+        state = "authenticated" if got else "not known to be authenticated" if got is None else "failed authentication"
+        return self.test(m), f"authenticated: {str(self.want).lower()}; the sender {state}"
+
+
+class AllOf:
+    """Conditions that must all hold, checked in order; the top level of every rule."""
+
+    def __init__(self, parts: list[Condition], label: str | None) -> None:
+        self.parts = parts
+        self.label = label
+
+    def test(self, m: _Mail) -> bool:
+        """Whether every part holds."""
+        for part in self.parts:
+            if not part.test(m):
+                return False
+        return True
+
+    def judge(self, m: _Mail) -> tuple[bool, str]:
+        """(held, reason): the first failed part's reason, or what every part matched."""
+        reasons = []
+        for part in self.parts:
+            ok, why = part.judge(m)
+            if not ok:
+                return False, f"{self.label}: {why}" if self.label else why
+            reasons.append(why)
+        joined = "; ".join(reasons) if reasons else "no conditions (matches every mail)"
+        return True, f"{self.label}: ({joined})" if self.label else joined
+
+
+class _Any:
+    def __init__(self, parts: list[Condition]) -> None:
+        self.parts = parts
+
+    def test(self, m: _Mail) -> bool:
+        for part in self.parts:
+            if part.test(m):
+                return True
+        return False
+
+    def judge(self, m: _Mail) -> tuple[bool, str]:
+        misses = []
+        for part in self.parts:
+            ok, why = part.judge(m)
+            if ok:
+                return True, f"any: {why}"
+            misses.append(f"({why})")
+        return False, "any: none held: " + " ".join(misses)
+
+
+class _Not:
+    def __init__(self, part: Condition) -> None:
+        self.part = part
+
+    def test(self, m: _Mail) -> bool:
+        return not self.part.test(m)
+
+    def judge(self, m: _Mail) -> tuple[bool, str]:
+        ok, why = self.part.judge(m)
+        return not ok, f"not: ({why})"
+
+
+def compile_when(spec: WhenModel, path: Path, errors: list[CompileError], label: str | None = None) -> AllOf:
+    """Compile a `when` mapping, its keys in CONDITION_KEYS order; problems go to ``errors``."""
+    fields = WhenModel.model_fields
+    given = {fields[f].alias or f for f in spec.model_fields_set if getattr(spec, f) is not None}
+    parts: list[Condition] = []
+    for key in CONDITION_KEYS:
+        if key in given:
+            try:
+                parts.extend(_compile_key(spec, key, (*path, key), errors))
+            except CompileError as exc:
+                errors.append(exc)
+    return AllOf(parts, label)
+
+
+def _values(raws: tuple[str, ...], here: Path, make: Callable[[str, Path], Any]) -> list[Any]:
+    return [make(raw, (*here, i) if len(raws) > 1 else here) for i, raw in enumerate(raws)]
+
+
+def _compile_key(spec: WhenModel, key: str, here: Path, errors: list[CompileError]) -> list[Condition]:
+    if key in ("from", "to"):
+        raws = spec.from_ if key == "from" else spec.to
+        assert raws is not None
+        return [_Address(key, _values(raws, here, address_pattern))]
+    if key in ("subject", "body", "contains", "attachment"):
+        raws = getattr(spec, key)
+        tests = _values(raws, here, text_pattern)
+        return [_Attachment(raws, tests) if key == "attachment" else _Text(key, raws, tests)]
+    if key == "source":
+        assert spec.source is not None
+        return [_Source(spec.source, _values(spec.source, here, source_test))]
+    if key == "has_attachment":
+        return [_HasAttachment(bool(spec.has_attachment))]
+    if key == "authenticated":
+        return [_Authenticated(bool(spec.authenticated))]
+    if key == "header":
+        assert spec.header is not None
+        out: list[Condition] = []
+        for name, raws in spec.header.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise CompileError((*here, name), f"{_q(name)} is not a header name")
+            out.append(_Header(name, raws, _values(raws, (*here, name), text_pattern)))
+        return out
+    if key == "einvoice":
+        if isinstance(spec.einvoice, bool):
+            return [_EInvoicePresent(spec.einvoice)]
+        assert spec.einvoice is not None
+        return [_EInvoiceField(name, raws, _values(raws, (*here, name), text_pattern))
+                for name, raws in spec.einvoice.items()]
+    if key in ("all", "any"):
+        subs = spec.all_ if key == "all" else spec.any_
+        assert subs is not None
+        compiled = [_bare(compile_when(s, (*here, i), errors)) for i, s in enumerate(subs)]
+        return [AllOf(compiled, "all") if key == "all" else _Any(compiled)]
+    assert key == "not" and spec.not_ is not None
+    return [_Not(_bare(compile_when(spec.not_, here, errors)))]
+
+
+def _bare(cond: AllOf) -> Condition:
+    """A one-part condition without its AllOf wrapper (same words, one call less)."""
+    return cond.parts[0] if len(cond.parts) == 1 else cond
+
+
+# --- placeholders -----------------------------------------------------------
+
+
+Template = tuple[tuple[str, str | None], ...]  # (literal, placeholder or None)
+
+
+def compile_template(text: str, path: Path) -> Template:
+    """Split ``text`` into literals and known {placeholders}; {{ and }} are literal braces."""
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise CompileError(path, f"{exc}; write {{{{ and }}}} for literal braces") from exc
+    out: list[tuple[str, str | None]] = []
+    for literal, name, spec, conv in parsed:
+        if name is not None and (spec or conv):
+            raise CompileError(path, f"{{{name}}}: placeholders take no format (: or !)")
+        if name is not None and name not in PLACEHOLDERS:
+            plain = ", ".join(p for p in PLACEHOLDERS if not p.startswith("einvoice."))
+            raise CompileError(path, f"unknown placeholder {{{name}}}; allowed: {plain}, "
+                                     f"einvoice.<field> with <field> one of: {', '.join(EINVOICE_FIELDS)}")
+        out.append((literal, name))
+    return tuple(out)
+
+
+def placeholder_value(mail: MailView, name: str) -> str:
+    """The value of a {placeholder} for ``mail``: MailView.fields first, else derived; "" when missing."""
+    value = mail.fields.get(name)
+    if value is not None:
+        return str(value)
+    sender = mail.sender
+    if name == "subject":
+        return mail.subject
+    if name == "sender":
+        return sender.addr if sender else ""
+    if name == "sender_name":
+        return sender.name if sender else ""
+    if name == "sender_domain":
+        return sender.addr.rpartition("@")[2].lower() if sender else ""
+    if name == "tag":
+        return mail.tag or ""
+    if name == "import_address":
+        return mail.import_address or ""
+    if name == "source":
+        return mail.source
+    if name.startswith("einvoice.") and mail.einvoice is not None:
+        return mail.einvoice.get(name[9:], "")
+    return ""
+
+
+def fill(template: Template, mail: MailView) -> str:
+    """``template`` with its placeholders filled from ``mail``."""
+    return "".join(lit + (placeholder_value(mail, name) if name else "") for lit, name in template)
+
+
+# --- rules ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One compiled import rule.
+
+    Attributes:
+        name: unique across the rule set.
+        file: the rule file, relative to rules_dir (``/`` separated).
+        line: the line of the rule in its file (1-based).
+        position: the rule's place in its file (0-based, across documents).
+        priority: lower is tried first (default 100).
+        action: ``import`` or ``ignore``.
+        import_mode: ``attachments``, ``body`` or ``both``.
+        attachment_globs: globs narrowing which attachments are imported.
+        when: the compiled conditions.
+        assign: company, document_type and note as templates with {placeholders}.
+        tags: the tags to assign, as templates.
+        senders: the sender domains that the rule's ``from`` limits it to:
+            ``("domain", d)`` for d itself, ``("parent", d)`` for its
+            subdomains; () when there is no ``from`` or it allows any domain.
+    """
+
+    name: str
+    file: str
+    line: int
+    position: int
+    priority: int
+    action: str
+    import_mode: str
+    attachment_globs: tuple[str, ...]
+    when: AllOf
+    assign: Mapping[str, Template] = field(default_factory=dict)
+    tags: tuple[Template, ...] = ()
+    senders: tuple[tuple[str, str], ...] = ()
+
+    def matches(self, mail: MailView) -> bool:
+        """Whether every condition holds for ``mail``."""
+        return self.when.test(_Mail(mail))
+
+    def judge(self, mail: MailView) -> RuleTrace:
+        """How this rule judges ``mail``, in words."""
+        ok, why = self.when.judge(_Mail(mail))
+        return RuleTrace(self.name, self.file, ok, why)
+
+    def decision(self, mail: MailView, explain: tuple[RuleTrace, ...]) -> Decision:
+        """The decision this rule makes for a mail it matched."""
+        if self.action == "ignore":
+            return Decision(rule=self.name, action="ignore", explain=explain)
+        assign: dict[str, Any] = {key: fill(tpl, mail) for key, tpl in self.assign.items()}
+        if self.tags:
+            # a tag whose placeholder is empty is dropped rather than stored as ""
+            tags = (fill(t, mail).strip() for t in self.tags)
+            assign["tags"] = tuple(dict.fromkeys(t for t in tags if t))
+        return Decision(rule=self.name, action="import", import_mode=self.import_mode,
+                        attachment_globs=self.attachment_globs, assign=assign, explain=explain)
+
+
+def compile_rule(spec: RuleModel, *, file: str, line: int, position: int) -> tuple[Rule | None, list[CompileError]]:
+    """Compile a validated rule; the errors carry key paths relative to the rule."""
+    errors: list[CompileError] = []
+    when = compile_when(spec.when, ("when",), errors)
+    assign: dict[str, Template] = {}
+    tags: tuple[Template, ...] = ()
+    if spec.assign is not None:
+        for key, value in spec.assign.model_dump(exclude_none=True).items():
+            try:
+                if key == "tags":
+                    tags = tuple(_values(value, ("assign", "tags"), compile_template))
+                else:
+                    assign[key] = compile_template(value, ("assign", key))
+            except CompileError as exc:
+                errors.append(exc)
+    if spec.action == "ignore":
+        for attr, key in (("import_", "import"), ("attachments", "attachments"), ("assign", "assign")):
+            if attr in spec.model_fields_set:
+                errors.append(CompileError((key,), "has no effect with action: ignore; remove it"))
+    globs = spec.attachments or ()
+    if globs and spec.import_ == "body":
+        errors.append(CompileError(("attachments",), "has no effect with import: body; use import: both"))
+    for i, g in enumerate(globs):
+        if not g.strip():
+            errors.append(CompileError(("attachments", i) if len(globs) > 1 else ("attachments",), "must not be empty"))
+    if errors:
+        return None, errors
+    rule = Rule(name=spec.name, file=file, line=line, position=position, priority=spec.priority,
+                action=spec.action, import_mode=spec.import_, attachment_globs=tuple(globs), when=when,
+                assign=MappingProxyType(assign), tags=tags, senders=_senders(spec.when))
+    return rule, []
+
+
+def _senders(when: WhenModel) -> tuple[tuple[str, str], ...]:
+    if not when.from_:
+        return ()
+    keys = [address_pattern(raw, ()).key for raw in when.from_]
+    if not all(keys):
+        return ()
+    return tuple(dict.fromkeys(k for k in keys if k is not None))
+
+
+def select_attachments(names: Iterable[str], globs: Sequence[str]) -> list[str]:
+    """The names that a rule's ``attachments`` globs allow (all when there are none)."""
+    if not globs:
+        return list(names)
+    rxs = [glob_regex(g) for g in globs]
+    return [n for n in names if any(rx.fullmatch(n) for rx in rxs)]
+
+
+# --- the rule set -----------------------------------------------------------
+
+
+def _sort_key(rule: Rule) -> tuple[int, str, int]:
+    return rule.priority, rule.file, rule.position
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """An immutable, loaded set of rules; ``decide`` applies them to a mail.
+
+    Attributes:
+        rules: in the order they are tried (priority, then file path, then position).
+        files: each rule file (relative to rules_dir) with the names of its rules.
+        digest: a hash of the rule files' contents, to tell whether anything changed.
+    """
+
+    rules: tuple[Rule, ...]
+    files: Mapping[str, tuple[str, ...]]
+    digest: str
+    _open: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _index: Mapping[tuple[str, str], tuple[int, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        rules = tuple(sorted(self.rules, key=_sort_key))
+        index: dict[tuple[str, str], list[int]] = {}
+        open_ = []
+        for i, rule in enumerate(rules):
+            if not rule.senders:
+                open_.append(i)
+            for key in rule.senders:
+                index.setdefault(key, []).append(i)
+        object.__setattr__(self, "rules", rules)
+        object.__setattr__(self, "files", MappingProxyType(dict(self.files)))
+        object.__setattr__(self, "_open", tuple(open_))
+        object.__setattr__(self, "_index", MappingProxyType({k: tuple(v) for k, v in index.items()}))
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def get(self, name: str) -> Rule | None:
+        """The rule called ``name``, or None."""
+        return next((r for r in self.rules if r.name == name), None)
+
+    def _for_sender(self, m: _Mail) -> set[int]:
+        """The rules whose ``from`` names the sender's domain or one of its parents."""
+        if m.addr is None:
+            return set()
+        index = self._index
+        found = set(index.get(("domain", m.domain), ()))
+        rest = m.domain
+        while "." in rest:
+            rest = rest.partition(".")[2]
+            found.update(index.get(("parent", rest), ()))
+        return found
+
+    def decide(self, mail: MailView, *, trace_all: bool = False) -> Decision:
+        """Apply the rules in order; the first that matches decides.
+
+        The explanation lists, in order up to the deciding rule, every rule
+        whose ``from`` names the sender's domain (the near misses worth
+        reading) and the deciding rule. Rules whose ``from`` names only other
+        domains are skipped, and the others are tested without words and
+        listed only when they match. ``trace_all`` lists every rule tried,
+        each with its reason; the decision is the same either way.
+        """
+        m = _Mail(mail)
+        rules = self.rules
+        near: set[int] | None = None
+        if trace_all:
+            order: Iterable[int] = range(len(rules))
+        else:
+            near = self._for_sender(m)
+            order = sorted(near.union(self._open)) if near else self._open
+        traces = []
+        for i in order:
+            rule = rules[i]
+            if near is not None and i not in near and not rule.when.test(m):
+                continue
+            ok, why = rule.when.judge(m)
+            traces.append(RuleTrace(rule.name, rule.file, ok, why))
+            if ok:
+                return rule.decision(mail, tuple(traces))
+        return Decision(rule=None, action="unmatched", explain=tuple(traces))

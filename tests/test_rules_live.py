@@ -1,0 +1,104 @@
+"""Rules while `serve` runs: hot reload, re-examination, last good set on errors, git checkout."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import Gateway, make_mail, unique_pdf, wait_for
+
+RULE_ACME = """\
+name: ACME invoices
+when:
+  from: billing@acme.example
+  subject: "re:^invoice \\\\d+"
+assign:
+  company: ACME
+  document_type: invoice
+  tags: [acme]
+"""
+
+
+def _status(gw: Gateway, mid: int) -> str:
+    return str(gw.store.message(mid)["status"])
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.rename(tmp, path)
+
+
+def test_new_rule_file_reexamines_unmatched_mail_within_5_s(gateway_factory) -> None:  # type: ignore[no-untyped-def]
+    gw: Gateway = gateway_factory(rules_watch="auto", unmatched={"smtp": "keep"})
+    gw.send(make_mail(subject="Invoice 77", attachments=[("inv77.pdf", unique_pdf("77"), "application/pdf")]))
+    mid = wait_for(lambda: gw.store.message_ids(status="unmatched"), timeout=10)[0]
+    assert "no rule matched" in gw.store.message(mid)["reason"]
+    t0 = time.monotonic()
+    _atomic_write(gw.settings.rules_dir / "acme.yaml", RULE_ACME)
+    wait_for(lambda: _status(gw, mid) == "imported", timeout=5)
+    print(f"re-examined and imported {time.monotonic() - t0:.2f} s after the rename")
+    doc = gw.store.documents_of(mid)[0]
+    assert doc["company"] == "ACME" and "acme" in doc["tags"]
+    wait_for(gw.exported_files, timeout=10)
+    decision = gw.api(f"/api/messages/{mid}").json()["decision"]
+    assert decision["rule"] == "ACME invoices"
+
+
+def test_broken_file_keeps_the_last_good_rules_and_deleting_takes_effect(gateway_factory) -> None:  # type: ignore[no-untyped-def]
+    gw: Gateway = gateway_factory(rules_watch="auto", unmatched={"smtp": "keep"})
+    rules = gw.settings.rules_dir
+    _atomic_write(rules / "acme.yaml", RULE_ACME)
+    wait_for(lambda: gw.service.rules.ruleset is not None and len(gw.service.rules.ruleset.rules) == 1, timeout=6)
+    _atomic_write(rules / "broken.yaml", "name: broken\nwhen: {from: [unclosed\n")
+    wait_for(lambda: gw.service.rules.problems, timeout=6)
+    problem = gw.service.rules.problems[0]
+    assert "broken.yaml" in str(problem) and problem.line is not None
+    assert len(gw.service.rules.ruleset.rules) == 1  # the last good set is still in force
+    gw.send(make_mail(subject="Invoice 1", attachments=[("a.pdf", unique_pdf("a1"), "application/pdf")]))
+    wait_for(lambda: gw.store.message_ids(status="imported"), timeout=10)
+    (rules / "broken.yaml").unlink()
+    wait_for(lambda: not gw.service.rules.problems, timeout=6)
+    (rules / "acme.yaml").unlink()
+    wait_for(lambda: len(gw.service.rules.ruleset.rules) == 0, timeout=6)
+    gw.send(make_mail(subject="Invoice 2", attachments=[("b.pdf", unique_pdf("b2"), "application/pdf")]))
+    wait_for(lambda: gw.store.message_ids(status="unmatched"), timeout=10)
+
+
+def test_git_checkout_swaps_the_whole_set_in_one_reload(gateway_factory, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    rules = workdir / "rules"
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=rules, check=True,
+                       capture_output=True)
+
+    git("init", "-q", "-b", "main")
+    for i in range(10):
+        (rules / f"supplier{i}.yaml").write_text(f"name: main {i}\nwhen: {{from: a{i}@main.example}}\n")
+    git("add", ".")
+    git("commit", "-qm", "main rules")
+    git("checkout", "-q", "-b", "other")
+    for i in range(10):
+        (rules / f"supplier{i}.yaml").unlink()
+    for i in range(15):
+        (rules / f"other{i}.yaml").write_text(f"name: other {i}\nwhen: {{from: b{i}@other.example}}\n")
+    git("add", "-A")
+    git("commit", "-qm", "other rules")
+    git("checkout", "-q", "main")
+
+    gw: Gateway = gateway_factory(rules_watch="auto")
+    seen: list[tuple[int, str]] = []
+    original = gw.service._apply_rules
+
+    def spy(ruleset, problems, initial=False):  # type: ignore[no-untyped-def]
+        seen.append((len(ruleset.rules) if ruleset else -1, ",".join(sorted({r.name.split()[0] for r in ruleset.rules})) if ruleset else ""))
+        return original(ruleset, problems, initial)
+
+    gw.service.rules_watcher.on_change = spy
+    assert len(gw.service.rules.ruleset.rules) == 10
+    git("checkout", "-q", "other")
+    wait_for(lambda: len(gw.service.rules.ruleset.rules) == 15, timeout=8)
+    time.sleep(2.5)  # a second, partial reload would show up now
+    assert seen == [(15, "other")]
