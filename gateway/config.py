@@ -151,18 +151,46 @@ def default_addresses() -> tuple[AddressConfig, ...]:
 
 
 class TLSConfig(_Model):
-    """Certificate and key for STARTTLS."""
+    """Certificate and key for STARTTLS, and an optional implicit-TLS listener."""
 
     cert: Path
     key: Path
     required: bool = False
+    # a second port that speaks TLS from the first byte (what port 465 does), e.g. "0.0.0.0:4650"
+    implicit_listen: str | None = None
+
+    @property
+    def implicit_host_port(self) -> tuple[str, int] | None:
+        """The implicit-TLS listen address split into host and port, or None."""
+        return _split_listen(self.implicit_listen, 4650) if self.implicit_listen else None
 
 
 class AuthConfig(_Model):
-    """SMTP AUTH users (name -> password)."""
+    """SMTP AUTH users (name -> password); offered only over TLS."""
 
     users: dict[str, str] = Field(default_factory=dict)
     required: bool = False
+
+
+class SMTPLimits(_Model):
+    """Per-client bounds on the SMTP server (answered 421 / 450, never silently)."""
+
+    connections_per_ip: int = Field(20, ge=0)  # 0: no limit
+    messages_per_minute_per_ip: int = Field(300, ge=0)  # MAIL commands; 0: no limit
+    # clients the limits do not apply to (this host; add a trusted relay here)
+    exempt: tuple[str, ...] = ("127.0.0.0/8", "::1")
+
+    @field_validator("exempt")
+    @classmethod
+    def _check_networks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not an IP address or network: {net!r}") from exc
+        return v
 
 
 class SMTPConfig(_Model):
@@ -178,11 +206,21 @@ class SMTPConfig(_Model):
     addresses: tuple[AddressConfig, ...] = Field(default_factory=lambda: default_addresses())
     tls: TLSConfig | None = None
     auth: AuthConfig | None = None
+    limits: SMTPLimits = SMTPLimits()
 
     @property
     def host_port(self) -> tuple[str, int]:
         """The listen address split into host and port."""
         return _split_listen(self.listen, 2525)
+
+    @model_validator(mode="after")
+    def _auth_needs_tls(self) -> SMTPConfig:
+        # AUTH is only ever offered over TLS: users without a certificate could never log in
+        if self.auth is not None and (self.auth.users or self.auth.required) and self.tls is None:
+            raise ValueError("auth: needs smtp.tls (cert and key): AUTH is only offered over TLS")
+        if self.auth is not None and self.auth.required and not self.auth.users:
+            raise ValueError("auth.required: no auth.users are configured, so nobody could send")
+        return self
 
 
 class MailboxTLS(_Model):
@@ -250,6 +288,9 @@ class MailboxConfig(_WithPassword):
     tls: MailboxTLS = MailboxTLS()
     timeout: Duration = 60
     assign: dict[str, Any] = Field(default_factory=dict)
+    # whose Authentication-Results header to believe (globs; "" = a header without authserv-id);
+    # None: the provider's default (gateway.senderauth.PROVIDER_AUTHSERV_IDS), else none
+    trusted_authserv_ids: tuple[str, ...] | None = None
 
     @field_validator("after_import")
     @classmethod
@@ -425,7 +466,23 @@ class Limits(_Model):
     render_memory: Size = 512 * 1024**2
     max_parts: int = 500
     max_depth: int = 20
+    max_headers: int = 1000  # header fields per message and per part
+    max_decoded: Size = 100 * 1024**2  # decoded bytes of all parts of one message
     workers: int = 2
+
+
+class TrustConfig(_Model):
+    """Sender authentication (SPF, DKIM, DMARC) and what rules demand of it."""
+
+    # every `from` condition of every rule also demands an authenticated sender
+    require_authenticated_sender: bool = False
+    # check SPF, DKIM and DMARC for mail received by SMTP (false: `authenticated` stays unknown)
+    check_senders: bool = True
+    # the authserv-id of the Authentication-Results the gateway records (default: smtp.hostname)
+    authserv_id: str | None = None
+    # DNS for the checks: servers (default: /etc/resolv.conf) and seconds per query
+    dns_servers: tuple[str, ...] = ()
+    dns_timeout: float = Field(3.0, gt=0, le=30)
 
 
 class Settings(_Model):
@@ -441,6 +498,7 @@ class Settings(_Model):
     folders: tuple[HotFolderConfig, ...] = ()
     web: WebConfig = WebConfig()
     limits: Limits = Limits()
+    trust: TrustConfig = TrustConfig()
     timezone: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -284,7 +284,9 @@ class Pipeline:
             return self._finish(mid, "quarantined", f"the raw message file is missing: {exc.strerror}", fields)
         fields["content_hash"] = mime.content_hash(raw)
         try:
-            parsed = mime.parse(raw, max_parts=self.settings.limits.max_parts, max_depth=self.settings.limits.max_depth)
+            limits = self.settings.limits
+            parsed = mime.parse(raw, max_parts=limits.max_parts, max_depth=limits.max_depth,
+                                max_headers=limits.max_headers, max_decoded=limits.max_decoded)
         except ParseError as exc:
             return self._finish(mid, "quarantined", f"cannot be parsed: {exc}", fields)
         except Exception as exc:  # the parser is defensive; this is the last line

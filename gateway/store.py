@@ -199,23 +199,36 @@ class Store:
         return sqlite_utils.Database(self._conn())
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A short ``BEGIN IMMEDIATE`` transaction."""
+    def write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """A short ``BEGIN IMMEDIATE`` transaction.
+
+        ``durable=False`` skips the fsync at commit (WAL, synchronous=NORMAL):
+        for bookkeeping whose loss in a power cut only means work is done
+        again, idempotently (claims, processing outcomes). The next durable
+        commit makes it durable too. What a client was promised (a recorded
+        message, a delivered export) is always committed durably.
+        """
         conn = self._conn()
+        if not durable:
+            conn.execute("PRAGMA synchronous=NORMAL")
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StoreError(f"database busy or unavailable: {exc}") from exc
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
             try:
-                conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise StoreError(f"commit failed: {exc}") from exc
+                raise StoreError(f"database busy or unavailable: {exc}") from exc
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    raise StoreError(f"commit failed: {exc}") from exc
+        finally:
+            if not durable:
+                conn.execute("PRAGMA synchronous=FULL")
 
     def close(self) -> None:
         """Close this thread's connection."""
@@ -257,7 +270,7 @@ class Store:
 
     def claim_message(self, token: str = PROCESS_TOKEN) -> Row | None:
         """Claim the oldest unclaimed ``received`` message for processing."""
-        with self.write() as conn:
+        with self.write(durable=False) as conn:
             row = conn.execute(
                 "UPDATE messages SET claimed_by = ?, claimed_at = ?, attempts = attempts + 1 "
                 "WHERE id = (SELECT id FROM messages WHERE status = 'received' AND claimed_by IS NULL "
@@ -322,7 +335,8 @@ class Store:
         """
         now = iso(utcnow())
         doc_ids: list[int] = []
-        with self.write() as conn:
+        # not durable: after a power cut the message is processed again, idempotently
+        with self.write(durable=False) as conn:
             for doc in documents:
                 existing = conn.execute("SELECT id FROM documents WHERE sha256 = ?", (doc["sha256"],)).fetchone()
                 if existing is not None:
@@ -531,7 +545,7 @@ class Store:
         """Claim one export of ``target`` that is due; None when nothing is."""
         approval = "AND d.approved_at IS NOT NULL" if require_approval else ""
         skip = f"AND e.id NOT IN ({','.join(str(int(i)) for i in exclude)})" if exclude else ""
-        with self.write() as conn:
+        with self.write(durable=False) as conn:
             row = conn.execute(
                 f"""UPDATE exports SET state = 'running', claimed_by = ?, claimed_at = ?, attempts = attempts + 1
                 WHERE id = (SELECT e.id FROM exports e JOIN documents d ON d.id = e.document_id
@@ -686,6 +700,75 @@ class Store:
                 sets = ", ".join(f"{k} = ?" for k in fields)
                 conn.execute(f"UPDATE mailbox_status SET {sets} WHERE name = ?",
                              [*(_encode(v) for v in fields.values()), name])
+
+    def imap_seen_above(self, mailbox: str, folder: str, uidvalidity: int, uid: int) -> set[int]:
+        """UIDs above ``uid`` of a folder generation already handled (resuming an interrupted poll)."""
+        rows = self._conn().execute(
+            "SELECT uid FROM imap_seen WHERE mailbox = ? AND folder = ? AND uidvalidity = ? AND uid > ?",
+            (mailbox, folder, uidvalidity, uid),
+        )
+        return {int(r[0]) for r in rows}
+
+    def imap_uids_in_state(self, mailbox: str, folder: str, uidvalidity: int, state: str) -> list[int]:
+        """UIDs of a folder generation in one state (``skipped``, ``spooled``, ...), ascending."""
+        rows = self._conn().execute(
+            "SELECT uid FROM imap_seen WHERE mailbox = ? AND folder = ? AND uidvalidity = ? AND state = ? ORDER BY uid",
+            (mailbox, folder, uidvalidity, state),
+        )
+        return [int(r[0]) for r in rows]
+
+    def set_imap_state(self, mailbox: str, folder: str, uidvalidity: int, uids: Sequence[int], state: str) -> None:
+        """Change the state of handled UIDs (``spooled`` -> ``done`` once the after-import action ran)."""
+        with self.write() as conn:
+            conn.executemany(
+                "UPDATE imap_seen SET state = ? WHERE mailbox = ? AND folder = ? AND uidvalidity = ? AND uid = ?",
+                [(state, mailbox, folder, uidvalidity, u) for u in uids],
+            )
+
+    def forget_imap_generations(self, mailbox: str, folder: str, keep: int) -> int:
+        """Drop the handled UIDs of a folder's other UIDVALIDITY generations; returns rows removed."""
+        with self.write() as conn:
+            cur = conn.execute("DELETE FROM imap_seen WHERE mailbox = ? AND folder = ? AND uidvalidity != ?",
+                               (mailbox, folder, keep))
+            return int(cur.rowcount)
+
+    def imap_pending_actions(self, mailbox: str) -> list[Row]:
+        """Spooled UIDs whose message is processed: the after-import action is due (or not wanted).
+
+        Each row: folder, uidvalidity, uid, message (id) and status (the message's).
+        """
+        rows = self._conn().execute(
+            "SELECT s.folder, s.uidvalidity, s.uid, s.message, m.status FROM imap_seen s "
+            "JOIN messages m ON m.id = s.message WHERE s.mailbox = ? AND s.state = 'spooled' "
+            "AND m.status != 'received' ORDER BY s.folder, s.uid",
+            (mailbox,),
+        )
+        return [_row_required(r) for r in rows]
+
+    def imap_known_messages(self, source: str, message_ids: Sequence[str]) -> dict[str, list[int]]:
+        """Message-ID -> sizes of messages already stored from ``source`` (``imap:<mailbox>``)."""
+        out: dict[str, list[int]] = {}
+        ids = list(dict.fromkeys(message_ids))
+        conn = self._conn()
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            rows = conn.execute(
+                f"SELECT message_id, size FROM messages WHERE source = ? AND message_id IN ({','.join('?' * len(part))})",
+                [source, *part],
+            )
+            for r in rows:
+                out.setdefault(r[0], []).append(int(r[1]))
+        return out
+
+    def imap_message_statuses(self, ids: Sequence[int]) -> dict[int, str]:
+        """Message id -> status, for the ids given."""
+        out: dict[int, str] = {}
+        conn = self._conn()
+        for i in range(0, len(ids), 500):
+            part = list(ids[i:i + 500])
+            rows = conn.execute(f"SELECT id, status FROM messages WHERE id IN ({','.join('?' * len(part))})", part)
+            out.update({int(r[0]): str(r[1]) for r in rows})
+        return out
 
 
 def _claim_alive(token: str | None) -> bool:

@@ -84,3 +84,35 @@ def test_kill_9_while_four_clients_send_loses_and_doubles_nothing(workdir: Path)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_export_command_beside_a_running_serve_delivers_each_document_once(workdir: Path) -> None:
+    from conftest import run_cli
+
+    cfg = base_config(workdir)
+    cfg["web"]["enabled"] = False
+    config = write_config(workdir, cfg)
+    port = int(cfg["smtp"]["listen"].rsplit(":", 1)[1])
+    raws = [make_mail(subject=f"Invoice {i}", attachments=[(f"i{i}.pdf", unique_pdf(f"beside-{i}"), "application/pdf")])
+            for i in range(40)]
+    for raw in raws:  # spooled and processed, not exported: serve is not running yet
+        assert run_cli("--config", str(config), "-q", "import", "-", input=raw.as_bytes()).returncode == 0
+    proc = _serve(config, workdir / "serve.log")
+    try:
+        wait_port(port)
+        clis = [subprocess.Popen([sys.executable, "-m", "gateway", "--config", str(config), "-q", "export"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+        for c in clis:
+            c.wait(timeout=120)
+
+        def exported() -> Counter[str]:
+            return Counter(hashlib.sha256(p.read_bytes()).hexdigest()
+                           for p in (workdir / "exports").rglob("*.pdf"))
+
+        wait_for(lambda: sum(exported().values()) >= 40, timeout=60)
+        time.sleep(1)
+        counts = exported()
+        assert len(counts) == 40 and set(counts.values()) == {1}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)

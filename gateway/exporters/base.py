@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ class ExportItem:
         filename: the document's own (safe) file name.
         sha256: hex digest of the bytes.
         metadata: what a sidecar or a mail body says about it.
+        values: the naming fields (``naming_values``), for patterns such as a mail subject.
     """
 
     export_id: int
@@ -36,6 +37,7 @@ class ExportItem:
     filename: str
     sha256: str
     metadata: Mapping[str, Any]
+    values: Mapping[str, Any] = field(default_factory=dict)
 
     def read(self) -> bytes:
         """The document's bytes."""
@@ -127,7 +129,7 @@ def build_item(export_row: Mapping[str, Any], doc: Mapping[str, Any], msg: Mappi
     return ExportItem(
         export_id=int(export_row["id"]), document_id=int(doc["id"]), path=data_dir / str(doc["path"]),
         relpath=relpath, content_type=str(doc["content_type"]), filename=str(doc["filename"]),
-        sha256=str(doc["sha256"]), metadata=metadata,
+        sha256=str(doc["sha256"]), metadata=metadata, values=values,
     )
 
 

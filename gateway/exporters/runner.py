@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from gateway.config import ExportConfig, Settings
 from gateway.errors import ExportError
@@ -23,11 +24,14 @@ log = logging.getLogger(__name__)
 
 BACKOFF_BASE = 30
 BACKOFF_CAP = 6 * 3600
+# a run stops after this many retryable failures in a row (a server that is down
+# or times out), so the rest wait for the next run instead of each waiting out a timeout
+MAX_FAILURES_IN_A_ROW = 3
 
 
 def backoff(attempts: int) -> int:
     """Seconds to wait before attempt ``attempts + 1``."""
-    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempts - 1))
+    return int(min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempts - 1)))
 
 
 class ExportRunner:
@@ -61,19 +65,21 @@ class ExportRunner:
         """Deliver everything of one target that is due; returns counts."""
         counts = {"delivered": 0, "failed": 0, "error": 0}
         tried: list[int] = []
-        while stop is None or not stop.is_set():
+        in_a_row = 0
+        while (stop is None or not stop.is_set()) and in_a_row < MAX_FAILURES_IN_A_ROW:
             t = now or utcnow()
             row = self.store.claim_export(target.name, now=t, require_approval=target.require_approval, exclude=tried)
             if row is None:
                 break
             tried.append(int(row["id"]))
-            state = self._deliver(target, row)
+            state = self._deliver(target, row, t)
             counts[state] += 1
+            in_a_row = in_a_row + 1 if state == "failed" else 0
             if progress:
                 progress(target.name, dict(row, state=state))
         return counts
 
-    def _deliver(self, target: ExportConfig, row: dict[str, Any]) -> str:
+    def _deliver(self, target: ExportConfig, row: dict[str, Any], now: dt.datetime) -> str:
         doc = self.store.document(int(row["document_id"]))
         msg = self.store.message(int(doc["message_id"])) if doc else None
         if doc is None or msg is None:
@@ -83,23 +89,34 @@ class ExportRunner:
             item = build_item(row, doc, msg, target, self.settings.data_dir)
             location = self.exporter(target).deliver(item)
         except ExportError as exc:
-            return self._failed(target, row, str(exc), exc.retryable)
+            return self._failed(target, row, str(exc), exc.retryable, now)
         except Exception as exc:  # a bug or an unforeseen failure: visible, retried
             log.exception("export %s of document %s failed unexpectedly", target.name, row["document_id"])
-            return self._failed(target, row, f"{type(exc).__name__}: {exc}", True)
+            return self._failed(target, row, f"{type(exc).__name__}: {exc}", True, now)
         self.store.finish_export(int(row["id"]), state="delivered", location=location)
         self.last_error.pop(target.name, None)
         log.info("exported document %s to %s: %s", row["document_id"], target.name, location)
-        if target.archive_after_export:
-            self.store.archive_if_done(int(row["document_id"]), [t.name for t in self.settings.exports])
+        self._archive(int(row["document_id"]))
         return "delivered"
 
-    def _failed(self, target: ExportConfig, row: dict[str, Any], error: str, retryable: bool) -> str:
+    def _archive(self, document_id: int) -> None:
+        """Archive a document once a target with archive_after_export and all its other targets delivered it.
+
+        Checked after every delivery, so the order in which its targets finish does not matter.
+        """
+        flagged = {t.name for t in self.settings.exports if t.archive_after_export}
+        if not flagged:
+            return
+        if flagged & {r["target"] for r in self.store.exports_of(document_id)}:
+            self.store.archive_if_done(document_id, [t.name for t in self.settings.exports])
+
+    def _failed(self, target: ExportConfig, row: dict[str, Any], error: str, retryable: bool,
+                now: dt.datetime) -> str:
         attempts = int(row["attempts"])
         if retryable:
             wait = backoff(attempts)
             self.store.finish_export(int(row["id"]), state="failed", error=error,
-                                     next_attempt=utcnow() + dt.timedelta(seconds=wait))
+                                     next_attempt=now + dt.timedelta(seconds=wait))
             if self.last_error.get(target.name) != error:
                 log.warning("export to %s failed (attempt %d, next in %ds): %s", target.name, attempts, wait, error)
         else:
@@ -115,8 +132,9 @@ class ExportRunner:
 
     def immediate_loop(self, stop: threading.Event) -> None:
         """Deliver targets without a schedule as soon as documents are ready."""
+        tz = ZoneInfo(self.settings.timezone) if self.settings.timezone else None
         while not stop.is_set():
-            local_now = dt.datetime.now().astimezone()
+            local_now = dt.datetime.now(dt.timezone.utc).astimezone(tz)  # the scheduler's time zone
             for target in self.targets():
                 sched = target.schedule
                 if sched is None or (sched.every is None and sched.allows(local_now)):

@@ -1,0 +1,297 @@
+"""The ``webdav`` target: Nextcloud, ownCloud, Synology, Apache mod_dav, any WebDAV share.
+
+Each document is uploaded under a temporary name in its final folder, always
+with a Content-Length (never chunked: Nextcloud and Apache with FastCGI
+truncate chunked PUTs), then MOVEd to its final name with ``Overwrite: F``.
+So a half-written file is never visible under its final name, and a file
+that is already there is never replaced: a different file gets a counter
+suffix (``name (2).pdf``), the same content counts as delivered (its size,
+then a GET and SHA-256, decide). A server that refuses MOVE gets a direct
+PUT with ``If-None-Match: *`` instead.
+
+Errors: 401/403 and a missing base folder are permanent; 5xx, timeouts and
+refused connections are retried. The password never appears in a message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import ssl
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import httpx
+
+from gateway.config import ExportConfig
+from gateway.errors import ExportError
+from gateway.exporters.base import ExportItem
+from gateway.naming import with_counter
+
+log = logging.getLogger(__name__)
+
+MAX_COUNTER = 1000
+TMP_PREFIX = ".invoice-gateway-"
+TIMEOUT = httpx.Timeout(60.0, connect=15.0)
+# statuses a retry can cure besides 5xx: request timeout, locked, too early, too many requests
+_RETRYABLE_4XX = frozenset({408, 423, 425, 429})
+
+
+def redact(url: str) -> str:
+    """``url`` without any user:password part, for messages and logs."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+class _Missing(Exception):
+    """A PUT, MOVE or MKCOL answered 404/409: a folder on the way is gone."""
+
+
+class WebDAVExporter:
+    """Delivers into the collection at ``url`` under the target's naming pattern."""
+
+    def __init__(self, target: ExportConfig, transport: httpx.BaseTransport | None = None) -> None:
+        assert target.url is not None
+        self.name = target.name
+        # credentials written into the url move to the auth header, so no URL (or log line) carries them
+        parts = urlsplit(target.url)
+        username, password = target.username, target.password
+        if parts.username is not None and username is None:
+            username, password = unquote(parts.username), unquote(parts.password or "")
+        self.base = redact(target.url).rstrip("/") + "/"
+        self.shown = self.base
+        auth = httpx.BasicAuth(username, password or "") if username else None
+        # made once: building a context (loading the CA bundle) costs more than a small upload
+        try:
+            verify = (ssl.create_default_context(cafile=str(target.ca_file)) if target.ca_file is not None
+                      else httpx.create_ssl_context())
+        except (OSError, ssl.SSLError) as exc:
+            raise ExportError(f"exports {target.name}: cannot read ca_file {target.ca_file}: {exc}",
+                              retryable=False) from exc
+        self._client_args: dict[str, Any] = dict(
+            auth=auth, verify=verify, timeout=TIMEOUT, transport=transport, follow_redirects=False,
+            headers={"User-Agent": "invoice-gateway"})
+        self.sidecar = target.sidecar == "json"
+        self.folders: set[str] = set()  # folders known to exist (made or found)
+        self.lock = threading.Lock()
+        self.move = True  # False once the server refused MOVE
+
+    # -- the interface ---------------------------------------------------------------------
+
+    def deliver(self, item: ExportItem) -> str:
+        """Upload the document (and its sidecar); return the URL it has on the server.
+
+        Each delivery has its own connection (reused by its few requests), so nothing stays
+        open between runs and deliveries from several threads do not share a client.
+        """
+        with httpx.Client(**self._client_args) as client:
+            return _Session(self, client).deliver(item)
+
+
+class _Session:
+    """One delivery: the exporter's settings and memory, and a client of its own."""
+
+    def __init__(self, exporter: WebDAVExporter, client: httpx.Client) -> None:
+        self.ex = exporter
+        self.client = client
+        self.base = exporter.base
+        self.shown = exporter.shown
+        self.sidecar = exporter.sidecar
+
+    def deliver(self, item: ExportItem) -> str:
+        """See WebDAVExporter.deliver."""
+        try:
+            size = item.path.stat().st_size
+        except OSError as exc:
+            raise ExportError(f"the document file {item.path} cannot be read: {exc.strerror}", retryable=False) from exc
+        folder = item.relpath.rpartition("/")[0]
+        for attempt in (1, 2):
+            try:
+                self._makedirs(folder)
+                rel = self._store(item.relpath, item.path, size, item.sha256, item.content_type,
+                                  tmp=f"{TMP_PREFIX}{item.export_id}-{item.sha256[:16]}.tmp")
+                if self.sidecar:
+                    data = item.sidecar()
+                    self._store(rel + ".json", data, len(data), hashlib.sha256(data).hexdigest(),
+                                "application/json", tmp=f"{TMP_PREFIX}{item.export_id}-json.tmp", keep=True)
+                return self._url(rel)
+            except _Missing as exc:
+                # a folder vanished under us (deleted on the server): forget what we made, try once more
+                with self.ex.lock:
+                    self.ex.folders.clear()
+                if attempt == 2:
+                    self._check_base()
+                    raise ExportError(f"{self.shown}: {exc}; the folder may have been removed meanwhile") from exc
+        raise AssertionError("unreachable")
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def _makedirs(self, folder: str) -> None:
+        """MKCOL each level of ``folder`` below the base (405: it exists)."""
+        if not folder:
+            return
+        path = ""
+        for part in folder.split("/"):
+            path = f"{path}/{part}" if path else part
+            with self.ex.lock:
+                if path in self.ex.folders:
+                    continue
+            resp = self._send("MKCOL", self._url(path) + "/", what=f"creating the folder {path}")
+            if resp.status_code in (200, 201, 405):
+                pass  # 405: the folder exists already
+            elif resp.status_code in (301, 302, 307, 308):
+                pass  # some servers redirect an existing collection to its "/" form
+            elif resp.status_code in (404, 409):
+                self._check_base()
+                raise _Missing(f"creating the folder {path} failed: {resp.status_code}")
+            else:
+                raise self._error(resp, f"creating the folder {path}")
+            with self.ex.lock:
+                self.ex.folders.add(path)
+
+    def _store(self, relpath: str, source: Path | bytes, size: int, sha256: str, content_type: str,
+               *, tmp: str, keep: bool = False) -> str:
+        """Put ``source`` at ``relpath`` (or its first free counter name); return the name used.
+
+        ``keep``: an existing file of that name is left as it is and counts as done (sidecars).
+        """
+        folder = relpath.rpartition("/")[0]
+        tmp_rel = f"{folder}/{tmp}" if folder else tmp
+        uploaded = False
+        for n in range(1, MAX_COUNTER + 1):
+            rel = relpath if n == 1 else with_counter(relpath, n)
+            if self.ex.move:
+                if not uploaded:
+                    self._put(tmp_rel, source, size, content_type)
+                    uploaded = True
+                resp = self._send("MOVE", self._url(tmp_rel), what=f"renaming the upload to {rel}",
+                                  headers={"Destination": self._url(rel), "Overwrite": "F"})
+                if resp.status_code in (200, 201, 204):
+                    return rel
+                if resp.status_code == 412:  # the final name is taken
+                    if keep or self._same(rel, size, sha256):
+                        self._delete(tmp_rel)
+                        return rel
+                    continue
+                if resp.status_code in (405, 501):
+                    log.warning("%s does not allow MOVE; uploading straight to the final name", self.shown)
+                    self.ex.move = False
+                    self._delete(tmp_rel)
+                    uploaded = False
+                elif resp.status_code in (404, 409):
+                    raise _Missing(f"renaming the upload to {rel} failed: {resp.status_code}")
+                else:
+                    raise self._error(resp, f"renaming the upload to {rel}")
+            resp = self._put(rel, source, size, content_type, if_none_match=True)
+            if resp.status_code != 412:
+                return rel
+            if keep or self._same(rel, size, sha256):
+                return rel
+        raise ExportError(f"more than {MAX_COUNTER} different files are named {relpath!r} in {self.shown}",
+                          retryable=False)
+
+    def _put(self, rel: str, source: Path | bytes, size: int, content_type: str,
+             if_none_match: bool = False) -> httpx.Response:
+        """PUT with a Content-Length; 412 is returned to the caller when ``if_none_match``."""
+        headers = {"Content-Length": str(size), "Content-Type": content_type}
+        if if_none_match:
+            headers["If-None-Match"] = "*"
+        what = f"uploading {rel}"
+        if isinstance(source, bytes):
+            resp = self._send("PUT", self._url(rel), what=what, headers=headers, content=source)
+        else:
+            try:
+                fh = open(source, "rb")
+            except OSError as exc:
+                raise ExportError(f"the document file {source} cannot be read: {exc.strerror}",
+                                  retryable=False) from exc
+            with fh:
+                resp = self._send("PUT", self._url(rel), what=what, headers=headers, content=fh)
+        if resp.status_code in (200, 201, 204) or (if_none_match and resp.status_code == 412):
+            return resp
+        if resp.status_code in (404, 409):
+            raise _Missing(f"{what} failed: {resp.status_code}")
+        raise self._error(resp, what)
+
+    def _same(self, rel: str, size: int, sha256: str) -> bool:
+        """Whether the file at ``rel`` holds these bytes: the size first, then a GET and SHA-256."""
+        head = self._send("HEAD", self._url(rel), what=f"checking {rel}")
+        if head.status_code == 404:
+            return False
+        if head.status_code >= 400:
+            raise self._error(head, f"checking {rel}")
+        length = head.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) != size:
+            return False
+        digest = hashlib.sha256()
+        try:
+            with self.client.stream("GET", self._url(rel)) as resp:
+                if resp.status_code >= 400:
+                    raise self._error(resp, f"reading {rel}")
+                for chunk in resp.iter_bytes(1 << 20):
+                    digest.update(chunk)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, f"reading {rel}") from exc
+        return digest.hexdigest() == sha256
+
+    def _delete(self, rel: str) -> None:
+        """Remove a temporary upload; a failure only leaves a hidden file behind."""
+        try:
+            resp = self.client.request("DELETE", self._url(rel))
+            if resp.status_code >= 400 and resp.status_code != 404:
+                log.warning("%s: could not remove the temporary upload %s: %s", self.shown, rel, resp.status_code)
+        except httpx.HTTPError as exc:
+            log.warning("%s: could not remove the temporary upload %s: %s", self.shown, rel, exc)
+
+    def _check_base(self) -> None:
+        """Raise a permanent error when the base folder itself does not exist."""
+        resp = self._send("PROPFIND", self.base, what="checking the folder", headers={"Depth": "0"})
+        if resp.status_code in (404, 409):
+            raise ExportError(f"{self.shown} does not exist: create the folder on the server or correct the url",
+                              retryable=False)
+        if resp.status_code in (401, 403):
+            raise self._error(resp, "checking the folder")
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def _url(self, rel: str) -> str:
+        return self.base + "/".join(quote(p, safe="") for p in rel.split("/"))
+
+    def _send(self, method: str, url: str, *, what: str, **kw: object) -> httpx.Response:
+        try:
+            resp = self.client.request(method, url, **kw)  # type: ignore[arg-type]
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, what) from exc
+        if resp.status_code in (401, 403):
+            raise self._error(resp, what)
+        return resp
+
+    def _transport_error(self, exc: httpx.HTTPError, what: str) -> ExportError:
+        text = str(exc) or type(exc).__name__
+        if isinstance(exc, httpx.TimeoutException):
+            return ExportError(f"{self.shown}: timed out while {what}")
+        if isinstance(exc.__context__, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
+            return ExportError(f"the certificate of {self.shown} is not trusted ({text}); "
+                               "for a self-signed or private CA set ca_file", retryable=False)
+        if isinstance(exc, httpx.ConnectError):
+            return ExportError(f"cannot connect to {self.shown}: {text}")
+        return ExportError(f"{self.shown}: {what} failed: {text}")
+
+    def _error(self, resp: httpx.Response, what: str) -> ExportError:
+        code = resp.status_code
+        if code == 401:
+            return ExportError(f"authentication failed for {self.shown}: check username and app password "
+                               f"(401 while {what})", retryable=False)
+        if code == 403:
+            return ExportError(f"authentication failed for {self.shown}: check username and app password, "
+                               f"and that the account may write there (403 while {what})", retryable=False)
+        if code == 507:
+            return ExportError(f"{self.shown} is out of space (507 Insufficient Storage while {what})")
+        reason = f"{code} {resp.reason_phrase}".strip()
+        if code >= 500 or code in _RETRYABLE_4XX:
+            return ExportError(f"{self.shown}: {what} failed: {reason}")
+        return ExportError(f"{self.shown}: {what} was refused: {reason}", retryable=False)
