@@ -94,8 +94,9 @@ def serve(c: _Ctx) -> None:
     from gateway.service import Service
 
     settings = c.settings
-    if c.verbose >= 0:  # serve logs every step unless -q
-        logging.getLogger().setLevel(logging.DEBUG if c.verbose >= 2 else logging.INFO)
+    if c.verbose >= 0:  # serve logs at log_level (default info) unless -q; -v / -vv add more
+        level = {0: settings.log_level.upper(), 1: "INFO"}.get(c.verbose, "DEBUG")
+        logging.getLogger().setLevel(level)
     if settings.source_path is None:
         log.info("no gateway.yaml found (looked for %s): running on the embedded defaults; "
                  "copy gateway.example.yaml to gateway.yaml to change them", default_config_path())
@@ -251,6 +252,44 @@ def approve(c: _Ctx, document_ids: tuple[int, ...]) -> None:
             _fail(f"no document {d}")
         store.update_document(d, approved_at=iso(utcnow()))
         click.echo(f"document {d} approved")
+
+
+@main.command()
+@click.argument("message_ids", nargs=-1, type=int, required=True)
+@click.option("--by", default=None, help="Who vouches for the sender (recorded; default: the login name).")
+@click.option("--no-process", is_flag=True, help="Only release; a running serve processes the messages.")
+@pass_ctx
+def release(c: _Ctx, message_ids: tuple[int, ...], by: str | None, no_process: bool) -> None:
+    """Release suspicious messages: you vouch for the sender; they are imported and exported.
+
+    A message is suspicious when it claims the sender of a rule that demands
+    an authenticated sender, and authentication failed. Check the sender
+    first (the message's authentication results show why it failed).
+
+    \b
+    Example:
+        invoice-gateway release 42
+        invoice-gateway release 42 43 --by anna
+    """
+    import getpass
+
+    from gateway.errors import StoreError
+    from gateway.pipeline import Pipeline
+    from gateway.store import Store
+
+    settings = c.settings
+    store = Store(settings.data_dir)
+    who = by or getpass.getuser()
+    for mid in message_ids:
+        try:
+            store.release_message(mid, by=who)
+        except StoreError as exc:
+            _fail(str(exc))
+    if not no_process:
+        Pipeline(settings, store, _rules_state(settings)).run_pending()
+    for mid in message_ids:
+        row = store.message(mid) or {}
+        click.echo(f"#{mid} released by {who}: {row.get('status')}: {row.get('reason') or ''}")
 
 
 # -- status / reprocess ------------------------------------------------------------------

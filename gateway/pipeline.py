@@ -8,6 +8,7 @@ documents are content-addressed by SHA-256 and export rows are unique per
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fnmatch
 import hashlib
@@ -26,6 +27,9 @@ from gateway import mime
 from gateway.config import ExportConfig, Settings
 from gateway.errors import GatewayError, ParseError, RenderError
 from gateway.models import Attachment, Decision, MailView, ParsedMessage
+from gateway.payment_guard import PaymentGuard
+from gateway.senderauth import SenderAuth, from_domain
+from gateway.senderauth.hold import claimed_rule, hold_reason
 from gateway.store import Row, Store
 
 log = logging.getLogger(__name__)
@@ -75,6 +79,8 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
     decision: dict[str, Any] = field(default_factory=dict)
     assign: dict[str, Any] = field(default_factory=dict)
+    sender_domain: str = ""
+    iban_records: list[tuple[str, str]] = field(default_factory=list)
 
 
 class RulesState:
@@ -86,7 +92,7 @@ class RulesState:
         self.loaded_at: dt.datetime | None = None
         self.lock = threading.Lock()
 
-    def decide(self, view: MailView) -> Decision:
+    def decide(self, view: MailView, require_authenticated_sender: bool = False) -> Decision:
         """The decision of the current rule set (no rules: unmatched).
 
         With up to TRACE_ALL_LIMIT rules every rule tried is explained (a few
@@ -97,7 +103,8 @@ class RulesState:
         ruleset = self.ruleset
         if ruleset is None:
             return Decision(rule=None, action="unmatched")
-        result: Decision = ruleset.decide(view, trace_all=len(ruleset.rules) <= TRACE_ALL_LIMIT)
+        result: Decision = ruleset.decide(view, trace_all=len(ruleset.rules) <= TRACE_ALL_LIMIT,
+                                          require_authenticated_sender=require_authenticated_sender)
         return result
 
 
@@ -251,23 +258,30 @@ class Pipeline:
         self.files = DocumentFiles(settings.data_dir)
         self.renderer = renderer or self._render_body
         self.xml_renderer = xml_renderer or self._render_xml
+        self.sender_auth = SenderAuth(settings)
+        self.payment_guard = PaymentGuard(store, pdf_text, {a.address.rpartition("@")[2] for a in settings.smtp.addresses})
         self.wake = threading.Event()
         self.stats = {"processed": 0, "errors": 0, "seconds": 0.0}
         self.on_exports: Callable[[], None] | None = None
 
     # -- rendering (worker process with limits) -------------------------------------
 
+    def _limits(self) -> dict[str, Any]:
+        limits = self.settings.limits
+        # a render worker needs about 110 MB at rest plus room to work
+        return {"timeout": float(limits.render_timeout), "memory_mb": max(200, limits.render_memory // (1024 * 1024))}
+
     def _render_body(self, parsed: ParsedMessage) -> bytes:
         from gateway import render
 
-        limits = self.settings.limits
-        return render.render_message(parsed, timeout=float(limits.render_timeout),
-                                     memory_mb=max(64, limits.render_memory // (1024 * 1024)))
+        return render.render_message(parsed, **self._limits())
 
     def _render_xml(self, inv: Any) -> bytes:
-        from gateway import einvoice
+        """The readable PDF of a bare XML invoice, in the render worker (its data is untrusted too)."""
+        from gateway import einvoice, render
 
-        return einvoice.render_pdf(inv)
+        return render.render_document(einvoice.render_html(inv), title=f"Invoice {inv.invoice_number or ''}".strip(),
+                                      **self._limits())
 
     # -- one message ---------------------------------------------------------------
 
@@ -299,6 +313,14 @@ class Pipeline:
             fields["duplicate_of"] = dup["id"]
             return self._finish(mid, "duplicate", f"same message as #{dup['id']} ({how}, via {dup['source']})", fields)
         try:
+            auth = self.sender_auth.for_message(raw, parsed, row)
+        except Exception:  # sender authentication is advisory: its failure must not lose the mail
+            log.exception("message %d: sender authentication failed", mid)
+            auth = None
+        if auth is not None:
+            fields["auth"] = auth
+            row = dict(row, auth=json.dumps(auth))
+        try:
             outcome = self.decide(parsed, row)
         except RenderError as exc:
             return self._finish(mid, "quarantined", f"rendering the mail body failed: {exc}", fields)
@@ -323,6 +345,8 @@ class Pipeline:
 
         self.store.finish_message(mid, status=status, reason=reason, fields=fields, documents=docs,
                                   targets_for=targets_for)
+        if outcome is not None and outcome.iban_records:
+            self.store.record_ibans(mid, outcome.iban_records)
         self.stats["processed"] += 1
         if status == "quarantined":
             log.warning("message %d quarantined: %s", mid, reason)
@@ -334,6 +358,7 @@ class Pipeline:
 
     def _store_documents(self, outcome: Outcome, row: Row) -> list[Row]:
         docs = []
+        payees: list[tuple[dict[str, Any], list[str]]] = []
         received = (row.get("received") or "")[:10]
         for d in outcome.documents:
             sha = d.sha256
@@ -341,7 +366,8 @@ class Pipeline:
             self.files.write(rel, d.data)
             meta = dict(outcome.assign)
             inv = d.einvoice
-            inv_fields: dict[str, str] = inv.fields() if inv is not None else {}
+            # missing values are null in the store and the API, not ""
+            inv_fields: dict[str, Any] = {k: (v or None) for k, v in inv.fields().items()} if inv is not None else {}
             tags = list(meta.get("tags") or [])
             doc = {
                 "sha256": sha, "filename": d.filename, "content_type": d.content_type, "kind": d.kind,
@@ -355,6 +381,8 @@ class Pipeline:
                 "warnings": list(getattr(inv, "warnings", ()) or ()),
             }
             docs.append(doc)
+            payees.append((doc, self.payment_guard.ibans_of(d.kind, d.data, inv)))
+        outcome.iban_records = self.payment_guard.review(int(row["id"]), payees, outcome.sender_domain)
         return docs
 
     # -- the decision ------------------------------------------------------------------
@@ -367,7 +395,22 @@ class Pipeline:
         first_inv = next((inv for inv in einvoices.values() if inv is not None), None)
         inv_fields = first_inv.fields() if first_inv is not None else None
         view = mail_view(parsed, row, inv_fields)
-        decision = self.rules.decide(view)
+        out.sender_domain = from_domain(parsed)
+        require = self.settings.trust.require_authenticated_sender
+        if row.get("released_at") and view.authenticated is not True:
+            # a person released the mail: they vouch for its sender
+            view = dataclasses.replace(view, authenticated=True)
+            out.notes.append(f"released by {row.get('released_by') or 'a person'} at {str(row['released_at'])[:19]}")
+        decision = self.rules.decide(view, require)
+        claimed = claimed_rule(self.rules.ruleset, view, decision, require)
+        if claimed is not None:
+            auth = json.loads(row["auth"]) if isinstance(row.get("auth"), str) else row.get("auth")
+            out.status = "suspicious"
+            out.reason = hold_reason(claimed, view, auth, require, int(row["id"]))
+            out.decision = {"rule": None, "action": "hold", "claimed_rule": claimed.name,
+                            "explain": [{"rule": t.rule, "file": t.file, "matched": t.matched, "reason": t.reason}
+                                        for t in decision.explain]}
+            return out
         assign = dict(json.loads(row["assign"]) if isinstance(row.get("assign"), str) else (row.get("assign") or {}))
         for k, v in decision.assign.items():
             if k == "tags":
