@@ -140,6 +140,19 @@ _MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # 2: trust: releasing suspicious mail; the bank accounts seen per seller (the IBAN guard)
+    """
+    ALTER TABLE messages ADD COLUMN released_at TEXT;
+    ALTER TABLE messages ADD COLUMN released_by TEXT;
+    CREATE TABLE seller_ibans (
+        seller_key TEXT NOT NULL,
+        iban TEXT NOT NULL,
+        message_id INTEGER NOT NULL,
+        seen_at TEXT NOT NULL,
+        PRIMARY KEY (seller_key, iban, message_id)
+    );
+    CREATE INDEX seller_ibans_key ON seller_ibans(seller_key, message_id);
+    """,
 ]
 
 
@@ -360,6 +373,49 @@ class Store:
             sets = ", ".join(f"{k} = ?" for k in update)
             conn.execute(f"UPDATE messages SET {sets} WHERE id = ?", [*(_encode(v) for v in update.values()), message_id])
         return doc_ids
+
+    def release_message(self, message_id: int, *, by: str = "") -> Row:
+        """Release a ``suspicious`` message: a person vouches for its sender; it is processed again.
+
+        The pipeline then treats the sender as authenticated, so the rule the
+        mail claimed decides and its documents are exported. Raises StoreError
+        when the message does not exist or is not suspicious.
+        """
+        with self.write() as conn:
+            row = conn.execute("SELECT id, status FROM messages WHERE id = ?", (message_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"no message {message_id}")
+            if row["status"] != "suspicious":
+                raise StoreError(f"message {message_id} is {row['status']}, not suspicious: there is nothing to release")
+            conn.execute(
+                "UPDATE messages SET status = 'received', released_at = ?, released_by = ?, claimed_by = NULL, "
+                "claimed_at = NULL WHERE id = ?", (iso(utcnow()), by or None, message_id))
+        released = self.message(message_id)
+        assert released is not None
+        return released
+
+    def record_ibans(self, message_id: int, pairs: Sequence[tuple[str, str]]) -> None:
+        """Remember the (seller key, IBAN) pairs a message's documents carried."""
+        if not pairs:
+            return
+        now = iso(utcnow())
+        with self.write() as conn:
+            conn.executemany("INSERT OR IGNORE INTO seller_ibans VALUES (?, ?, ?, ?)",
+                             [(key, iban, message_id, now) for key, iban in pairs])
+
+    def last_ibans(self, keys: Sequence[str], *, before_message: int) -> tuple[str, set[str], int] | None:
+        """For the first of ``keys`` seen earlier: (key, its IBANs in the newest earlier message, that message id)."""
+        conn = self._conn()
+        for key in keys:
+            row = conn.execute("SELECT max(message_id) FROM seller_ibans WHERE seller_key = ? AND message_id < ?",
+                               (key, before_message)).fetchone()
+            if row is None or row[0] is None:
+                continue
+            last = int(row[0])
+            ibans = {r[0] for r in conn.execute(
+                "SELECT iban FROM seller_ibans WHERE seller_key = ? AND message_id = ?", (key, last))}
+            return key, ibans, last
+        return None
 
     def reset_for_reprocess(self, ids: Sequence[int]) -> None:
         """Put messages back to ``received`` so the pipeline runs them again."""
@@ -708,6 +764,28 @@ class Store:
             (mailbox, folder, uidvalidity, uid),
         )
         return {int(r[0]) for r in rows}
+
+    def mark_imap_spooled(self, mailbox: str, folder: str, uidvalidity: int, items: Sequence[tuple[int, int]],
+                          *, state: str = "spooled") -> None:
+        """Record downloaded UIDs with their message ids ((uid, message id) pairs), in one transaction."""
+        with self.write() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO imap_seen VALUES (?, ?, ?, ?, ?, ?)",
+                [(mailbox, folder, uidvalidity, uid, message, state) for uid, message in items],
+            )
+
+    def imap_spooled_origins(self, source: str, folder: str, uidvalidity: int) -> dict[int, int]:
+        """UID -> message id of messages spooled from a folder generation (their origin names it)."""
+        prefix = f"{folder}/{uidvalidity}/"
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self._conn().execute(
+            "SELECT id, origin FROM messages WHERE source = ? AND origin LIKE ? ESCAPE '\\'", (source, pattern))
+        out: dict[int, int] = {}
+        for r in rows:
+            tail = str(r[1])[len(prefix):]
+            if tail.isdigit():
+                out[int(tail)] = int(r[0])
+        return out
 
     def imap_uids_in_state(self, mailbox: str, folder: str, uidvalidity: int, state: str) -> list[int]:
         """UIDs of a folder generation in one state (``skipped``, ``spooled``, ...), ascending."""

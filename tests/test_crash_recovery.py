@@ -95,8 +95,12 @@ def test_export_command_beside_a_running_serve_delivers_each_document_once(workd
     port = int(cfg["smtp"]["listen"].rsplit(":", 1)[1])
     raws = [make_mail(subject=f"Invoice {i}", attachments=[(f"i{i}.pdf", unique_pdf(f"beside-{i}"), "application/pdf")])
             for i in range(40)]
-    for raw in raws:  # spooled and processed, not exported: serve is not running yet
-        assert run_cli("--config", str(config), "-q", "import", "-", input=raw.as_bytes()).returncode == 0
+    files = []
+    for i, raw in enumerate(raws):
+        files.append(workdir / f"mail{i}.eml")
+        files[-1].write_bytes(raw.as_bytes())
+    # spooled and processed, not exported: serve is not running yet
+    assert run_cli("--config", str(config), "-q", "import", *map(str, files)).returncode == 0
     proc = _serve(config, workdir / "serve.log")
     try:
         wait_port(port)

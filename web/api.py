@@ -1,33 +1,34 @@
-"""The JSON API under /api: Bearer token from ``web.api_token``."""
+"""The JSON API under /api (docs/openapi.yaml).
+
+Authentication: ``Authorization: Bearer <web.api_token>``, or the admin
+page's session (then a POST needs the ``X-CSRF-Token`` header); the guard in
+web.login checks both before any route here runs.
+"""
 
 from __future__ import annotations
 
-import hmac
-import json
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, abort, current_app, jsonify, request, send_file
+from werkzeug.exceptions import BadRequest
+
+from web import actions, data
+from web.rulegen import rule_from_message
+from web.rulefiles import relative_rule_file, rules_file_text
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+
+SAFE_TYPES = ("application/pdf", "application/xml", "text/xml")
 
 
 def _service() -> Any:
     return current_app.config["SERVICE"]
 
 
-@bp.before_request
-def _require_token() -> Any:
-    token = _service().settings.web.api_token
-    header = request.headers.get("Authorization", "")
-    given = header[7:].strip() if header.lower().startswith("bearer ") else ""
-    if current_app.config.get("SESSION_AUTH") and current_app.config["SESSION_AUTH"]():
-        return None
-    if not token or not given or not hmac.compare_digest(given.encode(), token.encode()):
-        resp = jsonify({"error": "unauthorized: send Authorization: Bearer <web.api_token>"})
-        resp.status_code = 401
-        resp.headers["WWW-Authenticate"] = 'Bearer realm="invoice-gateway"'
-        return resp
-    return None
+def _jobs() -> actions.Jobs:
+    jobs: actions.Jobs = current_app.extensions["gateway.jobs"]
+    return jobs
 
 
 def _page() -> tuple[int, int]:
@@ -39,77 +40,57 @@ def _page() -> tuple[int, int]:
     return limit, offset
 
 
-def _json(value: Any, default: Any) -> Any:
-    if value is None:
-        return default
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return default
-    return value
+def _body() -> dict[str, Any]:
+    """A JSON object body, or the form fields; {} when there is none."""
+    if request.is_json:
+        body = request.get_json(silent=True)
+        if body is None and request.content_length:
+            raise BadRequest("the body is not valid JSON")
+        if body is not None and not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object")
+        return body or {}
+    return {k: v for k, v in request.form.items() if k != "csrf_token"}
 
 
 def document_json(doc: dict[str, Any]) -> dict[str, Any]:
     """A document as the API shows it, with its export state."""
-    store = _service().store
-    return {
-        "id": doc["id"],
-        "message_id": doc["message_id"],
-        "filename": doc["filename"],
-        "content_type": doc["content_type"],
-        "kind": doc["kind"],
-        "origin": doc["origin"],
-        "size": doc["size"],
-        "sha256": doc["sha256"],
-        "created": doc["created"],
-        "date": doc["doc_date"],
-        "company": doc["company"],
-        "document_type": doc["document_type"],
-        "invoice_number": doc["invoice_number"],
-        "tags": _json(doc["tags"], []),
-        "note": doc["note"],
-        "einvoice": _json(doc["einvoice"], None),
-        "warnings": _json(doc["warnings"], []),
-        "approved": doc["approved_at"] is not None,
-        "approved_at": doc["approved_at"],
-        "archived": doc["archived_at"] is not None,
-        "exports": [
-            {"target": e["target"], "state": e["state"], "attempts": e["attempts"], "location": e["location"],
-             "error": e["last_error"], "next_attempt": e["next_attempt"], "delivered_at": e["delivered_at"]}
-            for e in store.exports_of(doc["id"])
-        ],
-        "file": f"/api/documents/{doc['id']}/file",
-    }
+    return data.document_json(_service(), doc)
 
 
 def message_json(msg: dict[str, Any], *, full: bool = False) -> dict[str, Any]:
     """A message as the API shows it."""
-    store = _service().store
-    out = {
-        "id": msg["id"],
-        "received": msg["received"],
-        "source": msg["source"],
-        "sender": msg["sender"],
-        "mail_from": msg["mail_from"],
-        "recipients": _json(msg["rcpt_tos"], []),
-        "import_address": msg["import_address"],
-        "tag": msg["tag"],
-        "subject": msg["subject"],
-        "message_id": msg["message_id"],
-        "size": msg["size"],
-        "sha256": msg["sha256"],
-        "status": msg["status"],
-        "reason": msg["reason"],
-        "duplicate_of": msg["duplicate_of"],
-        "documents": [document_json(d) for d in store.documents_of(msg["id"])],
-    }
-    decision = _json(msg["decision"], None)
-    out["decision"] = decision if full else (
-        {"rule": decision.get("rule"), "action": decision.get("action")} if decision else None)
-    if msg.get("auth"):
-        out["authentication"] = _json(msg["auth"], None)
-    return out
+    return data.message_json(_service(), msg, full=full)
+
+
+def send_document(svc: Any, row: dict[str, Any]) -> Any:
+    """A document's file as a download."""
+    root = Path(svc.settings.data_dir).resolve()
+    path = (root / row["path"]).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        abort(404, "the document's file is missing from the data folder")
+    ctype = row["content_type"] if row["content_type"] in SAFE_TYPES else "application/octet-stream"
+    return send_file(path, mimetype=ctype, as_attachment=True, download_name=row["filename"], max_age=0)
+
+
+def send_raw(svc: Any, msg: dict[str, Any]) -> Any:
+    """A message's stored .eml as a download."""
+    path = data.raw_path(svc, msg)
+    if path is None:
+        abort(404, "the raw message file is missing from the data folder")
+    return send_file(path, mimetype="message/rfc822", as_attachment=True,
+                     download_name=f"message-{msg['id']}.eml", max_age=0)
+
+
+# -- status ---------------------------------------------------------------------------------
+
+
+@bp.get("/status")
+def status() -> Any:
+    """What the dashboard shows."""
+    return jsonify(data.dashboard(_service()))
+
+
+# -- messages --------------------------------------------------------------------------------
 
 
 @bp.get("/messages")
@@ -123,12 +104,38 @@ def messages() -> Any:
                     "items": [message_json(r) for r in rows]})
 
 
+@bp.post("/messages/reexamine")
+def reexamine() -> Any:
+    return jsonify({"reexamining": actions.reexamine(_service())}), 202
+
+
 @bp.get("/messages/<int:message_id>")
 def message(message_id: int) -> Any:
-    row = _service().store.message(message_id)
-    if row is None:
-        abort(404)
-    return jsonify(message_json(row, full=True))
+    return jsonify(message_json(actions.message_or_404(_service(), message_id), full=True))
+
+
+@bp.get("/messages/<int:message_id>/raw")
+def message_raw(message_id: int) -> Any:
+    svc = _service()
+    return send_raw(svc, actions.message_or_404(svc, message_id))
+
+
+@bp.get("/messages/<int:message_id>/rule")
+def message_rule(message_id: int) -> Any:
+    svc = _service()
+    msg = actions.message_or_404(svc, message_id)
+    ruleset = svc.rules.ruleset
+    existing = {r.name for r in ruleset.rules} if ruleset is not None else set()
+    return jsonify({"yaml": rule_from_message(msg, svc.store.documents_of(message_id), existing)})
+
+
+@bp.post("/messages/<int:message_id>/reprocess")
+def message_reprocess(message_id: int) -> Any:
+    actions.reprocess(_service(), message_id)
+    return jsonify({"id": message_id, "status": "received"}), 202
+
+
+# -- documents -------------------------------------------------------------------------------
 
 
 @bp.get("/documents")
@@ -146,17 +153,178 @@ def documents() -> Any:
 
 @bp.get("/documents/<int:document_id>")
 def document(document_id: int) -> Any:
-    row = _service().store.document(document_id)
-    if row is None:
-        abort(404)
-    return jsonify(document_json(row))
+    return jsonify(document_json(actions.document_or_404(_service(), document_id)))
+
+
+@bp.patch("/documents/<int:document_id>")
+def document_edit(document_id: int) -> Any:
+    svc = _service()
+    actions.edit_document(svc, document_id, _body())
+    return jsonify(document_json(actions.document_or_404(svc, document_id)))
 
 
 @bp.get("/documents/<int:document_id>/file")
 def document_file(document_id: int) -> Any:
     svc = _service()
-    row = svc.store.document(document_id)
-    if row is None:
-        abort(404)
-    path = (svc.settings.data_dir / row["path"]).resolve()
-    return send_file(path, mimetype=row["content_type"], as_attachment=True, download_name=row["filename"])
+    return send_document(svc, actions.document_or_404(svc, document_id))
+
+
+@bp.get("/documents/<int:document_id>/thumbnail")
+def document_thumbnail(document_id: int) -> Any:
+    svc = _service()
+    doc = actions.document_or_404(svc, document_id)
+    size = request.args.get("size", "thumb")
+    if size not in ("thumb", "preview"):
+        abort(400, "size: thumb or preview")
+    png = current_app.extensions["gateway.thumbs"].get(doc, size)
+    if png is None:
+        abort(404, "no preview: the document is not a PDF, or it cannot be rendered")
+    return send_file(png, mimetype="image/png", max_age=3600)
+
+
+@bp.post("/documents/<int:document_id>/approve")
+def document_approve(document_id: int) -> Any:
+    svc = _service()
+    actions.approve(svc, document_id, True)
+    return jsonify(document_json(actions.document_or_404(svc, document_id)))
+
+
+@bp.post("/documents/<int:document_id>/unapprove")
+def document_unapprove(document_id: int) -> Any:
+    svc = _service()
+    actions.approve(svc, document_id, False)
+    return jsonify(document_json(actions.document_or_404(svc, document_id)))
+
+
+@bp.post("/documents/<int:document_id>/export")
+def document_export(document_id: int) -> Any:
+    svc = _service()
+    body = _body()
+    targets = body.get("targets") or ([body["target"]] if body.get("target") else [])
+    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+        raise BadRequest("targets: a list of export target names")
+    queued = actions.export_again(svc, document_id, targets)
+    return jsonify({"queued": queued, "document": document_json(actions.document_or_404(svc, document_id))}), 202
+
+
+# -- mailboxes -------------------------------------------------------------------------------
+
+
+@bp.get("/mailboxes")
+def mailboxes() -> Any:
+    svc = _service()
+    return jsonify({"items": [data.mailbox_json(svc, m) for m in svc.settings.mailboxes]})
+
+
+@bp.get("/mailboxes/<name>")
+def mailbox(name: str) -> Any:
+    svc = _service()
+    for m in svc.settings.mailboxes:
+        if m.name == name:
+            out = data.mailbox_json(svc, m)
+            out["fetch"] = _jobs().last.get(f"fetch:{name}")
+            out["fetching"] = _jobs().running(f"fetch:{name}")
+            return jsonify(out)
+    abort(404, f"there is no mailbox {name!r}")
+
+
+@bp.post("/mailboxes/<name>/fetch")
+def mailbox_fetch(name: str) -> Any:
+    started = actions.fetch_now(_service(), _jobs(), name)
+    return jsonify({"mailbox": name, "started": started, "running": True}), 202
+
+
+# -- rules -----------------------------------------------------------------------------------
+
+
+@bp.get("/rules")
+def rules() -> Any:
+    return jsonify(data.rules_json(_service()))
+
+
+@bp.get("/rules/file/<path:file>")
+def rule_file(file: str) -> Any:
+    svc = _service()
+    rel, text = rules_file_text(svc, file)
+    r = data.rules_json(svc)
+    return jsonify({"file": rel, "text": text, "rules": [x for x in r["rules"] if x["file"] == rel],
+                    "problems": [p for p in r["problems"] if relative_rule_file(svc, p["file"]) == rel]})
+
+
+@bp.post("/rules/test")
+def rules_test() -> Any:
+    svc = _service()
+    body = request.get_json(silent=True) if request.is_json else None
+    if request.is_json and not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object: {\"raw\": ..., \"message\": ..., \"draft\": ...}")
+    args = {**request.args, **(body or {})}
+    source = str(args.get("source") or "smtp")
+    draft = args.get("draft")
+    if draft is not None and not isinstance(draft, str):
+        raise BadRequest("draft: the text of one rule file")
+    if args.get("message"):
+        try:
+            msg = actions.message_or_404(svc, int(args["message"]))
+        except (TypeError, ValueError):
+            raise BadRequest("message: a message id") from None
+        path = data.raw_path(svc, msg)
+        if path is None:
+            abort(404, "the raw message file is missing from the data folder")
+        raw = path.read_bytes()
+        source = str(args.get("source") or msg["source"])
+    elif body is not None:
+        if not isinstance(body.get("raw"), str):
+            raise BadRequest("raw: the message as text, or message: a stored message's id")
+        raw = body["raw"].encode("utf-8", "surrogateescape")
+    else:
+        raw = request.get_data(cache=False)
+    return jsonify(actions.explain_mail(svc, raw, source=source, draft=draft))
+
+
+# -- exports ---------------------------------------------------------------------------------
+
+
+@bp.get("/exports")
+def exports() -> Any:
+    svc = _service()
+    counts, health = svc.store.export_counts(), svc.store.export_health()
+    items = []
+    for t in svc.settings.exports:
+        item = data.target_json(svc, t, counts, health)
+        item["running"] = _jobs().running(f"export:{t.name}")
+        items.append(item)
+    return jsonify({"items": items})
+
+
+@bp.get("/exports/<name>")
+def export_target(name: str) -> Any:
+    svc = _service()
+    target = actions.target_or_404(svc, name)
+    limit, offset = _page()
+    state = request.args.get("state") or None
+    out = data.target_json(svc, target)
+    out["running"] = _jobs().running(f"export:{name}")
+    out["last_run"] = _jobs().last.get(f"export:{name}")
+    out["items"] = [data.export_json(e) for e in svc.store.list_exports(target=name, state=state, limit=limit,
+                                                                         offset=offset)]
+    return jsonify(out)
+
+
+@bp.post("/exports/<name>/run")
+def export_run(name: str) -> Any:
+    started = actions.run_export(_service(), _jobs(), name)
+    return jsonify({"target": name, "started": started, "running": True}), 202
+
+
+@bp.post("/exports/<name>/retry")
+def export_retry(name: str) -> Any:
+    body = _body()
+    ids = body.get("ids")
+    if body.get("id") is not None:
+        ids = [body["id"]]
+    if ids is not None:
+        try:
+            ids = [int(i) for i in ids]
+        except (TypeError, ValueError):
+            raise BadRequest("ids: a list of export ids") from None
+    return jsonify({"target": name, "retried": actions.retry_exports(_service(), name, ids)})

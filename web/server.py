@@ -6,6 +6,7 @@ import logging
 import threading
 from typing import Any
 
+from waitress import wasyncore
 from waitress.server import create_server
 
 from web.app import create_app
@@ -19,7 +20,7 @@ class WebServer:
     def __init__(self, service: Any) -> None:
         host, port = service.settings.web.host_port
         self.app = create_app(service)
-        self.server: Any = create_server(self.app, host=host, port=port, threads=4, ident="invoice-gateway")
+        self.server: Any = create_server(self.app, host=host, port=port, threads=8, ident="invoice-gateway")
         self._thread: threading.Thread | None = None
 
     @property
@@ -34,5 +35,24 @@ class WebServer:
         log.info("admin page and API on http://%s:%d/", self.server.effective_host, self.port)
 
     def stop(self) -> None:
-        """Close the listening socket and the connections."""
-        self.server.close()
+        """Stop listening, let requests in progress finish (up to 5 s), then close every connection.
+
+        Sockets are closed in the server's own thread (through its trigger):
+        closing them from here while it waits on them makes it fail.
+        """
+        server = self.server
+        if self._thread is None or not self._thread.is_alive():
+            server.close()
+            return
+        trigger = server.trigger
+        trigger.pull_trigger(lambda: wasyncore.dispatcher.close(server))
+        server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
+
+        def close_all() -> None:
+            for channel in list(server._map.values()):
+                if channel is not trigger:
+                    channel.handle_close()
+            trigger.close()  # the loop ends when nothing is left to watch
+
+        trigger.pull_trigger(close_all)
+        self._thread.join(timeout=5)

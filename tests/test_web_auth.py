@@ -1,0 +1,189 @@
+"""Access to the admin page and the API: login, sessions, CSRF, rate limit, the generated password."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import API_TOKEN, Gateway, free_port
+from test_web_pages import PASSWORD, Browserless
+
+PUBLIC = {"/login", "/healthz"}
+
+
+SAMPLE = {"message_id": 1, "document_id": 1, "export_id": 1, "name": "nas", "size": "thumb", "file": "acme.yaml"}
+
+
+def _routes(gw: Gateway) -> list[tuple[str, str]]:
+    """Every route of the app as (method, a concrete path with made-up values)."""
+    app = gw.service.web.app
+    urls = app.url_map.bind("localhost")
+    out = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = urls.build(rule.endpoint, {a: SAMPLE[a] for a in rule.arguments})
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            out.append((method, path.split("?")[0]))
+    return out
+
+
+def test_every_page_and_api_route_needs_a_session_or_the_token(gateway: Gateway) -> None:
+    base = f"http://127.0.0.1:{gateway.web_port}"
+    routes = _routes(gateway)
+    assert len(routes) > 40
+    pages = api = 0
+    http = httpx.Client(base_url=base)
+    for method, path in routes:
+        if path in PUBLIC:
+            continue
+        for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Cookie": "gateway_session=forged"}):
+            r = http.request(method, path, headers=headers)
+            if path.startswith("/api/") or path == "/metrics":
+                assert r.status_code == 401, (method, path, r.status_code)
+                assert r.json()["error"].startswith("unauthorized")
+                api += 1
+            else:
+                assert r.status_code == 302, (method, path, r.status_code)
+                assert r.headers["location"].startswith("/login?next="), (method, path)
+                pages += 1
+    assert pages > 50 and api > 50
+    http.close()
+    # the token opens the API and /metrics, never the pages
+    assert httpx.get(base + "/api/status", headers={"Authorization": f"Bearer {API_TOKEN}"}).status_code == 200
+    assert httpx.get(base + "/metrics", headers={"Authorization": f"Bearer {API_TOKEN}"}).status_code == 200
+    assert httpx.get(base + "/", headers={"Authorization": f"Bearer {API_TOKEN}"}).status_code == 302
+    assert httpx.get(base + "/healthz").status_code == 200
+    assert httpx.get(base + "/static/app.css").status_code == 200
+
+
+def test_login_session_cookie_and_logout(gateway: Gateway) -> None:
+    c = Browserless(gateway)
+    page = c.get("/login").text
+    assert re.search(r'<input type="password" id="password" name="password"', page)
+    r = c.login("not-the-password")
+    assert r.status_code == 401 and "Wrong password." in r.text
+    r = c.login()
+    assert r.status_code == 302 and r.headers["location"] == "/"
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+    assert c.get("/").status_code == 200
+    assert c.get("/login").status_code == 302  # already logged in
+    stolen = dict(c.http.cookies)
+    r = c.post("/logout")
+    assert r.status_code == 302 and r.headers["location"] == "/login"
+    assert c.get("/").status_code == 302
+    # the old cookie is worthless after logout: the session id was revoked on the server
+    replay = httpx.get(f"{c.base}/", cookies=stolen)
+    assert replay.status_code == 302
+    c.close()
+
+
+def test_login_goes_back_to_the_page_asked_for_but_never_off_site(gateway: Gateway) -> None:
+    c = Browserless(gateway)
+    r = c.get("/messages?status=unmatched")
+    assert r.headers["location"] == "/login?next=/messages?status%3Dunmatched"
+    for target, expected in (("/messages?status=unmatched", "/messages?status=unmatched"),
+                             ("//evil.example/", "/"), ("https://evil.example/", "/"), ("/\\evil", "/")):
+        c.http.cookies.clear()
+        token = c.csrf("/login")
+        r = c.http.post("/login", data={"csrf_token": token, "password": PASSWORD, "next": target})
+        assert r.headers["location"] == expected, target
+    c.close()
+
+
+def test_posts_without_the_csrf_token_are_refused(gateway: Gateway) -> None:
+    c = Browserless(gateway)
+    # the login form itself is protected
+    c.get("/login")
+    r = c.http.post("/login", data={"password": PASSWORD})
+    assert r.status_code == 400 and "CSRF" in r.text
+    assert c.login().status_code == 302
+    for path in ("/logout", "/messages/1/reprocess", "/messages/reexamine", "/exports/nas/run",
+                 "/documents/1/approve", "/rules/test"):
+        assert c.post(path, token=False).status_code == 403, path
+        assert c.post(path, {"csrf_token": "0" * 64}, token=False).status_code == 403, path
+    # the pages' own API calls need the header
+    assert c.http.post("/api/exports/nas/run").status_code == 403
+    assert c.http.post("/api/exports/nas/run", headers={"X-CSRF-Token": "nope"}).status_code == 403
+    assert c.api_post("/api/exports/nas/run").status_code == 202
+    # a form posted from another site is refused even with a token
+    r = c.http.post("/exports/nas/run", data={"csrf_token": c.csrf()}, headers={"Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 403
+    # the bearer token is no ambient credential: no CSRF token needed
+    r = httpx.post(f"{c.base}/api/exports/nas/run", headers={"Authorization": f"Bearer {API_TOKEN}"})
+    assert r.status_code == 202
+    assert c.get("/").status_code == 200  # still logged in: nothing above logged us out
+    c.close()
+
+
+def test_failed_logins_are_rate_limited(gateway: Gateway) -> None:
+    c = Browserless(gateway)
+    for _ in range(5):
+        assert c.login("guess").status_code == 401
+    r = c.login()  # even the right password waits now
+    assert r.status_code == 429 and "Too many failed attempts" in r.text
+    assert int(r.headers["Retry-After"]) > 60
+    c.close()
+
+
+def test_security_headers(gateway: Gateway) -> None:
+    c = Browserless(gateway)
+    c.login()
+    for path in ("/", "/login", "/api/status"):
+        h = c.get(path).headers
+        assert "default-src 'self'" in h["Content-Security-Policy"] and "frame-ancestors 'none'" in h[
+            "Content-Security-Policy"]
+        assert h["X-Content-Type-Options"] == "nosniff" and h["X-Frame-Options"] == "DENY"
+        assert h["Cache-Control"] == "no-store"
+    assert "max-age" in c.get("/static/app.css").headers["Cache-Control"]
+    c.close()
+
+
+def test_secure_cookies_when_asked(gateway_factory: Any) -> None:
+    gw = gateway_factory(web={"listen": f"127.0.0.1:{free_port()}", "password": PASSWORD, "secure_cookies": True})
+    r = httpx.get(f"http://127.0.0.1:{gw.web_port}/login")
+    assert "Secure" in r.headers["set-cookie"] and "HttpOnly" in r.headers["set-cookie"]
+
+
+def test_generated_password_is_logged_once_and_stored_hashed(gateway_factory: Any, workdir: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="web.auth")
+    gw = gateway_factory(web={"listen": f"127.0.0.1:{free_port()}", "api_token": API_TOKEN})
+    lines = [r.getMessage() for r in caplog.records if "admin page password" in r.getMessage()]
+    assert len(lines) == 1
+    password = re.search(r"shown only this once\): (\S+)", lines[0]).group(1)  # type: ignore[union-attr]
+    stored = (workdir / "data" / "web" / "admin-password").read_text()
+    assert password not in stored and stored.startswith(("scrypt:", "pbkdf2:"))
+    assert (workdir / "data" / "web" / "admin-password").stat().st_mode & 0o077 == 0
+    c = Browserless(gw)
+    assert c.login(password).status_code == 302
+    c.close()
+    gw.stop()
+    caplog.clear()
+    again = gateway_factory(web={"listen": f"127.0.0.1:{free_port()}", "api_token": API_TOKEN})
+    assert not [r for r in caplog.records if "admin page password" in r.getMessage()]
+    c = Browserless(again)
+    assert c.login(password).status_code == 302  # the same password after a restart
+    assert c.get("/").status_code == 200
+    c.close()
+
+
+def test_sessions_survive_a_restart_but_not_a_new_password(gateway_factory: Any, workdir: Path) -> None:
+    gw = gateway_factory()
+    c = Browserless(gw)
+    c.login()
+    cookies = dict(c.http.cookies)
+    c.close()
+    gw.stop()
+    same = gateway_factory()
+    assert httpx.get(f"http://127.0.0.1:{same.web_port}/", cookies=cookies).status_code == 200
+    same.stop()
+    changed = gateway_factory(web={"listen": f"127.0.0.1:{free_port()}", "password": "a-new-password",
+                                   "api_token": API_TOKEN})
+    assert httpx.get(f"http://127.0.0.1:{changed.web_port}/", cookies=cookies).status_code == 302

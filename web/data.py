@@ -1,0 +1,354 @@
+"""What the pages and the JSON API show: rows of the store turned into plain data.
+
+Both the HTML pages and ``/api`` build their answers here, so a page never
+shows something the API cannot give.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.parser
+import email.policy
+import json
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from gateway.store import EXPORT_STATES, MESSAGE_STATUSES, iso
+
+PROBLEM_STATUSES = ("unmatched", "quarantined", "suspicious")
+
+
+def loads(value: Any, default: Any) -> Any:
+    """A JSON column as data (``default`` when empty or broken)."""
+    if value is None:
+        return default
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return default
+    return value
+
+
+def timezone(settings: Any) -> dt.tzinfo:
+    """The zone dates are shown and counted in (``timezone`` setting, else the system's)."""
+    if settings.timezone:
+        try:
+            return ZoneInfo(settings.timezone)
+        except (ValueError, KeyError, OSError):
+            pass
+    tz = dt.datetime.now().astimezone().tzinfo
+    return tz or dt.timezone.utc
+
+
+def parse_time(value: str | dt.datetime | None) -> dt.datetime | None:
+    """An ISO timestamp from the store (or a datetime) as an aware datetime."""
+    if not value:
+        return None
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    try:
+        t = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+
+# -- documents and messages --------------------------------------------------------
+
+
+def export_json(e: dict[str, Any]) -> dict[str, Any]:
+    """An export row as the API shows it."""
+    out = {"id": e["id"], "document_id": e["document_id"], "target": e["target"], "state": e["state"],
+           "attempts": e["attempts"], "location": e["location"], "error": e["last_error"],
+           "next_attempt": e["next_attempt"], "created": e["created"], "delivered_at": e["delivered_at"]}
+    if "filename" in e:
+        out["filename"] = e["filename"]
+    return out
+
+
+def document_json(service: Any, doc: dict[str, Any]) -> dict[str, Any]:
+    """A document as the API shows it, with its export state."""
+    return {
+        "id": doc["id"],
+        "message_id": doc["message_id"],
+        "filename": doc["filename"],
+        "content_type": doc["content_type"],
+        "kind": doc["kind"],
+        "origin": doc["origin"],
+        "size": doc["size"],
+        "sha256": doc["sha256"],
+        "created": doc["created"],
+        "date": doc["doc_date"],
+        "company": doc["company"],
+        "document_type": doc["document_type"],
+        "invoice_number": doc["invoice_number"],
+        "tags": loads(doc["tags"], []),
+        "note": doc["note"],
+        "einvoice": loads(doc["einvoice"], None),
+        "warnings": loads(doc["warnings"], []),
+        "approved": doc["approved_at"] is not None,
+        "approved_at": doc["approved_at"],
+        "archived": doc["archived_at"] is not None,
+        "exports": [
+            {"id": e["id"], "target": e["target"], "state": e["state"], "attempts": e["attempts"],
+             "location": e["location"], "error": e["last_error"], "next_attempt": e["next_attempt"],
+             "delivered_at": e["delivered_at"]}
+            for e in service.store.exports_of(doc["id"])
+        ],
+        "file": f"/api/documents/{doc['id']}/file",
+        "thumbnail": f"/api/documents/{doc['id']}/thumbnail",
+    }
+
+
+def message_json(service: Any, msg: dict[str, Any], *, full: bool = False) -> dict[str, Any]:
+    """A message as the API shows it (``full``: with the whole decision)."""
+    out: dict[str, Any] = {
+        "id": msg["id"],
+        "received": msg["received"],
+        "source": msg["source"],
+        "sender": msg["sender"],
+        "mail_from": msg["mail_from"],
+        "recipients": loads(msg["rcpt_tos"], []),
+        "import_address": msg["import_address"],
+        "tag": msg["tag"],
+        "subject": msg["subject"],
+        "message_id": msg["message_id"],
+        "size": msg["size"],
+        "sha256": msg["sha256"],
+        "status": msg["status"],
+        "reason": msg["reason"],
+        "duplicate_of": msg["duplicate_of"],
+        "processed_at": msg.get("processed_at"),
+        "documents": [document_json(service, d) for d in service.store.documents_of(msg["id"])],
+    }
+    decision = loads(msg["decision"], None)
+    if not isinstance(decision, dict):
+        decision = None
+    out["decision"] = decision if full else (
+        {"rule": decision.get("rule"), "action": decision.get("action")} if decision else None)
+    if msg.get("auth"):
+        out["authentication"] = loads(msg["auth"], None)
+    if full:
+        out["raw"] = f"/api/messages/{msg['id']}/raw"
+        out["headers"] = [[name, value] for name, value in headers_of(raw_path(service, msg))]
+    return out
+
+
+EINVOICE_LABELS = (
+    ("seller", "Seller"), ("seller_vat_id", "Seller VAT ID"), ("buyer", "Buyer"),
+    ("buyer_reference", "Buyer reference"), ("invoice_number", "Invoice number"), ("document_type", "Type"),
+    ("issue_date", "Issued"), ("due_date", "Due"), ("net_total", "Net"), ("tax_total", "Tax"),
+    ("grand_total", "Total"), ("amount_due", "Amount due"), ("iban", "IBAN"), ("syntax", "Syntax"),
+    ("profile", "Profile"),
+)
+_MONEY = ("net_total", "tax_total", "grand_total", "amount_due")
+
+
+def einvoice_rows(fields: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """An e-invoice's fields as (label, text), the important ones first; amounts with their currency."""
+    if not fields:
+        return []
+    currency = str(fields.get("currency") or "")
+    known = dict(EINVOICE_LABELS)
+    order = [k for k, _ in EINVOICE_LABELS if fields.get(k) not in (None, "")]
+    order += sorted(k for k in fields if k not in known and k != "currency" and fields[k] not in (None, ""))
+    rows = []
+    for key in order:
+        value = str(fields[key])
+        if key in _MONEY and currency:
+            value = f"{value} {currency}"
+        rows.append((known.get(key, key.replace("_", " ").capitalize()), value))
+    return rows
+
+
+def raw_path(service: Any, msg: dict[str, Any]) -> Path | None:
+    """The stored .eml of a message, if it is there (and inside data_dir)."""
+    root = Path(service.settings.data_dir).resolve()
+    path = (root / str(msg["raw_path"])).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        return None
+    return path
+
+
+def headers_of(path: Path | None, limit: int = 300) -> list[tuple[str, str]]:
+    """The decoded header lines of a stored message (empty when unreadable)."""
+    if path is None:
+        return []
+    try:
+        with path.open("rb") as fh:
+            msg = email.parser.BytesHeaderParser(policy=email.policy.default).parse(fh)
+    except OSError:
+        return []
+    out: list[tuple[str, str]] = []
+    for name, value in msg.raw_items():
+        try:
+            text = str(msg.policy.header_fetch_parse(name, value))
+        except Exception:  # a broken header is shown as it came
+            text = str(value)
+        out.append((str(name), text.replace("\r", "").replace("\n", " ")[:2000]))
+        if len(out) >= limit:
+            break
+    return out
+
+
+# -- mailboxes, targets, rules -------------------------------------------------------
+
+
+def schedule_json(s: Any) -> dict[str, Any] | None:
+    """A schedule as data."""
+    if s is None:
+        return None
+    return {"every": s.every, "days": list(s.days), "between": s.between}
+
+
+def mailbox_json(service: Any, cfg: Any) -> dict[str, Any]:
+    """A configured mailbox with its recorded state (no secrets)."""
+    state = service.store.mailbox_status(cfg.name) or {}
+    state = dict(state)
+    state.pop("name", None)
+    state["stats"] = loads(state.get("stats"), {})
+    poller = service.pollers.get(cfg.name)
+    return {
+        "name": cfg.name, "provider": cfg.provider, "host": cfg.host, "port": cfg.port,
+        "security": cfg.security, "username": cfg.username, "folders": list(cfg.folders),
+        "since": cfg.since.isoformat() if cfg.since else None, "schedule": schedule_json(cfg.schedule),
+        "idle": cfg.idle, "after_import": cfg.after_import, "oauth2": cfg.oauth2 is not None,
+        "poller_running": poller is not None,
+        "state": {k: state.get(k) for k in ("last_poll", "last_success", "last_error", "error_kind", "hint",
+                                            "failures", "next_attempt", "stats")},
+        "ok": bool(state) and not state.get("last_error") if state else None,
+    }
+
+
+def target_destination(cfg: Any) -> str:
+    """Where a target delivers to, for people (no credentials)."""
+    if cfg.type == "folder":
+        return str(cfg.path)
+    if cfg.type == "webdav":
+        return str(cfg.url)
+    return f"mail to {cfg.to}"
+
+
+def target_json(service: Any, cfg: Any, counts: dict[str, dict[str, int]] | None = None,
+                health: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A configured export target with its queue counts and last success and error."""
+    counts = service.store.export_counts() if counts is None else counts
+    health = service.store.export_health() if health is None else health
+    c = {s: counts.get(cfg.name, {}).get(s, 0) for s in EXPORT_STATES}
+    h = health.get(cfg.name, {})
+    f = cfg.filter
+    return {
+        "name": cfg.name, "type": cfg.type, "destination": target_destination(cfg), "enabled": cfg.enabled,
+        "schedule": schedule_json(cfg.schedule), "require_approval": cfg.require_approval,
+        "archive_after_export": cfg.archive_after_export, "filename": cfg.filename,
+        "filter": {"document_types": list(f.document_types), "tags": list(f.tags),
+                   "companies": list(f.companies), "sources": list(f.sources)},
+        "counts": c, "last_delivered": h.get("last_delivered"), "last_error": h.get("last_error"),
+        "last_error_document": h.get("last_error_document"),
+        "ok": not (c["failed"] or c["error"]),
+    }
+
+
+def problem_json(p: Any) -> dict[str, Any]:
+    """A rules load problem as data."""
+    return {"file": getattr(p, "file", None), "line": getattr(p, "line", None), "key": getattr(p, "key", None),
+            "message": getattr(p, "message", str(p)), "text": str(p)}
+
+
+def rule_json(rule: Any) -> dict[str, Any]:
+    """A loaded rule, as far as people need to see it."""
+    return {"name": rule.name, "file": rule.file, "line": getattr(rule, "line", None),
+            "priority": getattr(rule, "priority", None), "action": getattr(rule, "action", None),
+            "import": getattr(rule, "import_mode", None),
+            "attachments": list(getattr(rule, "attachment_globs", ()) or ())}
+
+
+def rules_json(service: Any) -> dict[str, Any]:
+    """The rule set in force, by file, with the load problems."""
+    state = service.rules
+    ruleset = state.ruleset
+    rules = [rule_json(r) for r in ruleset.rules] if ruleset is not None else []
+    files: dict[str, list[str]] = {}
+    if ruleset is not None:
+        files = {f: list(names) for f, names in sorted(ruleset.files.items())}
+    return {
+        "dir": str(service.settings.rules_dir),
+        "in_force": ruleset is not None,
+        "loaded_at": iso(state.loaded_at) if state.loaded_at else None,
+        "count": len(rules),
+        "files": files,
+        "rules": rules,
+        "problems": [problem_json(p) for p in state.problems],
+        "last_reexamine": service.store.get_kv("last_reexamine"),
+        "policy": {"smtp": service.settings.unmatched.smtp, "imap": service.settings.unmatched.imap,
+                   "folder": service.settings.unmatched.folder, "import": service.settings.unmatched.import_},
+    }
+
+
+# -- the dashboard -------------------------------------------------------------------
+
+
+def _month_start(t: dt.datetime, back: int) -> dt.date:
+    y, m = t.year, t.month - back
+    while m <= 0:
+        y, m = y - 1, m + 12
+    return dt.date(y, m, 1)
+
+
+def counts(service: Any, now: dt.datetime | None = None) -> dict[str, int]:
+    """The dashboard's numbers."""
+    store = service.store
+    tz = timezone(service.settings)
+    local = (now or dt.datetime.now(dt.timezone.utc)).astimezone(tz)
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    first = midnight.replace(day=1)
+    by_status = store.status_counts()
+    exports = store.export_counts()
+    return {
+        "received_today": store.list_messages(limit=1, since=iso(midnight))[1],
+        "received_month": store.list_messages(limit=1, since=iso(first))[1],
+        "messages": sum(by_status.values()),
+        **{s: by_status.get(s, 0) for s in MESSAGE_STATUSES},
+        "documents": store.document_count(),
+        "export_failures": sum(v.get("failed", 0) + v.get("error", 0) for v in exports.values()),
+        "export_pending": sum(v.get("pending", 0) for v in exports.values()),
+        "awaiting_approval": store.list_documents(limit=1, approved=False, export_state="pending")[1],
+    }
+
+
+def months(service: Any, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """Documents per month over the last 12 months, oldest first."""
+    t = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
+    starts = [_month_start(t, back) for back in range(11, -1, -1)]
+    per = service.store.document_months(starts[0].isoformat())
+    return [{"month": d.strftime("%Y-%m"), "documents": per.get(d.strftime("%Y-%m"), 0)} for d in starts]
+
+
+def companies(service: Any, limit: int = 10) -> list[dict[str, Any]]:
+    """The companies with the most documents."""
+    return [{"company": c, "documents": n} for c, n in service.store.document_companies(limit)]
+
+
+def dashboard(service: Any, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Everything the dashboard shows."""
+    store = service.store
+    rows, _ = store.list_messages(limit=8)
+    recent_exports = store.list_exports(limit=6)
+    export_counts = store.export_counts()
+    health = store.export_health()
+    parts = service.health()
+    return {
+        "counts": counts(service, now),
+        "months": months(service, now),
+        "companies": companies(service),
+        "recent_messages": [
+            {k: r[k] for k in ("id", "received", "source", "sender", "subject", "status", "reason")} for r in rows],
+        "recent_exports": [export_json(e) for e in recent_exports],
+        "mailboxes": [mailbox_json(service, m) for m in service.settings.mailboxes],
+        "targets": [target_json(service, t, export_counts, health) for t in service.settings.exports],
+        "rules": {k: v for k, v in rules_json(service).items() if k not in ("rules", "files")},
+        "health": {"parts": parts, "down": [k for k, ok in parts.items() if not ok]},
+        "smtp": dict(service.smtp.stats) if service.smtp is not None else None,
+    }
