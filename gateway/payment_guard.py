@@ -1,0 +1,145 @@
+"""The IBAN guard: warn when an invoice asks to pay into a different account than before.
+
+Invoice fraud ("your supplier has a new bank account") works by changing the
+IBAN and nothing else. For every new document the guard takes the IBANs it
+carries (the e-invoice's payment account, or IBANs printed in a PDF's text,
+checked with ISO 13616 mod-97) and compares them with the IBANs last seen
+for the same seller, known by VAT ID, by name, or by the sender's domain.
+A difference becomes a document warning; nothing is held or refused.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from gateway.store import Store
+
+# ISO 13616 lengths of the IBAN per country (SWIFT registry).
+IBAN_LENGTHS: dict[str, int] = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
+    "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29,
+    "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28,
+    "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20,
+    "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
+    "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29,
+    "RO": 24, "RS": 22, "SA": 24, "SC": 31, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28,
+    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+}
+_START = re.compile(r"(?<![A-Z0-9])([A-Z]{2})[ \u00a0]?(\d{2})")
+_SEP = " \u00a0-"
+# Mail services many unrelated sellers send from: their domain says nothing about the seller.
+FREEMAIL = frozenset({
+    "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "live.com", "msn.com", "yahoo.com", "icloud.com",
+    "me.com", "aol.com", "gmx.de", "gmx.net", "web.de", "t-online.de", "mailbox.org", "posteo.de", "proton.me",
+    "protonmail.com", "fastmail.com", "zoho.com",
+})
+
+
+def iban_valid(iban: str) -> bool:
+    """Whether ``iban`` (no spaces) has its country's length and passes the mod-97 check."""
+    if len(iban) < 15 or IBAN_LENGTHS.get(iban[:2]) not in (None, len(iban)) or not iban.isalnum():
+        return False
+    digits = "".join(str(int(c, 36)) for c in iban[4:] + iban[:4])
+    return int(digits) % 97 == 1
+
+
+def normalize_iban(text: str) -> str:
+    """An IBAN without spaces or dashes, upper case."""
+    return re.sub(r"[\s\-]", "", text).upper()
+
+
+def format_iban(iban: str) -> str:
+    """An IBAN in groups of four, as printed (``DE89 3704 0044 0532 0130 00``)."""
+    return " ".join(iban[i:i + 4] for i in range(0, len(iban), 4))
+
+
+def find_ibans(text: str) -> list[str]:
+    """The valid IBANs printed in ``text``, in order, each once."""
+    found: list[str] = []
+    upper = text.upper()
+    for m in _START.finditer(upper):
+        country = m.group(1)
+        length = IBAN_LENGTHS.get(country)
+        if length is None:
+            continue
+        chars, pos = [country, m.group(2)], m.end()
+        need = length - 4
+        while need and pos < len(upper):
+            c = upper[pos]
+            if c.isascii() and c.isalnum():
+                chars.append(c)
+                need -= 1
+            elif c not in _SEP or (pos + 1 < len(upper) and upper[pos + 1] in _SEP):
+                break  # one separator between groups, no more
+            pos += 1
+        if need or (pos < len(upper) and upper[pos].isascii() and upper[pos].isalnum()):
+            continue
+        iban = "".join(chars)
+        if iban_valid(iban) and iban not in found:
+            found.append(iban)
+    return found
+
+
+def seller_keys(einvoice: Mapping[str, str] | None, sender_domain: str, own_domains: Iterable[str] = ()) -> list[str]:
+    """How a document's seller is known, most specific first: VAT ID, name, sender domain."""
+    from gateway.senderauth.dmarc import org_domain
+
+    keys = []
+    inv = einvoice or {}
+    vat = re.sub(r"[\s.\-]", "", inv.get("seller_vat_id") or "").upper()
+    if vat:
+        keys.append(f"vat:{vat}")
+    name = " ".join((inv.get("seller") or "").casefold().split())
+    if name:
+        keys.append(f"name:{name}")
+    domain = org_domain(sender_domain) if sender_domain else ""
+    if domain and domain not in FREEMAIL and domain not in {org_domain(d) for d in own_domains}:
+        keys.append(f"domain:{domain}")
+    return keys
+
+
+class PaymentGuard:
+    """Compares the IBANs of new documents with the ones last seen for their seller."""
+
+    def __init__(self, store: Store, text_of: Callable[[bytes], str], own_domains: Iterable[str] = ()) -> None:
+        self.store = store
+        self.text_of = text_of
+        self.own_domains = tuple(own_domains)
+
+    def ibans_of(self, kind: str, data: bytes, einvoice: Any) -> list[str]:
+        """The IBANs a document carries: the e-invoice's, else those printed in a PDF."""
+        iban = getattr(einvoice, "iban", None) if einvoice is not None else None
+        if iban:
+            return [normalize_iban(str(iban))]
+        if kind == "pdf":
+            return find_ibans(self.text_of(data))
+        return []
+
+    def review(self, message_id: int, docs: Sequence[tuple[dict[str, Any], list[str]]],
+               sender_domain: str) -> list[tuple[str, str]]:
+        """Add "payment details changed" warnings to ``docs`` ((document row, its IBANs) pairs).
+
+        Returns the (seller key, IBAN) pairs to record once the documents are stored.
+        """
+        records: list[tuple[str, str]] = []
+        for doc, ibans in docs:
+            if not ibans:
+                continue
+            keys = seller_keys(doc.get("einvoice"), sender_domain, self.own_domains)
+            if not keys:
+                continue
+            records += [(k, i) for k in keys for i in ibans]
+            last = self.store.last_ibans(keys, before_message=message_id)
+            if last is None:
+                continue
+            key, before, seen_in = last
+            new = [i for i in ibans if i not in before]
+            if new:
+                was = ", ".join(format_iban(i) for i in sorted(before))
+                doc["warnings"] = [*doc.get("warnings", []),
+                                   f"payment details changed: IBAN {format_iban(new[0])} was {was} "
+                                   f"(last seen for {key.replace(':', ' ', 1)} in message #{seen_in}); "
+                                   "confirm the new account with the seller by phone before paying"]
+        return list(dict.fromkeys(records))

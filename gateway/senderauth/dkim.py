@@ -1,0 +1,103 @@
+"""DKIM (RFC 6376): verify each DKIM-Signature of a raw message with dkimpy."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import dkim as dkimpy
+
+from gateway.senderauth.dns import DNSTempError, Resolver
+
+# Signatures verified per message; each costs a DNS question and a body hash.
+MAX_SIGNATURES = 5
+_SIG_HEADER = re.compile(rb"^dkim-signature:", re.I | re.M)
+
+
+@dataclass(frozen=True)
+class DKIMResult:
+    """The verdict on one DKIM signature.
+
+    Attributes:
+        result: pass, fail, neutral, temperror or permerror (RFC 8601 names).
+        domain: the signing domain (d=), "" when unreadable.
+        selector: the selector (s=), "" when unreadable.
+        reason: why it did not pass ("" when it did).
+    """
+
+    result: str
+    domain: str
+    selector: str
+    reason: str = ""
+
+    def json(self, aligned: bool) -> dict[str, Any]:
+        """The result as stored in messages.auth (with its alignment to From)."""
+        return {"result": self.result, "domain": self.domain, "selector": self.selector,
+                "aligned": aligned, "reason": self.reason}
+
+
+class _Notes:
+    """A logger for dkimpy that keeps its error messages as the reason."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def error(self, msg: Any, *args: Any) -> None:
+        self.errors.append(str(msg) % args if args else str(msg))
+
+    def debug(self, msg: Any, *args: Any) -> None:
+        """dkimpy's debug output is not kept."""
+
+    info = warning = debug
+
+
+def check_dkim(resolver: Resolver, raw: bytes, timeout: float = 5.0) -> list[DKIMResult]:
+    """Every DKIM signature of ``raw`` (up to MAX_SIGNATURES), topmost first; [] when unsigned."""
+    header_end = re.search(rb"\r?\n\r?\n", raw)
+    head = raw[: header_end.start()] if header_end else raw
+    count = len(_SIG_HEADER.findall(b"\n" + head)) if b"dkim-signature" in head.lower() else 0
+    return [_verify(resolver, raw, i, timeout) for i in range(min(count, MAX_SIGNATURES))]
+
+
+def _verify(resolver: Resolver, raw: bytes, idx: int, timeout: float) -> DKIMResult:
+    state = {"temp": "", "missing": False}
+
+    def dnsfunc(name: bytes, timeout: float = 5) -> bytes | None:
+        try:
+            records = resolver.lookup(name.decode("ascii", "replace"), "TXT")
+        except DNSTempError as exc:
+            state["temp"] = str(exc)
+            raise dkimpy.DnsTimeoutError(str(exc)) from exc
+        if not records:
+            state["missing"] = True
+            return None
+        return b"".join(records[0])
+
+    notes = _Notes()
+    signer: Any = None
+    try:
+        signer = dkimpy.DKIM(raw, logger=notes, timeout=int(max(1, timeout)))
+        ok = signer.verify(idx=idx, dnsfunc=dnsfunc)
+    except dkimpy.DKIMException as exc:
+        if "body hash mismatch" in str(exc):  # the body was changed after signing
+            return DKIMResult("fail", *_ids(signer), reason="body hash did not verify (the body was changed)")
+        return DKIMResult("permerror", *_ids(signer), reason=f"malformed signature: {exc}")
+    except Exception as exc:  # a bug in dkimpy must not stop the mail
+        return DKIMResult("temperror", *_ids(signer), reason=f"DKIM check failed: {type(exc).__name__}: {exc}")
+    domain, selector = _ids(signer)
+    if ok:
+        return DKIMResult("pass", domain, selector)
+    if state["temp"]:
+        return DKIMResult("temperror", domain, selector, f"key lookup failed: {state['temp']}")
+    if state["missing"]:
+        return DKIMResult("permerror", domain, selector, f"no key published at {selector}._domainkey.{domain}")
+    reason = "; ".join(notes.errors) or "signature did not verify"
+    return DKIMResult("fail", domain, selector, reason)
+
+
+def _ids(signer: Any) -> tuple[str, str]:
+    fields = getattr(signer, "signature_fields", None) or {} if signer is not None else {}
+    domain = fields.get(b"d", b"").decode("ascii", "replace").strip().lower()
+    selector = fields.get(b"s", b"").decode("ascii", "replace").strip()
+    return domain, selector
