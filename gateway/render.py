@@ -69,6 +69,10 @@ _TEXT_BLOCK = 40  # lines per block of a text body
 _TEXT_PIECE = 2000  # characters per piece of a giant line
 
 
+class _WorkerDied(RenderError):
+    """The worker process ended while it had a job."""
+
+
 class _BlockedURLError(ValueError):
     """A URL that the renderer never loads (weasyprint logs it and goes on)."""
 
@@ -599,9 +603,19 @@ class Renderer:
         return self._run(_Job((), _clean(title), html, "", {}, standalone=True), timeout, memory_mb)
 
     def _run(self, job: _Job, timeout: float, memory_mb: int) -> bytes:
-        with self._slots:
-            worker = self._take(memory_mb)
-            status, payload = self._exchange(worker, job, timeout)
+        # A worker that dies under a job (a signal from a C library) gets one more
+        # try in a fresh worker: a passing failure must not quarantine a mail,
+        # while a mail that kills two workers is reported.
+        for attempt in (1, 2):
+            with self._slots:
+                worker = self._take(memory_mb)
+                try:
+                    status, payload = self._exchange(worker, job, timeout)
+                except _WorkerDied:
+                    if attempt == 2:
+                        raise
+                    continue
+            break
         if status == "ok":
             return bytes(payload)
         if status == "memory":
@@ -653,7 +667,7 @@ class Renderer:
         except (EOFError, OSError) as exc:
             reason = worker.death()
             worker.stop(kill=True)
-            raise RenderError(
+            raise _WorkerDied(
                 f"the render worker {reason}; a mail that needs more than the memory "
                 f"limit of {worker.memory_mb} MB can cause that"
             ) from exc

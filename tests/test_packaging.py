@@ -76,8 +76,14 @@ def test_fresh_clone_make_run_exports_a_mail(tmp_path: Path) -> None:
     with open(log, "wb") as out:
         proc = subprocess.Popen(["make", "run"], cwd=clone, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
+    def listening_or_dead() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"make run exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", 2525)) == 0
+
     try:
-        wait_port(2525, timeout=400)
+        wait_for(listening_or_dead, timeout=400, interval=0.5)
         wait_port(8080, timeout=30)
         pdf = unique_pdf("fresh-clone")
         import smtplib
