@@ -65,7 +65,8 @@ class Spool:
         self.tmp = self.root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.on_new = on_new
-        self._queue: queue.Queue[tuple[Spooled, Future[int]] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[bytes, Envelope, Callable[[int | None, BaseException | None], None]] | None] = (
+            queue.Queue())
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
         self._dirs_synced: set[Path] = set()
@@ -78,7 +79,10 @@ class Spool:
         month = envelope.received.strftime("%Y-%m")
         final_dir = self.root / month
         try:
-            final_dir.mkdir(exist_ok=True)
+            if final_dir not in self._dirs_synced:
+                final_dir.mkdir(exist_ok=True)
+                _fsync_dir(self.root)
+                self._dirs_synced.add(final_dir)
             tmp = self.tmp / name
             with open(tmp, "wb") as fh:
                 fh.write(raw)
@@ -112,11 +116,28 @@ class Spool:
 
     def accept_batched(self, raw: bytes, envelope: Envelope) -> int:
         """Like ``accept``, sharing the database commit with concurrent callers."""
-        item = self.write_file(raw, envelope)
         fut: Future[int] = Future()
-        self._ensure_writer()
-        self._queue.put((item, fut))
+
+        def done(mid: int | None, exc: BaseException | None) -> None:
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(int(mid or 0))
+
+        self.submit(raw, envelope, done)
         return fut.result()
+
+    def submit(self, raw: bytes, envelope: Envelope,
+               done: Callable[[int | None, BaseException | None], None]) -> None:
+        """Queue a message for the batch writer; ``done(id, None)`` once it is durable and
+        recorded, ``done(None, error)`` when it could not be (the caller answers 451).
+
+        The writer thread writes and fsyncs the files of everything waiting, fsyncs
+        their directory once and records them in one transaction: one thread
+        hand-over per message instead of three, and one commit per batch.
+        """
+        self._ensure_writer()
+        self._queue.put((raw, envelope, done))
 
     def _ensure_writer(self) -> None:
         with self._lock:
@@ -139,14 +160,22 @@ class Spool:
                     self._queue.put(None)
                     break
                 batch.append(nxt)
+            written: list[tuple[Spooled, Callable[[int | None, BaseException | None], None]]] = []
+            for raw, envelope, done in batch:
+                try:
+                    written.append((self.write_file(raw, envelope), done))
+                except Exception as exc:  # this session gets 451; the others go on
+                    done(None, exc)
+            if not written:
+                continue
             try:
-                ids = self.record([b[0] for b in batch])
+                ids = self.record([w[0] for w in written])
             except Exception as exc:  # every waiting session must get an answer (451)
-                for _, fut in batch:
-                    fut.set_exception(exc)
+                for _, done in written:
+                    done(None, exc)
             else:
-                for (_, fut), mid in zip(batch, ids, strict=True):
-                    fut.set_result(mid)
+                for (_, done), mid in zip(written, ids, strict=True):
+                    done(mid, None)
 
     def stop(self) -> None:
         """Stop the batch writer after the queued messages are recorded."""
