@@ -27,9 +27,8 @@ def _same_file(path: Path, sha256: str, size: int) -> bool:
         return False
 
 
-def _write_new(final: Path, data: bytes) -> bool:
-    """Write ``data`` to a temporary name, then link it to ``final``; False if ``final`` exists."""
-    tmp = final.with_name(f".{final.name[:100]}.{os.getpid()}.partial")
+def _write_new(final: Path, data: bytes, tmp: Path) -> bool:
+    """Write ``data`` to ``tmp``, then link it to ``final``; False if ``final`` exists."""
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
@@ -74,6 +73,12 @@ class FolderExporter:
             self.root.mkdir(parents=True, exist_ok=True)
             root = self.root.resolve()
             data = item.read()
+            # one temporary name per export: a crash leaves at most this file, and the
+            # retry after the restart removes it, whether or not it still has to write
+            first = (root / item.relpath).resolve()
+            tmp = first.with_name(f".invoice-gateway-{item.export_id}.partial")
+            if root in first.parents:
+                tmp.unlink(missing_ok=True)
             for n in range(1, MAX_COUNTER + 1):
                 rel = item.relpath if n == 1 else with_counter(item.relpath, n)
                 final = (root / rel).resolve()
@@ -84,7 +89,7 @@ class FolderExporter:
                     if _same_file(final, item.sha256, len(data)):
                         break  # delivered before (a crash between write and record)
                     continue
-                if _write_new(final, data):
+                if _write_new(final, data, tmp):
                     break
                 if _same_file(final, item.sha256, len(data)):
                     break
@@ -93,7 +98,7 @@ class FolderExporter:
             if self.sidecar:
                 side = final.with_name(final.name + ".json")
                 if not side.exists():
-                    _write_new(side, item.sidecar())
+                    _write_new(side, item.sidecar(), tmp)
             _fsync_dir(final.parent)
         except ExportError:
             raise
