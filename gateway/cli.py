@@ -318,7 +318,8 @@ def status(c: _Ctx, as_json: bool) -> None:
         "documents": store.document_count(),
         "exports": store.export_counts(),
         "export_errors": [
-            {"target": e["target"], "document_id": e["document_id"], "state": e["state"], "error": e["last_error"]}
+            {"target": e["target"], "document_id": e["document_id"], "state": e["state"], "error": e["last_error"],
+             "attempts": e["attempts"], "next_attempt": e["next_attempt"]}
             for e in store.list_exports(state="failed") + store.list_exports(state="error")
         ][:20],
         "rules": {"dir": str(settings.rules_dir), "problems": [str(p) for p in problems]},
@@ -336,7 +337,9 @@ def status(c: _Ctx, as_json: bool) -> None:
     for target, states in sorted(data["exports"].items()):
         click.echo(f"export {target}: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
     for e in data["export_errors"]:
-        click.echo(f"  {e['target']} document {e['document_id']} {e['state']}: {e['error']}")
+        when = f", next attempt {e['next_attempt'][:19]}" if e["state"] == "failed" and e["next_attempt"] else ""
+        kind = "will retry" if e["state"] == "failed" else "failed permanently"
+        click.echo(f"  {e['target']} document {e['document_id']}: {kind} after {e['attempts']} attempt(s){when}: {e['error']}")
     click.echo(f"rules:     {data['rules']['dir']}" + (f" ({len(problems)} problem(s))" if problems else " (ok)"))
     for p in problems:
         click.echo(f"  {p}")
