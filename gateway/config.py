@@ -175,8 +175,8 @@ class AuthConfig(_Model):
 class SMTPLimits(_Model):
     """Per-client bounds on the SMTP server (answered 421 / 450, never silently)."""
 
-    connections_per_ip: int = Field(20, ge=0)  # 0: no limit
-    messages_per_minute_per_ip: int = Field(300, ge=0)  # MAIL commands; 0: no limit
+    connections_per_ip: Annotated[int, Field(ge=0)] = 20  # 0: no limit
+    messages_per_minute_per_ip: Annotated[int, Field(ge=0)] = 300  # MAIL commands; 0: no limit
     # clients the limits do not apply to (this host; add a trusted relay here)
     exempt: tuple[str, ...] = ("127.0.0.0/8", "::1")
 
@@ -482,7 +482,7 @@ class TrustConfig(_Model):
     authserv_id: str | None = None
     # DNS for the checks: servers (default: /etc/resolv.conf) and seconds per query
     dns_servers: tuple[str, ...] = ()
-    dns_timeout: float = Field(3.0, gt=0, le=30)
+    dns_timeout: Annotated[float, Field(gt=0, le=30)] = 3.0
 
 
 class Settings(_Model):
