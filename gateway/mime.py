@@ -16,6 +16,7 @@ import email.header
 import email.policy
 import email.utils
 import hashlib
+import itertools
 import mimetypes
 import re
 from email.message import Message
@@ -27,6 +28,12 @@ from gateway.naming import sanitize_filename
 
 MAX_PARTS = 500
 MAX_DEPTH = 20
+# Header fields read per message and per part: reading them is quadratic in the
+# number of distinct names, and real mail has fewer than 200 (Received chains included).
+MAX_HEADERS = 1000
+# Decoded bytes of all parts together; base64 only shrinks, but uuencoded files in
+# text bodies are decoded a second time. Nothing is ever decompressed or unpacked.
+MAX_DECODED = 100 * 1024 * 1024
 _UU_BEGIN = re.compile(rb"^begin [0-7]{3,4} (.+?)\r?$", re.M)
 _CHARSET_ALIASES = {"charset": "utf-8", "us-ascii": "ascii", "unknown-8bit": "latin-1", "x-unknown": "latin-1",
                     "ks_c_5601-1987": "cp949", "iso-8859-8-i": "iso-8859-8"}
@@ -88,7 +95,12 @@ def _addresses(msg: Message, name: str, defects: list[str]) -> list[Address]:
     raw = next((str(v) for k, v in msg.raw_items() if k.lower() == name.lower()), None)
     if raw is None:
         return []
-    return [Address(clean(_decode_words(n)), clean(a)) for n, a in email.utils.getaddresses([raw]) if n or a]
+    try:
+        pairs = email.utils.getaddresses([raw])
+    except Exception as exc:  # the stdlib recurses per group on hostile lists (found by tests/test_fuzz.py)
+        defects.append(f"header {name}: {type(exc).__name__}")
+        return []
+    return [Address(clean(_decode_words(n)), clean(a)) for n, a in pairs if n or a]
 
 
 def _charset(part: Message) -> str:
@@ -96,7 +108,7 @@ def _charset(part: Message) -> str:
     cs = _CHARSET_ALIASES.get(cs, cs)
     try:
         codecs.lookup(cs)
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL in the name (found by tests/test_fuzz.py)
         return "utf-8"
     return cs
 
@@ -178,7 +190,10 @@ def _uudecode(text: bytes) -> list[tuple[str, bytes]]:
             except binascii.Error:
                 # some encoders write wrong padding; use the declared length
                 n = (line[0] - 32) & 63
-                out += binascii.a2b_uu(line[: (n * 4 + 5) // 3 + 1] if n else b" ")
+                try:
+                    out += binascii.a2b_uu(line[: (n * 4 + 5) // 3 + 1] if n else b" ")
+                except binascii.Error:
+                    continue  # not uuencoded after all (found by tests/test_fuzz.py)
         files.append((m.group(1).decode("latin-1").strip(), bytes(out)))
     return files
 
@@ -186,7 +201,8 @@ def _uudecode(text: bytes) -> list[tuple[str, bytes]]:
 class _Walker:
     """Collects bodies and attachments from a message tree, within limits."""
 
-    def __init__(self, max_parts: int, max_depth: int) -> None:
+    def __init__(self, max_parts: int, max_depth: int, max_headers: int = MAX_HEADERS,
+                 max_decoded: int = MAX_DECODED) -> None:
         self.text: list[str] = []
         self.html: list[str] = []
         self.attachments: list[Attachment] = []
@@ -194,6 +210,24 @@ class _Walker:
         self.parts = 0
         self.max_parts = max_parts
         self.max_depth = max_depth
+        self.max_headers = max_headers
+        self.max_decoded = max_decoded
+        self.decoded = 0
+
+    def _over_budget(self, part: Message, depth: int) -> bool:
+        """Count a leaf's decoded size; True (with a defect) once the budget is spent."""
+        if depth and len(part) > self.max_headers:  # the message's own header is capped in parse()
+            self.defects.append(f"a MIME part has more than {self.max_headers} header fields; it was not read")
+            return True
+        return self.decoded > self.max_decoded
+
+    def _keep(self, size: int) -> bool:
+        """Count ``size`` decoded bytes against the budget; False (with a defect) when it is spent."""
+        self.decoded += size
+        if self.decoded > self.max_decoded:
+            self.defects.append(f"more than {self.max_decoded} decoded bytes; the rest was not read")
+            return False
+        return True
 
     def walk(self, part: Message, depth: int = 0, forwarded: bool = False) -> None:
         self.parts += 1
@@ -220,6 +254,8 @@ class _Walker:
             self.defects.append(f"{ctype} without readable parts; body kept as text")
             self.text.append(_text(part, self.defects))
             return
+        if self._over_budget(part, depth):
+            return
         self.leaf(part, ctype, forwarded)
 
     def leaf(self, part: Message, ctype: str, forwarded: bool) -> None:
@@ -231,16 +267,24 @@ class _Walker:
         is_body_text = ctype in ("text/plain", "text/html") and filename is None and disposition != "attachment"
         if is_body_text and not forwarded:
             body = _text(part, self.defects)
+            if not self._keep(len(body)):
+                return
             (self.text if ctype == "text/plain" else self.html).append(body)
             if ctype == "text/plain" and b"\nbegin " in b"\n" + _payload(part):
                 for name, data in _uudecode(_payload(part)):
+                    if not self._keep(len(data)):
+                        break
                     self.add(name, "application/octet-stream", data, False, None, forwarded)
             return
         if is_body_text and forwarded:
             # the forwarded mail's text is part of what the user sent: keep it for rules
-            self.text.append(_text(part, self.defects))
+            text = _text(part, self.defects)
+            if self._keep(len(text)):
+                self.text.append(text)
             return
         data = _payload(part)
+        if not self._keep(len(data)):
+            return
         cid = part.get("Content-ID")
         cid_s = str(cid).strip().strip("<>") if cid else None
         self.add(filename, ctype, data, disposition == "inline", cid_s, forwarded)
@@ -259,13 +303,17 @@ class _Walker:
         ))
 
 
-def parse(raw: bytes, *, max_parts: int = MAX_PARTS, max_depth: int = MAX_DEPTH) -> ParsedMessage:
+def parse(raw: bytes, *, max_parts: int = MAX_PARTS, max_depth: int = MAX_DEPTH, max_headers: int = MAX_HEADERS,
+          max_decoded: int = MAX_DECODED) -> ParsedMessage:
     """Parse a raw message; never raises for broken mail, only for non-mail input."""
     if not raw.strip():
         raise ParseError("the message is empty")
     if raw.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
         raise ParseError("this is an Outlook .msg file, not an e-mail in MIME format; "
                          "save or forward it as .eml instead")
+    cut = _boundary_cut(raw, 2 * max_parts + 10)
+    if cut is not None:
+        raw = raw[:cut]
     try:
         msg = email.message_from_bytes(raw, policy=email.policy.default)
     except Exception as exc:  # the stdlib parser is lenient; this is a last resort
@@ -273,15 +321,20 @@ def parse(raw: bytes, *, max_parts: int = MAX_PARTS, max_depth: int = MAX_DEPTH)
     if not msg.keys() and b":" not in raw[:1000]:
         raise ParseError("no mail headers found: this does not look like an e-mail")
     defects: list[str] = []
+    if cut is not None:
+        defects.append(f"more than {max_parts} MIME parts; the rest was not read")
     headers: list[tuple[str, str]] = []
-    for name in dict.fromkeys(k for k, _ in msg.raw_items()):
+    if len(msg) > max_headers:
+        defects.append(f"more than {max_headers} header fields; only the first {max_headers} were read")
+    # one pass in order (get_all per name would be quadratic in the number of names)
+    for name, raw_value in itertools.islice(msg.raw_items(), max_headers):
         try:
-            values = [clean(str(v)) for v in msg.get_all(name, [])]
+            value = str(msg.policy.header_fetch_parse(name, raw_value))
         except Exception as exc:
             defects.append(f"header {name}: {type(exc).__name__}")
-            values = [_decode_words(re.sub(r"\r?\n[ \t]", " ", str(v))) for k, v in msg.raw_items() if k == name]
-        headers += [(clean(name), clean(v)) for v in values]
-    walker = _Walker(max_parts, max_depth)
+            value = _decode_words(re.sub(r"\r?\n[ \t]", " ", str(raw_value)))
+        headers.append((clean(name), clean(value)))
+    walker = _Walker(max_parts, max_depth, max_headers, max_decoded)
     walker.walk(msg)
     senders = _addresses(msg, "From", defects)
     to = _addresses(msg, "To", defects) + _addresses(msg, "Cc", defects)
@@ -300,13 +353,29 @@ def parse(raw: bytes, *, max_parts: int = MAX_PARTS, max_depth: int = MAX_DEPTH)
     )
 
 
+def _boundary_cut(raw: bytes, lines: int) -> int | None:
+    """Where the ``lines``-th line that starts with ``--`` begins, or None when there are fewer.
+
+    The stdlib parser spends about a millisecond on each MIME part (it parses
+    Content-Type several times per part), so a message of many tiny parts
+    could keep a worker busy for minutes; parts past max_parts are never
+    read anyway, so the message is cut before their boundaries.
+    """
+    if raw.count(b"\n--") < lines:
+        return None
+    pos = -1
+    for _ in range(lines):
+        pos = raw.find(b"\n--", pos + 1)
+    return pos + 1
+
+
 def _date(msg: Message, defects: list[str]) -> dt.datetime | None:
     raw = _header_str(msg, "Date", defects)
     if not raw:
         return None
     try:
         d = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         defects.append("Date: unreadable")
         return None
     return d if d.tzinfo else d.replace(tzinfo=dt.timezone.utc)

@@ -59,8 +59,10 @@ def _norm_addr(addr: str) -> str:
 class _Mail:
     """A MailView with the case-folded values that matching needs, computed once."""
 
-    def __init__(self, mail: MailView) -> None:
+    def __init__(self, mail: MailView, require_authenticated_sender: bool = False) -> None:
         self.mail = mail
+        # trust.require_authenticated_sender: a `from` holds only for an authenticated sender
+        self.sender_unproven = require_authenticated_sender and mail.authenticated is not True
         sender = mail.sender
         if sender is None:
             self.addr: str | None = None
@@ -231,6 +233,8 @@ class _Address:
         return [] if m.addr is None else [(m.addr, m.domain, m.name)]
 
     def test(self, m: _Mail) -> bool:
+        if self.key == "from" and m.sender_unproven:
+            return False
         for a, d, n in self._people(m):
             for t in self.tests:
                 if t(a, d, n):
@@ -242,6 +246,10 @@ class _Address:
             for raw, t in self.pairs:
                 if t(a, d, n):
                     shown = m.shown_sender if self.key == "from" else _q(str(m.mail.to[i]))
+                    if self.key == "from" and m.sender_unproven:
+                        state = "is not known to be authenticated" if m.mail.authenticated is None else "failed authentication"
+                        return False, (f"from: {_q(raw)} matched {shown}, but the sender {state} "
+                                       "(trust.require_authenticated_sender)")
                     return True, f"{self.key}: {_q(raw)} matched {shown}"
         if self.key == "from":
             return False, f"from: {self.values} did not match {m.shown_sender}"
@@ -649,6 +657,10 @@ class Rule:
         """Whether every condition holds for ``mail``."""
         return self.when.test(_Mail(mail))
 
+    def claims_sender(self) -> bool:
+        """Whether the rule names a sender: a `from` condition at its top level."""
+        return any(isinstance(part, _Address) and part.key == "from" for part in self.when.parts)
+
     def judge(self, mail: MailView) -> RuleTrace:
         """How this rule judges ``mail``, in words."""
         ok, why = self.when.judge(_Mail(mail))
@@ -773,7 +785,7 @@ class RuleSet:
             found.update(index.get(("parent", rest), ()))
         return found
 
-    def decide(self, mail: MailView, *, trace_all: bool = False) -> Decision:
+    def decide(self, mail: MailView, *, trace_all: bool = False, require_authenticated_sender: bool = False) -> Decision:
         """Apply the rules in order; the first that matches decides.
 
         The explanation lists, in order up to the deciding rule, every rule
@@ -782,8 +794,10 @@ class RuleSet:
         domains are skipped, and the others are tested without words and
         listed only when they match. ``trace_all`` lists every rule tried,
         each with its reason; the decision is the same either way.
+        ``require_authenticated_sender`` makes every `from` condition hold
+        only for an authenticated sender (trust.require_authenticated_sender).
         """
-        m = _Mail(mail)
+        m = _Mail(mail, require_authenticated_sender)
         rules = self.rules
         near: set[int] | None = None
         if trace_all:

@@ -174,7 +174,7 @@ class SenderAuth:
             for r in header.results:
                 first.setdefault(r.method, r)
         spf, dmarc = first.get("spf"), first.get("dmarc")
-        dkim_json = []
+        dkim_json: list[dict[str, Any]] = []
         aligned_pass = None
         for d in dkims:
             d_domain = (d.props.get("header.d") or d.props.get("header.i", "").rpartition("@")[2]).lower()

@@ -67,7 +67,7 @@ def parse(value: str) -> AuthResults:
         method, _, result = tokens[0].partition("=")
         if not method or not result:
             continue
-        props = {}
+        props: dict[str, str] = {}
         for tok in tokens[1:]:
             key, eq, val = tok.partition("=")
             if eq and "." in key:
