@@ -572,12 +572,27 @@ def _format_error(err: Any) -> str:
     return f"{loc}: {msg}" if loc else msg
 
 
+_FILE_KEYS = ("password_file", "refresh_token_file", "ca_file", "cert", "key")
+
+
+def _absolute_files(node: Any, base: Path) -> Any:
+    """Make the file paths of secrets and certificates relative to gateway.yaml, before they are read."""
+    if isinstance(node, dict):
+        return {k: (str(base / v) if k in _FILE_KEYS and isinstance(v, str) and v and not Path(v).is_absolute()
+                    else _absolute_files(v, base)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_absolute_files(v, base) for v in node]
+    return node
+
+
 def parse_settings(data: dict[str, Any] | None, *, env: dict[str, str] | None = None, base: Path | None = None) -> Settings:
     """Validate a gateway.yaml mapping; relative paths are taken from ``base``."""
     data = data or {}
     if not isinstance(data, dict):
         raise ConfigError("gateway.yaml: the top level must be a mapping of keys")
     data = _substitute(data, "", dict(os.environ) if env is None else env)
+    if base is not None:
+        data = _absolute_files(data, base)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:

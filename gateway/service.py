@@ -38,7 +38,6 @@ class Service:
         self.pollers: dict[str, Any] = {}
         self.folder_watchers: list[Any] = []
         self.started_at: dt.datetime | None = None
-        self.on_rules_change: list[Any] = []
 
     # -- parts ---------------------------------------------------------------------
 
@@ -65,6 +64,16 @@ class Service:
         log.info("rules: %d rule(s) from %d file(s) in force", len(ruleset.rules), len(ruleset.files))
         if changed and not initial:
             self.reexamine()
+            self._rescan_mailboxes()
+
+    def _rescan_mailboxes(self) -> None:
+        """New rules may want mail a poll skipped: poll the mailboxes whose window is open."""
+        for poller in list(self.pollers.values()):
+            try:
+                if poller.window_open():
+                    poller.fetch_now()
+            except Exception:
+                log.exception("mailbox %s: could not start a poll after the rules changed", poller.name)
 
     def reexamine(self) -> int:
         """Run every unmatched message through the rules again."""

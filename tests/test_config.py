@@ -85,3 +85,13 @@ def test_sizes_and_durations() -> None:
     assert parse_duration("15m") == 900 and parse_duration("1h") == 3600 and parse_duration(5) == 5
     with pytest.raises(ValueError):
         parse_duration("soon")
+
+
+def test_relative_secret_files_are_relative_to_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conf_dir = tmp_path / "conf"
+    (conf_dir / "secrets").mkdir(parents=True)
+    (conf_dir / "secrets" / "web").write_text("s3cret\n")
+    cfg = conf_dir / "gateway.yaml"
+    cfg.write_text(yaml.safe_dump({"web": {"password_file": "secrets/web"}}))
+    monkeypatch.chdir(tmp_path)  # not where the config is
+    assert load_settings(cfg).web.password == "s3cret"
