@@ -35,7 +35,7 @@ from gateway.store import iso, utcnow
 
 __all__ = [
     "PROVIDER_AUTHSERV_IDS", "DNSTempError", "DnsPythonResolver", "Resolver", "SenderAuth", "StubResolver",
-    "aligned", "check_dkim", "check_dmarc", "check_spf", "org_domain",
+    "aligned", "authres", "check_dkim", "check_dmarc", "check_spf", "from_domain", "org_domain",
 ]
 
 log = logging.getLogger(__name__)

@@ -69,6 +69,9 @@ class DnsPythonResolver:
                     resolver.nameservers = list(self.servers)
                 resolver.timeout = self.timeout
                 resolver.lifetime = self.timeout
+                # suppliers write again and again: answers (NXDOMAIN too) are kept for
+                # their TTL, so a busy day costs a few queries per domain, not per mail
+                resolver.cache = dns.resolver.LRUCache(4096)
                 self._resolver = resolver
             return self._resolver
 

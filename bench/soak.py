@@ -1,0 +1,336 @@
+"""Soak: `serve` for N minutes under mixed load; nothing acknowledged may go missing.
+
+Run: .venv/bin/python bench/soak.py [--minutes 10] [--clients 4]
+
+Starts `python -m gateway serve` (a subprocess) with an SMTP listener, a
+WebDAV target (WsgiDAV on loopback that answers 503 to about one request in
+ten) and, when Dovecot is installed (tests/dovecot.py), a linked IMAP
+mailbox polled every 20 s that a thread keeps appending invoices to. The
+load: SMTP clients sending invoices as fast as they are answered, slow
+clients that trickle DATA over seconds, clients that drop the connection in
+the middle of DATA (those mails were never acknowledged and must not
+appear), and a rule file rewritten every minute (a reload each time).
+
+At the end the load stops, the WebDAV server stops failing, and the run
+waits for the exports to drain. It prints RSS and open file descriptors of
+the serve process over time, and the counts that must be equal: mails
+acknowledged (SMTP 250 plus IMAP appends), messages stored, documents
+exported. Exit status 1 when they differ or serve logged a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import smtplib
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import psutil  # noqa: E402
+import yaml  # noqa: E402
+from cheroot import wsgi  # noqa: E402
+from wsgidav.wsgidav_app import WsgiDAVApp  # noqa: E402
+
+PDF = b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n"
+DAV_USER, DAV_PASSWORD = "soak", "soak-password"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def invoice(tag: str, sender: str = "billing@supplier.example", size: int = 0) -> tuple[bytes, str]:
+    """A mail with one unique PDF; returns (raw, sha256 of the PDF)."""
+    pdf = PDF + f"% {tag}\n".encode() + b"0" * size
+    m = EmailMessage()
+    m["From"], m["To"], m["Subject"] = f"Supplier <{sender}>", "invoices@localhost", f"Invoice {tag}"
+    m["Message-ID"] = f"<{tag}@soak.example>"
+    m.set_content("Please find the invoice attached.")
+    m.add_attachment(pdf, maintype="application", subtype="pdf", filename=f"invoice-{tag}.pdf")
+    return m.as_bytes(), hashlib.sha256(pdf).hexdigest()
+
+
+class Flaky:
+    """WSGI middleware: answers 503 to a share of PUT and MOVE requests while ``failing``."""
+
+    def __init__(self, app: Any, rate: float) -> None:
+        self.app, self.rate, self.failing, self.failed = app, rate, True, 0
+        self.rnd = random.Random(7)
+
+    def __call__(self, environ: dict[str, Any], start: Any) -> Any:
+        if self.failing and environ["REQUEST_METHOD"] in ("PUT", "MOVE") and self.rnd.random() < self.rate:
+            self.failed += 1
+            start("503 Service Unavailable", [("Content-Type", "text/plain"), ("Retry-After", "1")])
+            return [b"try again later"]
+        return self.app(environ, start)
+
+
+def start_dav(root: Path, rate: float) -> tuple[wsgi.Server, Flaky, int]:
+    (root / "invoices").mkdir(parents=True, exist_ok=True)  # the target's folder exists, as on a real share
+    app = WsgiDAVApp({
+        "provider_mapping": {"/": str(root)},
+        "simple_dc": {"user_mapping": {"*": {DAV_USER: {"password": DAV_PASSWORD}}}},
+        "http_authenticator": {"domain_controller": None, "accept_basic": True, "accept_digest": False,
+                               "default_to_digest": False},
+        "verbose": 0, "logging": {"enable": False}, "lock_storage": True,
+    })
+    flaky = Flaky(app, rate)
+    port = free_port()
+    server = wsgi.Server(("127.0.0.1", port), flaky, numthreads=8)
+    server.prepare()
+    threading.Thread(target=server.serve, daemon=True).start()
+    return server, flaky, port
+
+
+class Load:
+    """The SMTP and IMAP load and what it was told."""
+
+    def __init__(self, smtp_port: int, stop: threading.Event) -> None:
+        self.port, self.stop = smtp_port, stop
+        self.acked: list[str] = []
+        self.dropped = 0
+        self.refused = 0
+        self.imap_appended: list[str] = []
+        self.lock = threading.Lock()
+        self.n = 0
+
+    def tag(self, kind: str) -> str:
+        with self.lock:
+            self.n += 1
+            return f"{kind}-{self.n}"
+
+    def fast(self) -> None:
+        while not self.stop.is_set():
+            raw, sha = invoice(self.tag("fast"), size=random.randint(0, 30000))
+            try:
+                with smtplib.SMTP("127.0.0.1", self.port, timeout=60) as s:
+                    s.sendmail("billing@supplier.example", ["invoices@localhost"], raw)
+            except (OSError, smtplib.SMTPException):
+                with self.lock:
+                    self.refused += 1
+                time.sleep(0.5)
+                continue
+            with self.lock:
+                self.acked.append(sha)
+            time.sleep(random.uniform(0.05, 0.4))
+
+    def _session(self, raw: bytes, chunk_pause: float, drop: bool) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=120) as s:
+            f = s.makefile("rb")
+
+            def reply() -> bytes:
+                line = f.readline()
+                while line[3:4] == b"-":
+                    line = f.readline()
+                return line
+
+            reply()
+            for cmd in (b"EHLO slow.test", b"MAIL FROM:<billing@supplier.example>", b"RCPT TO:<invoices@localhost>",
+                        b"DATA"):
+                s.sendall(cmd + b"\r\n")
+                reply()
+            data = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+            data = b"\r\n".join(b"." + line if line.startswith(b".") else line for line in data.split(b"\r\n"))
+            chunks = [data[i:i + 2048] for i in range(0, len(data), 2048)]
+            for i, chunk in enumerate(chunks):
+                if drop and i >= len(chunks) // 2:
+                    return False  # hang up in the middle of DATA
+                s.sendall(chunk)
+                time.sleep(chunk_pause)
+            s.sendall(b"\r\n.\r\n")
+            ok = reply().startswith(b"250")
+            s.sendall(b"QUIT\r\n")
+            return ok
+
+    def slow(self) -> None:
+        while not self.stop.is_set():
+            raw, sha = invoice(self.tag("slow"), size=20000)
+            try:
+                if self._session(raw, chunk_pause=0.3, drop=False):
+                    with self.lock:
+                        self.acked.append(sha)
+            except OSError:
+                pass
+
+    def dropper(self) -> None:
+        while not self.stop.is_set():
+            raw, _ = invoice(self.tag("dropped"), size=20000)
+            try:
+                self._session(raw, chunk_pause=0.05, drop=True)
+                with self.lock:
+                    self.dropped += 1
+            except OSError:
+                pass
+            time.sleep(1)
+
+    def imap(self, dc: Any, user: str) -> None:
+        while not self.stop.is_set():
+            raw, sha = invoice(self.tag("imap"), sender="billing@imap-supplier.example")
+            dc.append(user, "INBOX", raw)
+            with self.lock:
+                self.imap_appended.append(sha)
+            self.stop.wait(3)
+
+
+def rule_text(n: int) -> str:
+    return (f"# revision {n}\nname: Supplier invoices\nwhen: {{subject: \"Invoice *\"}}\n"
+            f"assign: {{tags: [soak, rev{n % 3}]}}\n")
+
+
+def db_counts(db: Path) -> dict[str, Any]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        statuses = dict(conn.execute("SELECT status, count(*) FROM messages GROUP BY status").fetchall())
+        exports = dict(conn.execute("SELECT state, count(*) FROM exports GROUP BY state").fetchall())
+        docs = conn.execute("SELECT count(*) FROM documents").fetchone()[0]
+        shas = {r[0] for r in conn.execute("SELECT sha256 FROM documents")}
+        delivered = {r[0] for r in conn.execute(
+            "SELECT d.sha256 FROM exports e JOIN documents d ON d.id = e.document_id WHERE e.state = 'delivered'")}
+    finally:
+        conn.close()
+    return {"messages": statuses, "exports": exports, "documents": docs, "shas": shas, "delivered": delivered}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--clients", type=int, default=4, help="fast SMTP clients (plus 2 slow, 1 dropping)")
+    ap.add_argument("--fail-rate", type=float, default=0.1, help="share of WebDAV PUT/MOVE answered 503")
+    ap.add_argument("--drain", type=float, default=8.0, help="minutes to wait for exports at the end")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="soak-"))
+    (work / "rules").mkdir()
+    (work / "rules" / "suppliers.yaml").write_text(rule_text(0))
+    dav_server, flaky, dav_port = start_dav(work / "dav", args.fail_rate)
+    dc, user = None, ""
+    try:
+        from dovecot import Dovecot, dovecot_available
+
+        if dovecot_available():
+            dc = Dovecot()
+            dc.start()
+            user = dc.add_user("soak@example.test", "secret")
+    except Exception as exc:  # the soak still runs, without IMAP
+        print(f"no Dovecot: {exc}")
+        dc = None
+    smtp_port = free_port()
+    cfg: dict[str, Any] = {
+        "data_dir": str(work / "data"), "rules_dir": str(work / "rules"), "rules_watch": "poll",
+        "smtp": {"listen": f"127.0.0.1:{smtp_port}", "hostname": "soak.test", "max_message_size": "5MB",
+                 "addresses": [{"address": "invoices@localhost"}]},
+        "exports": [{"name": "dav", "type": "webdav", "url": f"http://127.0.0.1:{dav_port}/invoices",
+                     "username": DAV_USER, "password": DAV_PASSWORD, "filename": "{id}-{stem}"}],
+        "web": {"enabled": False},
+        "trust": {"dns_servers": ["127.0.0.1"], "dns_timeout": 0.5},  # no network here: fail fast
+    }
+    if dc is not None:
+        cfg["mailboxes"] = [{"name": "dovecot", "host": "127.0.0.1", "port": dc.port, "security": "none",
+                             "username": user, "password": "secret", "schedule": {"every": "20s"},
+                             "idle": False, "since": "2020-01-01"}]
+        cfg["unmatched"] = {"imap": "import"}
+    (work / "gateway.yaml").write_text(yaml.safe_dump(cfg))
+    log = open(work / "serve.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "--config", str(work / "gateway.yaml"), "serve"],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=work)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", smtp_port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit("serve did not start; see " + str(work / "serve.log")) from None
+            time.sleep(0.2)
+    ps = psutil.Process(proc.pid)
+    stop = threading.Event()
+    load = Load(smtp_port, stop)
+    threads = [threading.Thread(target=load.fast) for _ in range(args.clients)]
+    threads += [threading.Thread(target=load.slow) for _ in range(2)] + [threading.Thread(target=load.dropper)]
+    if dc is not None:
+        threads.append(threading.Thread(target=load.imap, args=(dc, user)))
+    for t in threads:
+        t.start()
+    start = time.monotonic()
+    samples: list[tuple[float, float, int, int]] = []
+    reloads = 0
+    print(f"soak: {args.minutes:g} min in {work}; IMAP {'on' if dc else 'off'}; WebDAV fails {args.fail_rate:.0%}")
+    print(f"{'min':>5} {'RSS MiB':>8} {'fds':>5} {'acked':>6} {'stored':>6} {'delivered':>9}")
+    try:
+        while time.monotonic() - start < args.minutes * 60:
+            time.sleep(15)
+            elapsed = time.monotonic() - start
+            if int(elapsed // 60) > reloads:
+                reloads += 1
+                (work / "rules" / "suppliers.yaml").write_text(rule_text(reloads))
+            rss = ps.memory_info().rss / 2**20
+            fds = ps.num_fds()
+            counts = db_counts(work / "data" / "gateway.db")
+            samples.append((elapsed / 60, rss, fds, len(load.acked)))
+            print(f"{elapsed / 60:>5.1f} {rss:>8.1f} {fds:>5} {len(load.acked) + len(load.imap_appended):>6} "
+                  f"{sum(counts['messages'].values()):>6} {counts['exports'].get('delivered', 0):>9}", flush=True)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=180)
+    flaky.failing = False
+    acked = set(load.acked) | set(load.imap_appended)
+    drain_end = time.monotonic() + args.drain * 60
+    while time.monotonic() < drain_end:
+        counts = db_counts(work / "data" / "gateway.db")
+        if acked <= counts["delivered"] and counts["messages"].get("received", 0) == 0:
+            break
+        time.sleep(5)
+    counts = db_counts(work / "data" / "gateway.db")
+    rss, fds = ps.memory_info().rss / 2**20, ps.num_fds()
+    proc.terminate()
+    proc.wait(timeout=60)
+    log.close()
+    dav_server.stop()
+    if dc is not None:
+        dc.stop()
+        dc.cleanup()
+    text = (work / "serve.log").read_text(errors="replace")
+    tracebacks = text.count("Traceback (most recent call last)")
+    errors = sum(1 for line in text.splitlines() if " ERROR " in line)
+    stored_messages = sum(v for k, v in counts["messages"].items())
+    missing_stored = acked - counts["shas"]
+    missing_exported = acked - counts["delivered"]
+    extra = counts["shas"] - acked
+    result = {
+        "minutes": args.minutes, "smtp_acknowledged": len(load.acked), "imap_appended": len(load.imap_appended),
+        "acknowledged": len(acked), "messages_stored": stored_messages, "message_statuses": counts["messages"],
+        "documents": counts["documents"], "exported": len(counts["delivered"] & acked),
+        "export_states": counts["exports"], "webdav_503_answers": flaky.failed, "dropped_mid_data": load.dropped,
+        "smtp_client_errors": load.refused, "rule_reloads": reloads,
+        "missing_stored": len(missing_stored), "missing_exported": len(missing_exported),
+        "documents_never_acknowledged": len(extra), "serve_tracebacks": tracebacks, "serve_error_lines": errors,
+        "rss_mib": {"first": round(samples[0][1], 1) if samples else None, "last": round(rss, 1),
+                    "max": round(max(s[1] for s in samples), 1) if samples else None},
+        "fds": {"first": samples[0][2] if samples else None, "last": fds,
+                "max": max(s[2] for s in samples) if samples else None},
+        "workdir": str(work),
+    }
+    print(json.dumps(result, indent=2))
+    ok = not missing_stored and not missing_exported and not extra and tracebacks == 0
+    print("soak:", "OK: acknowledged = stored = exported" if ok else "PROBLEMS (see above)")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
