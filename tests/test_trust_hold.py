@@ -111,3 +111,18 @@ def test_dns_failure_holds_as_not_known_and_release_cli_exports(gateway_factory:
     wait_for(gw.exported_files, timeout=15)
     again = run_cli("--config", str(config), "-q", "release", str(msg["id"]))
     assert again.returncode == 1 and b"not suspicious" in again.stderr
+
+
+def test_release_through_the_api_exports_and_a_second_release_is_refused(
+        gateway_factory: Callable[..., Gateway], workdir: Path, key: tuple[bytes, str]) -> None:  # noqa: F811
+    gw = start(gateway_factory, workdir, key)
+    gw.send(invoice("api-release"), sender=SUPPLIER)
+    [msg] = settled(gw, 1)
+    assert msg["status"] == "suspicious" and not gw.exported_files()
+    assert gw.api(f"/api/messages/{msg['id']}/release", method="POST").status_code == 202
+    files = wait_for(gw.exported_files, timeout=15)
+    assert [f.read_bytes() for f in files] == [unique_pdf("api-release")]
+    row = gw.store.message(msg["id"])
+    assert row["status"] == "imported" and row["released_by"] == "api"
+    again = gw.api(f"/api/messages/{msg['id']}/release", method="POST")
+    assert again.status_code == 409 and "not suspicious" in again.json()["error"]

@@ -73,6 +73,18 @@ def reprocess(service: Any, message_id: int) -> None:
     service.pipeline.wake.set()
 
 
+def release(service: Any, message_id: int, by: str = "admin") -> None:
+    """Release a suspicious message: the person vouches for its sender; it is imported and exported."""
+    from gateway.errors import StoreError
+
+    message_or_404(service, message_id)
+    try:
+        service.store.release_message(message_id, by=by)
+    except StoreError as exc:
+        raise Conflict(str(exc)) from exc
+    service.pipeline.wake.set()
+
+
 def reexamine(service: Any) -> int:
     """Run every unmatched message through the rules again; returns how many."""
     return int(service.reexamine())

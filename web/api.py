@@ -129,6 +129,12 @@ def message_rule(message_id: int) -> Any:
     return jsonify({"yaml": rule_from_message(msg, svc.store.documents_of(message_id), existing)})
 
 
+@bp.post("/messages/<int:message_id>/release")
+def message_release(message_id: int) -> Any:
+    actions.release(_service(), message_id, by="api")
+    return jsonify({"id": message_id, "status": "received"}), 202
+
+
 @bp.post("/messages/<int:message_id>/reprocess")
 def message_reprocess(message_id: int) -> Any:
     actions.reprocess(_service(), message_id)

@@ -22,6 +22,7 @@ class WebServer:
         self.app = create_app(service)
         self.server: Any = create_server(self.app, host=host, port=port, threads=8, ident="invoice-gateway")
         self._thread: threading.Thread | None = None
+        self._stopping = False
 
     @property
     def port(self) -> int:
@@ -30,9 +31,17 @@ class WebServer:
 
     def start(self) -> None:
         """Serve in a thread."""
-        self._thread = threading.Thread(target=self.server.run, name="web", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="web", daemon=True)
         self._thread.start()
         log.info("admin page and API on http://%s:%d/", self.server.effective_host, self.port)
+
+    def _run(self) -> None:
+        try:
+            self.server.run()
+        except OSError:
+            # while stopping, the loop may wait on a socket that was just closed (EBADF)
+            if not self._stopping:
+                raise
 
     def stop(self) -> None:
         """Stop listening, let requests in progress finish (up to 5 s), then close every connection.
@@ -41,6 +50,7 @@ class WebServer:
         closing them from here while it waits on them makes it fail.
         """
         server = self.server
+        self._stopping = True
         if self._thread is None or not self._thread.is_alive():
             server.close()
             return

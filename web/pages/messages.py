@@ -84,6 +84,14 @@ def reprocess(message_id: int) -> Any:
                url_for("messages.detail", message_id=message_id))
 
 
+@bp.post("/<int:message_id>/release")
+def release(message_id: int) -> Any:
+    """Release a suspicious message after the person checked its sender."""
+    return act(lambda: actions.release(service(), message_id, by="admin"),
+               "Released: the message is imported and exported in a moment.",
+               url_for("messages.detail", message_id=message_id))
+
+
 @bp.post("/reexamine")
 def reexamine() -> Any:
     """Run every unmatched message through the rules again."""
