@@ -55,7 +55,11 @@ class WebServer:
             server.close()
             return
         trigger = server.trigger
-        trigger.pull_trigger(lambda: wasyncore.dispatcher.close(server))
+        try:
+            trigger.pull_trigger(lambda: wasyncore.dispatcher.close(server))
+        except OSError:  # the loop already ended and closed its trigger
+            self._thread.join(timeout=5)
+            return
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
 
         def close_all() -> None:
@@ -64,5 +68,8 @@ class WebServer:
                     channel.handle_close()
             trigger.close()  # the loop ends when nothing is left to watch
 
-        trigger.pull_trigger(close_all)
+        try:
+            trigger.pull_trigger(close_all)
+        except OSError:
+            pass  # the loop ended on its own meanwhile
         self._thread.join(timeout=5)

@@ -33,6 +33,7 @@ import logging
 import re
 import ssl
 import threading
+import weakref
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -314,6 +315,7 @@ class _GatewaySMTP(SMTP):
 
     async def _handle_client(self) -> None:
         assert self.session is not None
+        self.event_handler._count("sessions")
         ip = peer_ip(self.session.peer)
         refusal = self.gate.connect(ip)
         if refusal is not None:
@@ -344,13 +346,50 @@ class _GatewaySMTP(SMTP):
             del self.line_length_limit
 
 
+def _stop_listening(controller: Controller) -> None:
+    """Close the listening socket and let connections already accepted become sessions.
+
+    Stopping the loop right away would cancel the tasks that wrap freshly
+    accepted sockets, leaving those sockets open; as sessions, the controller
+    closes them (cancel_tasks).
+    """
+    server = controller.server
+    if server is None or controller.loop.is_closed():
+        return
+
+    async def close() -> None:
+        server.close()
+        await asyncio.sleep(0.05)
+
+    try:
+        asyncio.run_coroutine_threadsafe(close(), controller.loop).result(timeout=5)
+    except Exception:  # the loop is gone or stuck: stop() below still ends it
+        log.debug("SMTP listener did not close cleanly", exc_info=True)
+
+
 class _GatewayController(Controller):
     def __init__(self, handler: IntakeHandler, *, implicit_tls: bool = False, **kwargs: Any) -> None:
         self.implicit_tls = implicit_tls
+        self.sessions: weakref.WeakSet[SMTP] = weakref.WeakSet()
         super().__init__(handler, **kwargs)
 
     def factory(self) -> SMTP:
-        return _GatewaySMTP(self.handler, implicit_tls=self.implicit_tls, **self.SMTP_kwargs)
+        smtp = _GatewaySMTP(self.handler, implicit_tls=self.implicit_tls, **self.SMTP_kwargs)
+        self.sessions.add(smtp)
+        return smtp
+
+    def cancel_tasks(self, stop_loop: bool = True) -> None:
+        # Close the connections still open and cancel the sessions, then give the
+        # loop a moment to run what that schedules (closing the sockets) before it
+        # stops: aiosmtpd stops it at once, and sockets then outlive the loop.
+        for smtp in list(self.sessions):
+            transport = smtp.transport
+            if transport is not None and not transport.is_closing():
+                transport.close()
+        for task in asyncio.all_tasks(self.loop):
+            task.cancel()
+        if stop_loop:
+            self.loop.call_later(0.05, self.loop.stop)
 
 
 def _tls_context(config: SMTPConfig) -> ssl.SSLContext | None:
@@ -451,6 +490,9 @@ class SMTPSource:
     def stop(self) -> None:
         """Stop accepting; sessions in progress are closed."""
         if self.running:
+            for controller in (self.controller, self.implicit):
+                if controller is not None:
+                    _stop_listening(controller)
             self.controller.stop()
             if self.implicit is not None:
                 self.implicit.stop()
