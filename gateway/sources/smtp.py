@@ -382,14 +382,15 @@ class _GatewayController(Controller):
         # Close the connections still open and cancel the sessions, then give the
         # loop a moment to run what that schedules (closing the sockets) before it
         # stops: aiosmtpd stops it at once, and sockets then outlive the loop.
+        # abort, not close: a half-closed client (EOF) never takes the rest of a reply
         for smtp in list(self.sessions):
             transport = smtp.transport
-            if transport is not None and not transport.is_closing():
-                transport.close()
+            if transport is not None:
+                transport.abort()
         for task in asyncio.all_tasks(self.loop):
             task.cancel()
         if stop_loop:
-            self.loop.call_later(0.05, self.loop.stop)
+            self.loop.call_later(0.1, self.loop.stop)
 
 
 def _tls_context(config: SMTPConfig) -> ssl.SSLContext | None:
