@@ -14,7 +14,7 @@ import pytest
 from conftest import base_config, make_mail, unique_pdf, wait_for
 from dovecot import Dovecot, dovecot_available
 
-pytestmark = pytest.mark.skipif(not dovecot_available(), reason="dovecot is not installed")
+assert dovecot_available(), "dovecot is missing: `make test` installs dovecot-imapd"
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import yaml
 from conftest import base_config, free_port, make_mail, run_cli, unique_pdf
 from dovecot import Dovecot, dovecot_available
 
-pytestmark = pytest.mark.skipif(not dovecot_available(), reason="dovecot is not installed")
+assert dovecot_available(), "dovecot is missing: `make test` installs dovecot-imapd"
 
 
 @pytest.fixture(scope="module")

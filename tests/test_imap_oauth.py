@@ -249,7 +249,6 @@ def test_the_oauth_command_refuses_a_wrong_state(provider: TokenServer, workdir:
     assert oauth_command(settings, "nope", browser=False, echo=lines.append) == 2
 
 
-@pytest.mark.skipif(not dovecot_available(), reason="dovecot is not installed")
 def test_dovecot_accepts_our_xoauth2_login_by_introspecting_the_token(provider: TokenServer, workdir: Path) -> None:
     """End to end: refresh token -> access token -> SASL XOAUTH2 -> Dovecot asks our endpoint -> mail imported."""
     from gateway.config import parse_settings

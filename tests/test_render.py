@@ -18,6 +18,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pypdf
 import pytest
@@ -27,9 +28,14 @@ from gateway import render
 from gateway.errors import RenderError, RenderLimitError
 from gateway.models import Address, Attachment, ParsedMessage
 
-CORPUS = Path("/work/shared/corpus")
+from conftest import CORPUS  # noqa: E402  (../shared/corpus beside the clone)
 POPPLER = shutil.which("pdftotext") and shutil.which("pdfimages")
-needs_poppler = pytest.mark.skipif(not POPPLER, reason="poppler-utils (pdftotext, pdfimages) missing")
+assert POPPLER, "poppler-utils (pdftotext, pdfimages) is missing: `make test` installs it"
+
+
+def needs_poppler(test: Any) -> Any:
+    """Marks tests that use pdftotext or pdfimages (installed by `make test`)."""
+    return test
 
 
 # -- helpers ---------------------------------------------------------------
@@ -481,7 +487,6 @@ def test_corpus_html_mails_render(name: str) -> None:
 )
 def test_corpus_cid_images_are_in_the_pdf(name: str, tmp_path: Path) -> None:
     path = CORPUS / name
-    if not path.exists():
-        pytest.skip("corpus missing")
+    assert path.exists(), f"the corpus file {path} is missing"
     pdf = render.render_message(parse_eml(path.read_bytes()))
     assert pdf_images(pdf, tmp_path)
