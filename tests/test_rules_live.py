@@ -56,6 +56,9 @@ def test_broken_file_keeps_the_last_good_rules_and_deleting_takes_effect(gateway
     wait_for(lambda: gw.service.rules.problems, timeout=6)
     problem = gw.service.rules.problems[0]
     assert "broken.yaml" in str(problem) and problem.line is not None
+    api = gw.api("/api/rules").json()
+    assert any("broken.yaml" in p["file"] and p["line"] for p in api["problems"])
+    assert [r["name"] for r in api["rules"]] == ["ACME invoices"]  # still in force
     assert len(gw.service.rules.ruleset.rules) == 1  # the last good set is still in force
     gw.send(make_mail(subject="Invoice 1", attachments=[("a.pdf", unique_pdf("a1"), "application/pdf")]))
     wait_for(lambda: gw.store.message_ids(status="imported"), timeout=10)
@@ -102,3 +105,42 @@ def test_git_checkout_swaps_the_whole_set_in_one_reload(gateway_factory, workdir
     wait_for(lambda: len(gw.service.rules.ruleset.rules) == 15, timeout=8)
     time.sleep(2.5)  # a second, partial reload would show up now
     assert seen == [(15, "other")]
+
+
+def test_rules_check_names_every_file_with_an_error_and_exits_1(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "good.yaml").write_text("name: Good\nwhen: {from: a@good.example}\n")
+    (rules / "yaml-error.yaml").write_text("name: Broken\nwhen: {from: [unclosed\n")
+    (rules / "unknown-key.yaml").write_text("name: Typo\nwhen: {form: a@b.example}\n")
+    (rules / "bad-regex.yaml").write_text('name: Regex\nwhen: {subject: "re:(unclosed"}\n')
+    (rules / "dup-a.yaml").write_text("name: Twice\nwhen: {from: a@c.example}\n")
+    (rules / "dup-b.yaml").write_text("name: Twice\nwhen: {from: b@c.example}\n")
+    r = run_cli("rules", "check", str(rules), cwd=tmp_path)
+    out = r.stdout.decode()
+    assert r.returncode == 1, out
+    for name in ("yaml-error.yaml", "unknown-key.yaml", "bad-regex.yaml", "dup-b.yaml"):
+        assert name in out, (name, out)
+    assert "form" in out  # the unknown key is named
+    (rules / "yaml-error.yaml").unlink()
+    (rules / "unknown-key.yaml").unlink()
+    (rules / "bad-regex.yaml").unlink()
+    (rules / "dup-b.yaml").unlink()
+    ok = run_cli("rules", "check", str(rules), cwd=tmp_path)
+    assert ok.returncode == 0 and b"all valid" in ok.stdout
+
+
+def test_a_mail_that_renders_too_long_is_quarantined_and_the_next_mail_goes_through(gateway_factory) -> None:  # type: ignore[no-untyped-def]
+    gw: Gateway = gateway_factory(limits={"render_timeout": "3s"})
+    cells = "<tr>" + "<td>x" * 400  # 120,000 cells in 600 KB (HTML needs no closing tags)
+    hostile = make_mail(subject="Huge table", body="see html", html=f"<table>{cells * 300}</table>")
+    gw.send(hostile)
+    gw.send(make_mail(subject="Receipt 5", body="Total 12.00 EUR"))
+    rows = wait_for(lambda: (r := gw.store.list_messages()[0]) and len(r) == 2
+                    and all(m["status"] != "received" for m in r) and r, timeout=60)
+    by_subject = {m["subject"]: m for m in rows}
+    assert by_subject["Huge table"]["status"] == "quarantined"
+    assert "time limit" in by_subject["Huge table"]["reason"]
+    assert by_subject["Receipt 5"]["status"] == "imported"
