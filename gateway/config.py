@@ -469,6 +469,8 @@ class Limits(_Model):
     max_headers: int = 1000  # header fields per message and per part
     max_decoded: Size = 100 * 1024**2  # decoded bytes of all parts of one message
     workers: int = 2
+    # processing in worker processes (true) or threads of the serve process (false)
+    worker_processes: bool = True
 
 
 class TrustConfig(_Model):

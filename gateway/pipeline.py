@@ -520,6 +520,13 @@ class Pipeline:
             row = self.store.claim_message()
             if row is None:
                 break
+            if int(row.get("attempts") or 0) > MAX_ATTEMPTS:
+                # claimed that often without an outcome: it stopped (crashed, killed) a worker each time
+                self.store.finish_message(int(row["id"]), status="quarantined", fields={}, reason=(
+                    f"processing was interrupted {int(row['attempts']) - 1} times (the worker crashed or was "
+                    "killed while processing this mail); reprocess it once the cause is fixed"))
+                n += 1
+                continue
             try:
                 self.process(row)
             except Exception as exc:
@@ -543,7 +550,7 @@ class Pipeline:
                 self.store.finish_message(mid, status="quarantined", fields={},
                                           reason=f"processing failed {MAX_ATTEMPTS} times: {type(exc).__name__}: {exc}")
             else:
-                self.store.reset_for_reprocess([mid])
+                self.store.reset_for_reprocess([mid], keep_attempts=True)
         except Exception:
             log.exception("message %s: cannot record the failure either; it stays claimed until restart", mid)
 

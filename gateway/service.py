@@ -18,6 +18,22 @@ from gateway.store import Store
 log = logging.getLogger(__name__)
 
 
+class _WakeWorkers:
+    """``pipeline.wake`` when processing runs in worker processes: ``set`` wakes them."""
+
+    def __init__(self, workers: Any) -> None:
+        self.workers = workers
+
+    def set(self) -> None:
+        self.workers.wake()
+
+    def clear(self) -> None:
+        return None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return False
+
+
 class Service:
     """Everything ``invoice-gateway serve`` runs, in one process."""
 
@@ -26,9 +42,17 @@ class Service:
         self.store = Store(settings.data_dir)
         self.rules = RulesState()
         self.pipeline = Pipeline(settings, self.store, self.rules)
+        self.workers: Any = None
+        if settings.limits.worker_processes:
+            from gateway.workers import WorkerProcesses
+
+            self.workers = WorkerProcesses(settings, self.store, settings.limits.workers)
+            self.pipeline.wake = _WakeWorkers(self.workers)  # type: ignore[assignment]
         self.spool = Spool(self.store, on_new=self.pipeline.wake.set)
         self.exports = ExportRunner(settings, self.store)
         self.pipeline.on_exports = self.exports.wake.set
+        if self.workers is not None:
+            self.workers.on_exports = self.exports.wake.set
         self.scheduler = Scheduler(settings.timezone)
         self.stop_event = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -62,6 +86,8 @@ class Service:
             self.rules.ruleset = ruleset
             self.rules.loaded_at = dt.datetime.now(dt.timezone.utc)
         log.info("rules: %d rule(s) from %d file(s) in force", len(ruleset.rules), len(ruleset.files))
+        if self.workers is not None:
+            self.workers.reload_rules(ruleset.digest)  # before any re-examined mail is woken
         if changed and not initial:
             self.reexamine()
             self._rescan_mailboxes()
@@ -106,7 +132,8 @@ class Service:
         parts: dict[str, Any] = {"store": self.store.ping()}
         if self.settings.smtp.enabled:
             parts["smtp"] = bool(self.smtp and self.smtp.running)
-        parts["workers"] = all(t.is_alive() for t in self.threads) if self.threads else False
+        threads_ok = all(t.is_alive() for t in self.threads) if self.threads else False
+        parts["workers"] = threads_ok and (self.workers is None or self.workers.alive())
         return parts
 
     # -- start / stop ------------------------------------------------------------------
@@ -121,8 +148,11 @@ class Service:
             log.info("recovery: %d message(s) waiting, %d stale claim(s) released, %d partial file(s) removed",
                      pending, freed, rec["tmp_removed"])
         self.load_rules()
-        for i in range(max(1, self.settings.limits.workers)):
-            self._thread(f"worker-{i}", self.pipeline.worker, self.stop_event)
+        if self.workers is not None:
+            self.workers.start()
+        else:
+            for i in range(max(1, self.settings.limits.workers)):
+                self._thread(f"worker-{i}", self.pipeline.worker, self.stop_event)
         self._thread("exports", self.exports.immediate_loop, self.stop_event)
         for target in self.settings.exports:
             if target.enabled and target.schedule is not None and target.schedule.every is not None:
@@ -191,4 +221,6 @@ class Service:
             self.web.stop()
         for t in self.threads:
             t.join(timeout=10)
+        if self.workers is not None:
+            self.workers.stop()
         self.spool.stop()

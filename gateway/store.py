@@ -417,11 +417,16 @@ class Store:
             return key, ibans, last
         return None
 
-    def reset_for_reprocess(self, ids: Sequence[int]) -> None:
-        """Put messages back to ``received`` so the pipeline runs them again."""
+    def reset_for_reprocess(self, ids: Sequence[int], *, keep_attempts: bool = False) -> None:
+        """Put messages back to ``received`` so the pipeline runs them again.
+
+        A person's request starts the count of attempts afresh; a retry after a
+        failure (``keep_attempts``) does not.
+        """
+        attempts = "" if keep_attempts else ", attempts = 0"
         with self.write() as conn:
             conn.executemany(
-                "UPDATE messages SET status = 'received', claimed_by = NULL, claimed_at = NULL WHERE id = ?",
+                f"UPDATE messages SET status = 'received', claimed_by = NULL, claimed_at = NULL{attempts} WHERE id = ?",
                 [(i,) for i in ids],
             )
 

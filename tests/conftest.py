@@ -108,6 +108,9 @@ def base_config(workdir: Path, **overrides: Any) -> dict[str, Any]:
         },
         "exports": [{"name": "nas", "type": "folder", "path": str(workdir / "exports")}],
         "web": {"listen": f"127.0.0.1:{free_port()}", "api_token": API_TOKEN, "password": "admin-secret"},
+        # in-process gateways process in threads, so tests can hand the pipeline stubs (a DNS
+        # resolver); `serve` (the subprocess tests) and the tests that say so use worker processes
+        "limits": {"worker_processes": False},
     }
     for k, v in overrides.items():
         cfg[k] = v

@@ -7,6 +7,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import Gateway, make_mail, unique_pdf, wait_for
 
 RULE_ACME = """\
@@ -31,8 +33,10 @@ def _atomic_write(path: Path, text: str) -> None:
     os.rename(tmp, path)
 
 
-def test_new_rule_file_reexamines_unmatched_mail_within_5_s(gateway_factory) -> None:  # type: ignore[no-untyped-def]
-    gw: Gateway = gateway_factory(rules_watch="auto", unmatched={"smtp": "keep"})
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "worker-processes"])
+def test_new_rule_file_reexamines_unmatched_mail_within_5_s(gateway_factory, processes: bool) -> None:  # type: ignore[no-untyped-def]
+    gw: Gateway = gateway_factory(rules_watch="auto", unmatched={"smtp": "keep"},
+                                  limits={"worker_processes": processes})
     gw.send(make_mail(subject="Invoice 77", attachments=[("inv77.pdf", unique_pdf("77"), "application/pdf")]))
     mid = wait_for(lambda: gw.store.message_ids(status="unmatched"), timeout=10)[0]
     assert "no rule matched" in gw.store.message(mid)["reason"]
