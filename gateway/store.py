@@ -1,4 +1,9 @@
-"""SQLite (WAL) through sqlite-utils: every table, every SQL statement, migrations.
+"""SQLite (WAL): every table, every SQL statement, migrations.
+
+Plain ``sqlite3`` rather than sqlite-utils (named in DESIGN.md): every write
+here needs explicit ``BEGIN IMMEDIATE`` control, per-transaction durability
+and ``UPDATE ... RETURNING`` claims, which sqlite-utils does not wrap, and
+nothing used its table helpers.
 
 One connection per thread; writes are short ``BEGIN IMMEDIATE`` transactions,
 so several threads (and a second process such as ``invoice-gateway export``
@@ -18,8 +23,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import sqlite_utils
 
 from gateway.errors import StoreError
 
@@ -205,11 +208,6 @@ class Store:
             conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn = conn
         return conn
-
-    @property
-    def db(self) -> sqlite_utils.Database:
-        """A sqlite-utils view of this thread's connection."""
-        return sqlite_utils.Database(self._conn())
 
     @contextmanager
     def write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
