@@ -495,7 +495,7 @@ class Settings(_Model):
     rules_watch: Literal["auto", "inotify", "poll"] = "auto"
     smtp: SMTPConfig = SMTPConfig()
     mailboxes: tuple[MailboxConfig, ...] = ()
-    unmatched: UnmatchedConfig = UnmatchedConfig()
+    unmatched: UnmatchedConfig = UnmatchedConfig.model_validate({})
     exports: tuple[ExportConfig, ...] = (ExportConfig(name="folder", type="folder", path=Path("./exports")),)
     folders: tuple[HotFolderConfig, ...] = ()
     web: WebConfig = WebConfig()
@@ -508,12 +508,15 @@ class Settings(_Model):
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
-        for key, items in (("mailboxes", self.mailboxes), ("exports", self.exports), ("folders", self.folders)):
+        named: tuple[tuple[str, list[str]], ...] = (
+            ("mailboxes", [m.name for m in self.mailboxes]), ("exports", [e.name for e in self.exports]),
+            ("folders", [f.name for f in self.folders]))
+        for key, names in named:
             seen: set[str] = set()
-            for i, item in enumerate(items):
-                if item.name in seen:
-                    raise ValueError(f"{key}[{i}].name: {item.name!r} is used twice; names must be unique")
-                seen.add(item.name)
+            for i, name in enumerate(names):
+                if name in seen:
+                    raise ValueError(f"{key}[{i}].name: {name!r} is used twice; names must be unique")
+                seen.add(name)
         return self
 
     def export(self, name: str) -> ExportConfig:

@@ -6,9 +6,10 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
-from gateway.config import Settings
+from gateway.config import ExportConfig, Settings
 from gateway.exporters.runner import ExportRunner
 from gateway.pipeline import Pipeline, RulesState
 from gateway.scheduler import Job, Scheduler
@@ -156,8 +157,7 @@ class Service:
         self._thread("exports", self.exports.immediate_loop, self.stop_event)
         for target in self.settings.exports:
             if target.enabled and target.schedule is not None and target.schedule.every is not None:
-                self.scheduler.add(Job(f"export:{target.name}", target.schedule,
-                                       lambda now, t=target: self.exports.run_target(t, now)))
+                self.scheduler.add(Job(f"export:{target.name}", target.schedule, self._export_job(target)))
         self._start_rules_watcher()
         self._start_mailboxes()
         self._start_folders()
@@ -178,6 +178,12 @@ class Service:
         t.start()
         self.threads.append(t)
         return t
+
+    def _export_job(self, target: ExportConfig) -> Callable[[dt.datetime], Any]:
+        """The scheduler job that runs one export target."""
+        def run(now: dt.datetime) -> Any:
+            return self.exports.run_target(target, now)
+        return run
 
     def _start_rules_watcher(self) -> None:
         from gateway.rules import RulesWatcher

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import smtplib
 import subprocess
+import time
 
 import pytest
 
@@ -98,3 +99,44 @@ def test_too_many_recipients_get_452(gateway: Gateway) -> None:
         s.mail("a@example.org")
         codes = [s.rcpt(f"invoices+t{i}@localhost")[0] for i in range(105)]
     assert codes[:100] == [250] * 100 and set(codes[100:]) == {452}
+
+
+def test_stop_under_a_stream_of_connections_leaves_no_socket_open(gateway_factory) -> None:  # type: ignore[no-untyped-def]
+    """Stopping while clients keep connecting (port checks, senders) closes every
+    connection the server accepted: none is left for the garbage collector to find open."""
+    import gc
+    import socket
+    import sys
+    import threading
+    import warnings
+
+    unclosed: list[str] = []
+    stop = threading.Event()
+
+    def probe(port: int) -> None:
+        while not stop.is_set():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            except OSError:
+                time.sleep(0.01)
+
+    saved = sys.unraisablehook
+    sys.unraisablehook = lambda u: unclosed.append(repr(u.exc_value))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ResourceWarning)
+            for _ in range(5):
+                gw = gateway_factory()
+                probes = [threading.Thread(target=probe, args=(gw.smtp_port,)) for _ in range(6)]
+                for t in probes:
+                    t.start()
+                time.sleep(0.3)
+                gw.stop()
+                stop.set()
+                for t in probes:
+                    t.join()
+                stop.clear()
+                gc.collect()
+    finally:
+        sys.unraisablehook = saved
+    assert unclosed == []

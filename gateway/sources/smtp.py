@@ -347,7 +347,7 @@ class _GatewaySMTP(SMTP):
 
 
 def _stop_listening(controller: Controller) -> None:
-    """Close the listening socket and let connections already accepted become sessions.
+    """Stop accepting, let connections already accepted become sessions, close the listener.
 
     Stopping the loop right away would cancel the tasks that wrap freshly
     accepted sockets, leaving those sockets open; as sessions, the controller
@@ -358,6 +358,13 @@ def _stop_listening(controller: Controller) -> None:
         return
 
     async def close() -> None:
+        # Stop accepting first, then let the connections already accepted become
+        # transports: closing the server while they wait makes asyncio drop their
+        # sockets without closing them (Server._attach asserts on a closed server).
+        loop = asyncio.get_running_loop()
+        for sock in getattr(server, "sockets", ()):
+            loop.remove_reader(sock.fileno())
+        await asyncio.sleep(0.05)
         server.close()
         await asyncio.sleep(0.05)
 
@@ -385,7 +392,7 @@ class _GatewayController(Controller):
         # abort, not close: a half-closed client (EOF) never takes the rest of a reply
         for smtp in list(self.sessions):
             transport = smtp.transport
-            if transport is not None:
+            if isinstance(transport, asyncio.Transport):
                 transport.abort()
         for task in asyncio.all_tasks(self.loop):
             task.cancel()
