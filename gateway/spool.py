@@ -3,9 +3,10 @@
 Every source (SMTP, IMAP, hot folder, ``import``) hands a message here and
 nothing else. When ``accept`` returns, the raw message is on disk unchanged
 and recorded with status ``received``; the pipeline takes it from there.
-Several concurrent SMTP sessions share one database commit (group commit):
-each session fsyncs its own file, then the batch writer records all waiting
-messages in one transaction.
+Concurrent SMTP sessions share the work (group commit): each message's file
+is written and fsync'd at once in a pool thread, in parallel with the others;
+the batch writer then fsyncs the directory once for everything waiting and
+records it all in one transaction.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import queue
 import threading
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ from gateway.models import Envelope
 from gateway.store import Store, iso
 
 log = logging.getLogger(__name__)
+
+# Threads that write and fsync message files at the same time.
+FSYNC_THREADS = 16
 
 
 @dataclass(frozen=True)
@@ -65,11 +69,12 @@ class Spool:
         self.tmp = self.root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.on_new = on_new
-        self._queue: queue.Queue[tuple[bytes, Envelope, Callable[[int | None, BaseException | None], None]] | None] = (
+        self._queue: queue.Queue[tuple[Spooled, Callable[[int | None, BaseException | None], None]] | None] = (
             queue.Queue())
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
         self._dirs_synced: set[Path] = set()
+        self._fsyncers: ThreadPoolExecutor | None = None
 
     # -- the two steps ------------------------------------------------------------
 
@@ -114,36 +119,32 @@ class Spool:
 
     # -- group commit for SMTP -------------------------------------------------------
 
-    def accept_batched(self, raw: bytes, envelope: Envelope) -> int:
-        """Like ``accept``, sharing the database commit with concurrent callers."""
-        fut: Future[int] = Future()
-
-        def done(mid: int | None, exc: BaseException | None) -> None:
-            if exc is not None:
-                fut.set_exception(exc)
-            else:
-                fut.set_result(int(mid or 0))
-
-        self.submit(raw, envelope, done)
-        return fut.result()
-
     def submit(self, raw: bytes, envelope: Envelope,
                done: Callable[[int | None, BaseException | None], None]) -> None:
-        """Queue a message for the batch writer; ``done(id, None)`` once it is durable and
-        recorded, ``done(None, error)`` when it could not be (the caller answers 451).
+        """Make a message durable and recorded in the background; ``done(id, None)`` once it
+        is, ``done(None, error)`` when it could not be (the caller answers 451).
 
-        The writer thread writes and fsyncs the files of everything waiting, fsyncs
-        their directory once and records them in one transaction: one thread
-        hand-over per message instead of three, and one commit per batch.
+        Two stages, so neither waits for the other: the file is written and
+        fsync'd at once in a pool thread (concurrent fsyncs share the file
+        system's journal commits), then the batch writer fsyncs the directories
+        of everything waiting once and records it all in one transaction.
         """
-        self._ensure_writer()
-        self._queue.put((raw, envelope, done))
-
-    def _ensure_writer(self) -> None:
         with self._lock:
+            if self._fsyncers is None:
+                self._fsyncers = ThreadPoolExecutor(max_workers=FSYNC_THREADS, thread_name_prefix="spool-fsync")
             if self._writer is None or not self._writer.is_alive():
                 self._writer = threading.Thread(target=self._write_loop, name="spool-writer", daemon=True)
                 self._writer.start()
+            self._fsyncers.submit(self._write_one, raw, envelope, done)
+
+    def _write_one(self, raw: bytes, envelope: Envelope,
+                   done: Callable[[int | None, BaseException | None], None]) -> None:
+        try:
+            spooled = self.write_file(raw, envelope)
+        except Exception as exc:  # this session gets 451; the others go on
+            done(None, exc)
+        else:
+            self._queue.put((spooled, done))
 
     def _write_loop(self) -> None:
         while True:
@@ -160,25 +161,21 @@ class Spool:
                     self._queue.put(None)
                     break
                 batch.append(nxt)
-            written: list[tuple[Spooled, Callable[[int | None, BaseException | None], None]]] = []
-            for raw, envelope, done in batch:
-                try:
-                    written.append((self.write_file(raw, envelope), done))
-                except Exception as exc:  # this session gets 451; the others go on
-                    done(None, exc)
-            if not written:
-                continue
             try:
-                ids = self.record([w[0] for w in written])
+                ids = self.record([spooled for spooled, _ in batch])
             except Exception as exc:  # every waiting session must get an answer (451)
-                for _, done in written:
+                for _, done in batch:
                     done(None, exc)
             else:
-                for (_, done), mid in zip(written, ids, strict=True):
+                for (_, done), mid in zip(batch, ids, strict=True):
                     done(mid, None)
 
     def stop(self) -> None:
-        """Stop the batch writer after the queued messages are recorded."""
+        """Stop after the messages handed over so far are written and recorded."""
+        with self._lock:
+            fsyncers, self._fsyncers = self._fsyncers, None
+        if fsyncers is not None:
+            fsyncers.shutdown(wait=True)
         if self._writer is not None:
             self._queue.put(None)
             self._writer.join(timeout=10)

@@ -76,19 +76,22 @@ def test_swaks_with_8bit_headers_and_smtputf8_sender(gateway: Gateway, tmp_path:
     assert "Müller GmbH" in rows[0]["sender"]
 
 
-def test_internal_failure_answers_451_and_keeps_the_session_usable(gateway: Gateway) -> None:
+@pytest.mark.parametrize("step", ["write_file", "record"])
+def test_internal_failure_answers_451_and_keeps_the_session_usable(gateway: Gateway, step: str) -> None:
+    """The disk fails writing the file, or the database recording it: 451, and the next mail goes through."""
     def broken(*a: object, **k: object) -> int:
         raise OSError("disk on fire")
 
-    original = gateway.service.spool.accept_batched
-    gateway.service.spool.accept_batched = broken  # type: ignore[method-assign]
+    spool = gateway.service.spool
+    setattr(spool, step, broken)
     try:
         with smtplib.SMTP("127.0.0.1", gateway.smtp_port) as s:
             with pytest.raises(smtplib.SMTPDataError) as info:
                 s.send_message(make_mail(), to_addrs=["invoices@localhost"])
             assert info.value.smtp_code == 451
     finally:
-        gateway.service.spool.accept_batched = original  # type: ignore[method-assign]
+        delattr(spool, step)
+    assert gateway.store.status_counts() == {}
     gateway.send(make_mail(attachments=[("ok.pdf", unique_pdf("ok"), "application/pdf")]))
     wait_for(gateway.exported_files, timeout=10)
 

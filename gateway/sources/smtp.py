@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import fnmatch
 import hmac
 import ipaddress
@@ -73,6 +74,8 @@ logging.getLogger("mail.log").addFilter(_QuietLoginData())
 LINE_LENGTH_LIMIT = 1024 * 1024
 # Command lines (and AUTH continuation lines) keep aiosmtpd's RFC 5321 limit.
 COMMAND_LINE_LIMIT = 1001
+# Mails up to this size are checked for long lines on the event loop itself.
+_INLINE_CHECK = 256 * 1024
 _BARE_LF_DOT = re.compile(rb"(?<!\r)\n\.")
 
 
@@ -257,13 +260,40 @@ class IntakeHandler:
         self._matches.pop(id(envelope), None)
         return "250 OK"
 
-    def _accept(self, raw: bytes, env: Envelope) -> int | None:
-        """Check the lines, undo bare-LF dot-stuffing, spool; None when a line is too long."""
+    @staticmethod
+    def _check(raw: bytes) -> bytes | None:
+        """Check the lines and undo bare-LF dot-stuffing; None when a line is too long."""
         if longest_line_exceeds(raw, LINE_LENGTH_LIMIT):
             return None
         if b"\n." in raw:
             raw = _BARE_LF_DOT.sub(b"\n", raw)
-        return self.spool.accept_batched(raw, env)
+        return raw
+
+    async def _spool(self, raw: bytes, env: Envelope) -> int | None:
+        """Hand the message to the spool's batch writer; its id once durable and recorded."""
+        loop = asyncio.get_running_loop()
+        # Small mails are checked here (microseconds); large ones in a thread, so
+        # other sessions are not held up while megabytes are scanned.
+        checked = self._check(raw) if len(raw) <= _INLINE_CHECK else await loop.run_in_executor(
+            self.executor, self._check, raw)
+        if checked is None:
+            return None
+        fut: asyncio.Future[int] = loop.create_future()
+
+        def settle(mid: int | None, exc: BaseException | None) -> None:
+            if fut.done():  # the session went away while the writer worked
+                return
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(int(mid or 0))
+
+        def done(mid: int | None, exc: BaseException | None) -> None:  # in the writer thread
+            with contextlib.suppress(RuntimeError):  # the loop closed: the session is gone
+                loop.call_soon_threadsafe(settle, mid, exc)
+
+        self.spool.submit(checked, env, done)
+        return await fut
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: SMTPEnvelope) -> str:
         matches = self._matches.pop(id(envelope), [])
@@ -283,8 +313,7 @@ class IntakeHandler:
                 tag=next((m.tag for m in matches if m.tag), None),
                 assign=merge_assign(matches),
             )
-            loop = asyncio.get_running_loop()
-            message_id = await loop.run_in_executor(self.executor, self._accept, raw, env)
+            message_id = await self._spool(raw, env)
         except Exception:
             self._count("errors")
             log.exception("could not spool a message from %s; answered 451", session.peer)
