@@ -46,6 +46,13 @@ def newsletter(n: int | str) -> bytes:
     return m.as_bytes(policy=policy.SMTP)
 
 
+def holiday_photo(n: int | str) -> bytes:
+    """A photo attached (a named part, a picture: it can never be a document)."""
+    return make_mail(subject=f"Beach {n}", body="Look!", message_id=f"<beach-{n}@friends.example>",
+                     attachments=[(f"IMG_{n}.jpg", b"\xff\xd8\xff\xe0" + b"j" * 20000, "image/jpeg")]
+                     ).as_bytes(policy=policy.SMTP)
+
+
 def photo_pdf(n: int | str) -> bytes:
     """A PDF that is no invoice: downloaded (it could be), processed, not imported."""
     return make_mail(subject=f"Holiday {n}", body="Pictures from the trip.", message_id=f"<photo-{n}@friends.example>",
@@ -156,16 +163,16 @@ def test_fetch_imports_every_invoice_once_and_leaves_the_mailbox_unchanged(dovec
 
 def test_skipped_mail_is_not_downloaded_and_bytes_saved_are_reported(dovecot: Dovecot, workdir: Path) -> None:
     user = dovecot.add_user()
-    dovecot.append(user, "INBOX", [newsletter(1), plain(1), invoice(1)])
+    dovecot.append(user, "INBOX", [newsletter(1), plain(1), invoice(1), holiday_photo(1)])
     rig = Rig(workdir, [mailbox_cfg(dovecot, user)])
     poller = rig.poller()
     sessions, sent_before = dovecot.logins(user), dovecot.bytes_sent(user)
     result = poller.poll()
     assert result.error is None
-    assert (result.scanned, result.downloaded, result.skipped) == (3, 1, 2)
-    assert result.bytes_skipped > 6000 and result.bytes_downloaded == rig.messages()[0]["size"]
+    assert (result.scanned, result.downloaded, result.skipped) == (4, 1, 3)
+    assert result.bytes_skipped > 6000 + 26000 and result.bytes_downloaded == rig.messages()[0]["size"]
     uidvalidity = rig.store.imap_folder("box", "INBOX")["uidvalidity"]
-    assert rig.store.imap_uids_in_state("box", "INBOX", uidvalidity, "skipped") == [1, 2]
+    assert rig.store.imap_uids_in_state("box", "INBOX", uidvalidity, "skipped") == [1, 2, 4]
     # what the server sent (its own count): the one mail plus metadata, far less than the skipped mail
     wait_for(lambda: dovecot.logins(user) > sessions)
     sent = dovecot.bytes_sent(user) - sent_before
@@ -372,8 +379,12 @@ def test_download_policy_decisions() -> None:
     assert policy_.reason(meta("a@b.example", text, Part("application/octet-stream", None, None)))
     assert policy_.reason(meta("a@b.example", text, Part("text/xml", None, None)))
     assert policy_.reason(meta("a@b.example", text, Part("message/rfc822", None, "attachment")))
-    assert policy_.reason(meta("a@b.example", text, Part("image/jpeg", "scan.JPG", "attachment")))
     assert policy_.reason(meta("a@b.example", text, Part("image/png", "invoice.pdf", "inline")))
+    assert policy_.reason(meta("a@b.example", text, Part("image/pdf", "scan", "attachment")))  # mislabelled
+    assert policy_.reason(meta("a@b.example", text, Part("application/vnd.ms-excel", "list.xls", "attachment")))
+    # a photo attached is a picture: never a PDF or XML document, never downloaded for one
+    assert not policy_.reason(meta("a@b.example", text, Part("image/jpeg", "IMG_0042.JPG", "attachment")))
+    assert not policy_.reason(meta("a@b.example", text, Part("video/mp4", "clip.mp4", "attachment")))
     assert not policy_.reason(meta("a@b.example", text, pic))
     assert not policy_.reason(meta("a@b.example", text))
     assert download_policy(None, "import").reason(meta("a@b.example", text))

@@ -2,11 +2,14 @@
 
 A mail is downloaded whole (``BODY.PEEK[]``) when it can yield a document:
 
-1. a part can hold one: ``application/pdf``, ``application/octet-stream``,
-   XML (``application/xml``, ``text/xml``, ``*+xml``), ``message/rfc822``
-   (a forwarded mail), or any part with a file name, except pictures shown
-   inline (a newsletter's images) unless a rule picks attachments by name
-   (``attachments:`` globs may take any file);
+1. a part can hold one: ``application/pdf`` (and any other type that says
+   pdf), ``application/octet-stream``, XML (``application/xml``,
+   ``text/xml``, ``*+xml``), ``message/rfc822`` (a forwarded mail), a file
+   named ``*.pdf`` or ``*.xml`` whatever its type, or any other part with a
+   file name except pictures, sound and video (a photo attached, a
+   newsletter's images: documents are PDF or XML files by their bytes), and
+   every named part when a rule picks attachments by name (``attachments:``
+   globs);
 2. or the IMAP ``unmatched`` policy is ``import``, which renders a mail without
    attachment to PDF: then every mail matters;
 3. or a rule with ``import: body`` (or ``both``) could match the sender: its
@@ -32,6 +35,7 @@ from typing import Any
 DOCUMENT_TYPES = frozenset({"application/pdf", "application/x-pdf", "application/octet-stream",
                             "application/xml", "text/xml", "message/rfc822"})
 DOCUMENT_SUFFIXES = (".pdf", ".xml")
+MEDIA_TYPES = frozenset({"image", "audio", "video"})
 META_ITEMS = ["RFC822.SIZE", "BODYSTRUCTURE", "ENVELOPE"]
 
 
@@ -172,13 +176,15 @@ def parse_meta(uid: int, data: dict[bytes, Any]) -> MailMeta:
 def can_hold_document(part: Part, *, any_named: bool) -> bool:
     """Whether a part may become a document under the rules (see the module docstring)."""
     ct = part.content_type
-    if ct in DOCUMENT_TYPES or ct.endswith("+xml"):
+    major, _, subtype = ct.partition("/")
+    if ct in DOCUMENT_TYPES or ct.endswith("+xml") or "pdf" in subtype:
         return True
     if part.filename:
         if part.filename.lower().endswith(DOCUMENT_SUFFIXES) or any_named:
             return True
-        inline_picture = part.disposition == "inline" and ct.split("/")[0] in ("image", "audio", "video")
-        return not inline_picture
+        # A document is a PDF or XML file by its bytes; a part the sender calls a
+        # picture, a sound or a film, and names so, is one (a photo, a logo).
+        return major not in MEDIA_TYPES
     return False
 
 
