@@ -24,13 +24,14 @@ Decisions:
 from __future__ import annotations
 
 import logging
+from typing import Any
 from dataclasses import dataclass
 
 from .checks import check
 from .extract import Fields, read_cii, read_ubl
 from .model import FIELD_KEYS, EInvoice, InvoiceLine, TaxSubtotal, format_amount
 from .pdf import STANDARD_NAMES, EmbeddedXml, embedded_xml, is_pdf
-from .render import RefusingFetcher, render_html, render_pdf
+from .render import render_html, render_pdf
 from .xmlread import MAX_XML_BYTES, ParsedXml, Refusal, looks_like_xml, parse
 
 __all__ = [
@@ -62,6 +63,16 @@ class Examination:
 
     einvoice: EInvoice | None
     reason: str | None = None
+
+
+def __getattr__(name: str) -> Any:
+    # RefusingFetcher subclasses weasyprint's fetcher: imported on first use only,
+    # since importing weasyprint costs every worker a second or more.
+    if name == "RefusingFetcher":
+        from .fetcher import RefusingFetcher
+
+        return RefusingFetcher
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _build(parsed: ParsedXml, xml: bytes, container: str, xml_filename: str | None,

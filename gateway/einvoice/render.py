@@ -8,14 +8,15 @@ network or the file system.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 import jinja2
-from weasyprint import HTML
-from weasyprint.urls import URLFetcher
 
 from ..errors import RenderError
 from .model import EInvoice, format_amount, format_number
+
+if TYPE_CHECKING:
+    from weasyprint.urls import URLFetcher
 
 log = logging.getLogger(__name__)
 
@@ -24,18 +25,6 @@ log = logging.getLogger(__name__)
 MAX_RENDERED_LINES = 500
 
 TITLES = {"invoice": "Invoice", "credit_note": "Credit note", "corrective": "Corrected invoice"}
-
-
-class RefusingFetcher(URLFetcher):  # type: ignore[misc]
-    """A weasyprint URL fetcher that fetches nothing: every URL is refused."""
-
-    def __init__(self) -> None:
-        super().__init__(allowed_protocols=(), allow_redirects=False)
-
-    def fetch(self, url: str, headers: Any = None) -> Any:
-        """Refuse ``url``; weasyprint then leaves the resource out."""
-        log.warning("refused to fetch %.200s while rendering an e-invoice", url)
-        raise ValueError(f"fetching is disabled: {url[:200]}")
 
 
 _env: jinja2.Environment | None = None
@@ -72,6 +61,10 @@ def render_pdf(inv: EInvoice, *, url_fetcher: URLFetcher | None = None) -> bytes
 
     Raises RenderError when the template or weasyprint fails.
     """
+    from weasyprint import HTML  # imported when first needed: it takes a second or more
+
+    from .fetcher import RefusingFetcher
+
     try:
         html = render_html(inv)
         pdf = HTML(string=html, base_url=None, url_fetcher=url_fetcher or RefusingFetcher()).write_pdf()
