@@ -18,10 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import email
-import email.message
-import email.policy
-import email.utils
 import statistics
 import struct
 import sys
@@ -32,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway import render  # noqa: E402
-from gateway.errors import RenderError  # noqa: E402
+from gateway import mime, render  # noqa: E402
+from gateway.errors import ParseError, RenderError  # noqa: E402
 from gateway.models import Address, Attachment, ParsedMessage  # noqa: E402
 
 
@@ -110,54 +106,6 @@ td.k {{ color: #666; }} .btn {{ background:#f60; color:#fff; padding:10px 18px; 
     ]
 
 
-def _header(msg: email.message.EmailMessage, name: str) -> object:
-    try:
-        return msg[name]
-    except Exception:
-        return None
-
-
-def _content(part: email.message.MIMEPart) -> str:
-    try:
-        return str(part.get_content())
-    except Exception:
-        payload = part.get_payload(decode=True)
-        return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
-
-
-def parse_eml(raw: bytes) -> ParsedMessage:
-    """A minimal ParsedMessage, with the stdlib only."""
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
-    assert isinstance(msg, email.message.EmailMessage)
-    sender = _header(msg, "From")
-    addresses = email.utils.getaddresses([str(sender)]) if sender else []
-    date = getattr(_header(msg, "Date"), "datetime", None)
-    try:
-        html_part = msg.get_body(preferencelist=("html",))
-        text_part = msg.get_body(preferencelist=("plain",))
-    except Exception:
-        html_part = text_part = None
-    attachments = []
-    for part in msg.walk():
-        cid = part.get("Content-ID")
-        data = None if part.is_multipart() else part.get_payload(decode=True)
-        if cid and isinstance(data, bytes):
-            attachments.append(
-                Attachment("part", None, part.get_content_type(), data, "other", True, str(cid).strip("<> "))
-            )
-    return ParsedMessage(
-        message_id=None,
-        subject=str(_header(msg, "Subject") or ""),
-        sender=Address(*addresses[0]) if addresses else None,
-        to=(),
-        date=date if isinstance(date, dt.datetime) and date.tzinfo else None,
-        headers=(),
-        text=_content(text_part) if text_part is not None else "",
-        html=_content(html_part) if html_part is not None else None,
-        attachments=tuple(attachments),
-    )
-
-
 def corpus(root: Path) -> list[tuple[str, ParsedMessage]]:
     """The corpus mails tagged html-only or cid-inline-image."""
     features = root / "emails_FEATURES.tsv"
@@ -167,7 +115,10 @@ def corpus(root: Path) -> list[tuple[str, ParsedMessage]]:
     for line in features.read_text().splitlines()[1:]:
         path, _, tags = line.partition("\t")
         if {"html-only", "cid-inline-image"} & set(tags.split(";")):
-            mails.append((path.removeprefix("emails/"), parse_eml((root / path).read_bytes())))
+            try:
+                mails.append((path.removeprefix("emails/"), mime.parse((root / path).read_bytes())))
+            except ParseError:  # not a mail (an Outlook .msg): the pipeline quarantines it
+                continue
     return mails
 
 

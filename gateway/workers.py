@@ -229,16 +229,7 @@ def main() -> None:
     stop = threading.Event()
     threading.Thread(target=_commands, args=(sys.stdin.buffer, pipeline.wake, stop, reloads),
                      daemon=True).start()
-    while not stop.is_set():
-        if reloads:
-            reloads.clear()
-            load()
-        try:
-            pipeline.run_pending(stop)
-        except Exception:
-            stop.wait(2)
-        pipeline.wake.wait(1.0)
-        pipeline.wake.clear()
+    pipeline.worker(stop)  # ChildRules reloads the rules before a decision when serve said so
     store.close()
     try:
         from gateway import render

@@ -375,34 +375,6 @@ class _GatewaySMTP(SMTP):
             del self.line_length_limit
 
 
-def _stop_listening(controller: Controller) -> None:
-    """Stop accepting, let connections already accepted become sessions, close the listener.
-
-    Stopping the loop right away would cancel the tasks that wrap freshly
-    accepted sockets, leaving those sockets open; as sessions, the controller
-    closes them (cancel_tasks).
-    """
-    server = controller.server
-    if server is None or controller.loop.is_closed():
-        return
-
-    async def close() -> None:
-        # Stop accepting first, then let the connections already accepted become
-        # transports: closing the server while they wait makes asyncio drop their
-        # sockets without closing them (Server._attach asserts on a closed server).
-        loop = asyncio.get_running_loop()
-        for sock in getattr(server, "sockets", ()):
-            loop.remove_reader(sock.fileno())
-        await asyncio.sleep(0.05)
-        server.close()
-        await asyncio.sleep(0.05)
-
-    try:
-        asyncio.run_coroutine_threadsafe(close(), controller.loop).result(timeout=5)
-    except Exception:  # the loop is gone or stuck: stop() below still ends it
-        log.debug("SMTP listener did not close cleanly", exc_info=True)
-
-
 class _GatewayController(Controller):
     def __init__(self, handler: IntakeHandler, *, implicit_tls: bool = False, **kwargs: Any) -> None:
         self.implicit_tls = implicit_tls
@@ -415,16 +387,30 @@ class _GatewayController(Controller):
         return smtp
 
     def cancel_tasks(self, stop_loop: bool = True) -> None:
-        # Close the connections still open and cancel the sessions, then give the
-        # loop a moment to run what that schedules (closing the sockets) before it
-        # stops: aiosmtpd stops it at once, and sockets then outlive the loop.
-        # abort, not close: a half-closed client (EOF) never takes the rest of a reply
+        """aiosmtpd's ``stop()`` calls this in the loop; the shutdown runs as a task there."""
+        self.loop.create_task(self._shut_down(stop_loop))
+
+    async def _shut_down(self, stop_loop: bool) -> None:
+        # 1. Stop accepting, then let the connections accepted meanwhile become
+        #    sessions: cancelled before that, or with the server closed under
+        #    them (Server._attach asserts), asyncio drops their sockets unclosed.
+        #    All of this runs in the loop, however busy it is: no timeout to lose.
+        server = self.server
+        for sock in getattr(server, "sockets", None) or ():
+            self.loop.remove_reader(sock.fileno())
+        await asyncio.sleep(0.05)
+        # 2. Close every session (abort, not close: a half-closed client never
+        #    takes the rest of a reply) and cancel what is left.
         for smtp in list(self.sessions):
             transport = smtp.transport
             if isinstance(transport, asyncio.Transport):
                 transport.abort()
+        me = asyncio.current_task()
         for task in asyncio.all_tasks(self.loop):
-            task.cancel()
+            if task is not me:
+                task.cancel()
+        # 3. Give the loop a moment to run what that schedules (closing the
+        #    sockets) before it stops; aiosmtpd then closes the server.
         if stop_loop:
             self.loop.call_later(0.1, self.loop.stop)
 
@@ -527,9 +513,6 @@ class SMTPSource:
     def stop(self) -> None:
         """Stop accepting; sessions in progress are closed."""
         if self.running:
-            for controller in (self.controller, self.implicit):
-                if controller is not None:
-                    _stop_listening(controller)
             self.controller.stop()
             if self.implicit is not None:
                 self.implicit.stop()
