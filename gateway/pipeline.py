@@ -54,6 +54,8 @@ class NewDocument:
         origin: attachment, body (the mail rendered) or einvoice-render.
         data: the bytes.
         einvoice: the e-invoice read from it, or None.
+        warnings: findings about the file itself (hostile XML refused, say),
+            shown beside the e-invoice's own warnings.
     """
 
     filename: str
@@ -62,6 +64,7 @@ class NewDocument:
     origin: str
     data: bytes
     einvoice: Any = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def sha256(self) -> str:
@@ -108,12 +111,16 @@ class RulesState:
         return result
 
 
+def _einvoice_examine(att: Attachment) -> Any:
+    """The e-invoice examination of an attachment (``einvoice.Examination``)."""
+    from gateway import einvoice
+
+    return einvoice.examine(att.data, att.filename, att.content_type)
+
+
 def _einvoice_detect(att: Attachment) -> Any:
-    try:
-        from gateway import einvoice
-    except ImportError:  # pragma: no cover - the module ships with the gateway
-        return None
-    return einvoice.detect(att.data, att.filename, att.content_type)
+    """The e-invoice in an attachment, or None."""
+    return _einvoice_examine(att).einvoice
 
 
 def is_document(att: Attachment) -> bool:
@@ -378,7 +385,7 @@ class Pipeline:
                 "doc_date": inv_fields.get("issue_date") or received or None,
                 "tags": tags, "note": meta.get("note"),
                 "einvoice": inv_fields or None,
-                "warnings": list(getattr(inv, "warnings", ()) or ()),
+                "warnings": [*(getattr(inv, "warnings", ()) or ()), *d.warnings],
             }
             docs.append(doc)
             payees.append((doc, self.payment_guard.ibans_of(d.kind, d.data, inv)))
@@ -391,7 +398,8 @@ class Pipeline:
         """Apply the rules (or the unmatched policy) and collect the documents."""
         out = Outcome()
         candidates = [a for a in parsed.attachments if is_document(a)]
-        einvoices = {id(a): _einvoice_detect(a) for a in candidates}
+        exams = {id(a): _einvoice_examine(a) for a in candidates}
+        einvoices = {key: exam.einvoice for key, exam in exams.items()}
         first_inv = next((inv for inv in einvoices.values() if inv is not None), None)
         inv_fields = first_inv.fields() if first_inv is not None else None
         view = mail_view(parsed, row, inv_fields)
@@ -438,7 +446,7 @@ class Pipeline:
             why = f"rule {decision.rule!r}"
             mode = decision.import_mode
             if mode in ("attachments", "both"):
-                self._add_attachments(out, chosen, einvoices)
+                self._add_attachments(out, chosen, exams)
             if mode in ("body", "both"):
                 self._add_body(out, parsed)
             policy = None
@@ -448,7 +456,7 @@ class Pipeline:
             out.decision["policy"] = policy
             if policy in ("import", "attachments"):
                 if candidates:
-                    self._add_attachments(out, candidates, einvoices)
+                    self._add_attachments(out, candidates, exams)
                 elif policy == "import" and (parsed.text.strip() or (parsed.html or "").strip()):
                     self._add_body(out, parsed)
             elif policy == "recognize":
@@ -464,7 +472,7 @@ class Pipeline:
                             out.notes.append(f"{a.filename}: looks like an invoice ({hint})")
                         else:
                             out.notes.append(f"{a.filename}: not recognised as an invoice (no invoice word in subject, name or text)")
-                self._add_attachments(out, picked, einvoices)
+                self._add_attachments(out, picked, exams)
         names = [d.filename for d in out.documents]
         detail = "; ".join(out.notes + skipped)
         if out.documents:
@@ -485,12 +493,14 @@ class Pipeline:
         out.decision["imported"] = names
         return out
 
-    def _add_attachments(self, out: Outcome, atts: Sequence[Attachment], einvoices: Mapping[int, Any]) -> None:
+    def _add_attachments(self, out: Outcome, atts: Sequence[Attachment], exams: Mapping[int, Any]) -> None:
         seen = {d.sha256 for d in out.documents}
         for a in atts:
-            inv = einvoices.get(id(a)) if id(a) in einvoices else (_einvoice_detect(a) if is_document(a) else None)
+            exam = exams.get(id(a)) if id(a) in exams else (_einvoice_examine(a) if is_document(a) else None)
+            inv = exam.einvoice if exam is not None else None
             doc = NewDocument(a.filename, a.content_type if a.kind == "other" else f"application/{a.kind}",
-                              a.kind, "attachment", a.data, inv)
+                              a.kind, "attachment", a.data, inv,
+                              (exam.warning,) if exam is not None and exam.warning else ())
             if doc.sha256 in seen:
                 continue
             seen.add(doc.sha256)

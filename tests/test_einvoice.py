@@ -552,6 +552,19 @@ def test_external_file_entity_is_never_read(secret_file: tuple[Path, str]) -> No
         assert secret not in "".join(str(t) for t in root.itertext())
 
 
+def test_refused_hostile_or_broken_xml_carries_a_warning_and_foreign_xml_none(secret_file: tuple[Path, str]) -> None:
+    path, _ = secret_file
+    xxe = hostile(b'<!DOCTYPE x [<!ENTITY xxe SYSTEM "' + path.as_uri().encode() + b'">]>', b"&xxe;")
+    for data in (billion_laughs(), xxe, xxe.decode().encode("utf-16"), pdf_with_attachments({"factur-x.xml": xxe})):
+        result = examine(data)
+        assert result.einvoice is None and result.warning and "DOCTYPE" in result.warning
+    broken = examine(sample("cii-xrechnung.xml")[:-40])
+    assert broken.einvoice is None and broken.warning and "not well-formed" in broken.warning
+    for plain in (b"<?xml version='1.0'?><order xmlns='urn:x'/>", pdf_with_attachments({"notes.txt": b"x"})):
+        result = examine(plain)
+        assert result.einvoice is None and result.reason and result.warning is None
+
+
 def test_xinclude_is_not_processed(secret_file: tuple[Path, str]) -> None:
     path, secret = secret_file
     include = (b'<xi:include xmlns:xi="http://www.w3.org/2001/XInclude" href="' + path.as_uri().encode()

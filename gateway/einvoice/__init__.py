@@ -13,7 +13,9 @@ Decisions:
   Hostile or unreadable XML is **not an e-invoice**: a DOCTYPE (billion laughs,
   external entities), malformed XML, an oversized file or a foreign root
   element all give None, and ``examine`` says why. The attachment then stays
-  an ordinary file; nothing is read from it.
+  an ordinary file; nothing is read from it. Hostile, malformed or oversized
+  XML (bare or embedded in a PDF) also gives ``Examination.warning``, which the
+  pipeline puts on the document: a person should know the file was not read.
 - A recognised invoice never raises for odd content: unreadable values become
   None, and what is missing or does not add up becomes ``warnings``.
 - A PDF carrying several e-invoice XMLs (ZUGFeRD 1 and Factur-X side by side)
@@ -59,10 +61,14 @@ class Examination:
     Attributes:
         einvoice: the e-invoice found, or None.
         reason: why the file is not an e-invoice (None when it is one).
+        warning: for XML refused as hostile or unreadable (a DOCTYPE, not
+            well-formed, over the size limit), a sentence for the document's
+            warnings; None otherwise (a plain PDF or a foreign XML is no finding).
     """
 
     einvoice: EInvoice | None
     reason: str | None = None
+    warning: str | None = None
 
 
 def __getattr__(name: str) -> Any:
@@ -99,14 +105,18 @@ def _from_pdf(data: bytes) -> Examination:
         return Examination(None, found)
     parsed: list[tuple[EmbeddedXml, ParsedXml]] = []
     refusals: list[str] = []
+    hostile: list[str] = []
     for item in found:
         result = parse(item.data)
         if isinstance(result, Refusal):
             refusals.append(f"{item.name}: {result.reason}")
+            if result.warn:
+                hostile.append(refusals[-1])
         else:
             parsed.append((item, result))
     if not parsed:
-        return Examination(None, "no embedded XML is an e-invoice (" + "; ".join(refusals) + ")")
+        warning = f"the embedded XML was not read as an e-invoice: {'; '.join(hostile)}" if hostile else None
+        return Examination(None, "no embedded XML is an e-invoice (" + "; ".join(refusals) + ")", warning)
     # found is already ordered by name; prefer EN 16931 syntaxes over ZUGFeRD 1 (stable sort).
     parsed.sort(key=lambda pair: pair[1].syntax == "ZUGFeRD1")
     item, chosen = parsed[0]
@@ -125,8 +135,11 @@ def examine(data: bytes, filename: str | None = None, content_type: str | None =
             result = _from_pdf(data)
         elif looks_like_xml(data):
             parsed = parse(data)
-            result = (Examination(None, parsed.reason) if isinstance(parsed, Refusal)
-                      else Examination(_build(parsed, data, "xml", None)))
+            if isinstance(parsed, Refusal):
+                warning = f"not read as an e-invoice: {parsed.reason}" if parsed.warn else None
+                result = Examination(None, parsed.reason, warning)
+            else:
+                result = Examination(_build(parsed, data, "xml", None))
         else:
             result = Examination(None, "neither a PDF nor XML")
     except Exception as exc:  # a bug here must not stop a mail's processing

@@ -62,9 +62,17 @@ class ParsedXml:
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why bytes are not read as an e-invoice XML (shown to people, logged)."""
+    """Why bytes are not read as an e-invoice XML (shown to people, logged).
+
+    Attributes:
+        reason: the reason, one sentence.
+        warn: True when the XML was refused as hostile or unreadable (a DOCTYPE,
+            not well-formed, too big), which a person should hear about; False
+            when it is simply some other kind of XML (a foreign root element).
+    """
 
     reason: str
+    warn: bool = False
 
 
 def looks_like_xml(data: bytes) -> bool:
@@ -100,7 +108,7 @@ def _prefilter(data: bytes) -> Refusal | None:
     if match is None:
         return None
     if match.group("doctype"):
-        return Refusal("XML with a DOCTYPE is refused: no e-invoice syntax has one")
+        return Refusal("XML with a DOCTYPE is refused: no e-invoice syntax has one", warn=True)
     if match.group("root").decode("ascii", "replace") not in _ROOT_NAMES:
         return Refusal(f"XML root element <{match.group('root').decode('ascii', 'replace')}> is not an e-invoice")
     return None
@@ -109,7 +117,7 @@ def _prefilter(data: bytes) -> Refusal | None:
 def parse(data: bytes) -> ParsedXml | Refusal:
     """Parse bytes as an e-invoice XML safely; a Refusal says why they are not one. Never raises."""
     if len(data) > MAX_XML_BYTES:
-        return Refusal(f"XML of {len(data)} bytes is over the limit of {MAX_XML_BYTES} bytes")
+        return Refusal(f"XML of {len(data)} bytes is over the limit of {MAX_XML_BYTES} bytes", warn=True)
     refusal = _prefilter(data)
     if refusal is not None:
         return refusal
@@ -119,18 +127,18 @@ def parse(data: bytes) -> ParsedXml | Refusal:
     except etree.XMLSyntaxError as exc:
         retry = _without_declaration(data)
         if retry is None:
-            return Refusal(f"XML is not well-formed: {exc}")
+            return Refusal(f"XML is not well-formed: {exc}", warn=True)
         problem, stripped = retry
         try:
             root = etree.fromstring(stripped, _parser())
         except etree.XMLSyntaxError:
-            return Refusal(f"XML is not well-formed: {exc}")
+            return Refusal(f"XML is not well-formed: {exc}", warn=True)
         warnings.append(f"{problem}; the XML was read as UTF-8")
     except (ValueError, MemoryError) as exc:
-        return Refusal(f"XML could not be parsed: {exc}")
+        return Refusal(f"XML could not be parsed: {exc}", warn=True)
     docinfo = root.getroottree().docinfo
     if getattr(docinfo, "doctype", "") or docinfo.internalDTD is not None:
-        return Refusal("XML with a DOCTYPE is refused: no e-invoice syntax has one")
+        return Refusal("XML with a DOCTYPE is refused: no e-invoice syntax has one", warn=True)
     qname = etree.QName(root)
     syntax = ROOTS.get((qname.namespace or "", qname.localname))
     if syntax is None:
