@@ -256,6 +256,41 @@ def test_corpus_type_codes_and_credit_notes() -> None:
     assert push is not None and (push.type_code, push.document_type) == ("381", "credit_note")
 
 
+# The XRechnung test suite writes each business case in both syntaxes. Where the two files
+# themselves differ, the difference is listed here (read from the files): 01.05's CII has no
+# TaxTotalAmount (BT-110), its UBL states TaxAmount 0.
+PAIR_DIFFERENCES = {"01.05_minimal_test": {"tax_total": ("0.00", "")}}
+PAIRS = sorted(str(p.relative_to(CORPUS))[:-len("_ubl.xml")] for p in (CORPUS / "xrechnung-testsuite").rglob("*_ubl.xml")
+               if p.with_name(p.name.replace("_ubl.xml", "_uncefact.xml")).exists())
+
+
+@needs_corpus
+def test_xrechnung_pairs_are_there() -> None:
+    assert len(PAIRS) == 10
+
+
+@needs_corpus
+@pytest.mark.parametrize("stem", PAIRS, ids=[Path(p).name for p in PAIRS])
+def test_ubl_and_cii_of_the_same_invoice_give_the_same_fields(stem: str) -> None:
+    ubl = detect((CORPUS / f"{stem}_ubl.xml").read_bytes())
+    cii = detect((CORPUS / f"{stem}_uncefact.xml").read_bytes())
+    assert ubl is not None and cii is not None and (ubl.syntax, cii.syntax) == ("UBL", "CII")
+    u, c = ubl.fields(), cii.fields()
+    differing = {k: (u[k], c[k]) for k in FIELD_KEYS if k != "syntax" and u[k] != c[k]}
+    assert differing == PAIR_DIFFERENCES.get(Path(stem).name, {})
+    assert (ubl.lines, ubl.taxes, ubl.notes) == (cii.lines, cii.taxes, cii.notes)
+
+
+@needs_corpus
+def test_ubl_tax_number_is_not_taken_for_the_vat_id() -> None:
+    # 01.04a: the seller has only a tax number (BT-32: UBL TaxScheme "???", CII schemeID "FC"), no VAT ID.
+    for suffix in ("ubl", "uncefact"):
+        inv = detect((CORPUS / XS / f"01.04a-INVOICE_{suffix}.xml").read_bytes())
+        assert inv is not None and inv.seller_vat_id is None
+    inv = detect((CORPUS / XS / "01.01a-INVOICE_ubl.xml").read_bytes())
+    assert inv is not None and inv.seller_vat_id == "DE 123456789"
+
+
 @needs_corpus
 def test_tax_total_is_taken_in_the_invoice_currency() -> None:
     # BT-110 appears twice (EUR and the VAT accounting currency GBP); BT-5 is EUR.

@@ -31,6 +31,8 @@ CORRECTIVE_CODES = frozenset({"384"})
 
 _AMOUNT = re.compile(r"[+-]?(?:\d{1,20}(?:\.\d{0,12})?|\.\d{1,12})")
 _SPACES = re.compile(r"\s+")
+# UBL has no element for a note's subject code (BT-21): XRechnung and PEPPOL put it in front, "#ADU#text".
+_NOTE_SUBJECT = re.compile(r"\A#[A-Z]{3}#")
 
 Element: TypeAlias = etree._Element
 
@@ -286,8 +288,8 @@ def read_ubl(root: Element) -> Fields:
         return (r.text(party, "PartyLegalEntity/RegistrationName", label=label)
                 or r.text(party, "PartyName/Name", label=label))
 
-    schemes = list(r.all(supplier, "PartyTaxScheme"))
-    vat = [s for s in schemes if r.text(s, "TaxScheme/ID") == "VAT"] or schemes
+    # BT-31 is the PartyTaxScheme whose TaxScheme/ID is VAT; any other (FC, ...) is BT-32, the tax number.
+    vat = [s for s in r.all(supplier, "PartyTaxScheme") if r.text(s, "TaxScheme/ID") == "VAT"]
     tax_totals = list(r.all(root, "TaxTotal"))
     tax_total = _pick_currency([t for t in (r.one(t, "TaxAmount") for t in tax_totals) if t is not None], currency)
     main_tax = tax_total.getparent() if tax_total is not None else None
@@ -332,7 +334,7 @@ def read_ubl(root: Element) -> Fields:
         amount_due=r.amount(totals, "PayableAmount", "the amount due (BT-115)"),
         iban=next(filter(None, (r.text(a) for a in r.all(root, "PaymentMeans/PayeeFinancialAccount/ID"))), None),
         payment_terms="\n".join(t for t in terms if t) or None,
-        notes=tuple(filter(None, (r.raw(n) for n in r.all(root, "Note")))),
+        notes=tuple(filter(None, (_NOTE_SUBJECT.sub("", r.raw(n) or "").strip() for n in r.all(root, "Note")))),
         taxes=tuple(
             TaxSubtotal(
                 category=r.text(sub, "TaxCategory/ID"),
