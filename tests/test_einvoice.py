@@ -166,9 +166,9 @@ EXPECTED: list[tuple[str, str, str | None, str, str | None, str, str | None, str
     (f"{ZC}/ZUGFeRDv1/correct/Mustangproject/MustangGnuaccountingBeispielRE-20140519_499.pdf", "ZUGFeRD1",
      "urn:ferd:invoice:rc:comfort", "pdf", "ZUGFeRD-invoice.xml",
      "RE-20140519/499", "2014-05-19", "usegroup Inh. Jochen Stärk", "559.84"),
-    # Issue date 20141008 with the invalid format code "1020": no date, a warning instead.
+    # Issue date <DateTimeString format="1020">20141008</...>: an invalid format code, the date read with a warning.
     (f"{ZC}/ZUGFeRDv1/fail/Mustangproject/fail1.pdf", "ZUGFeRD1", "urn:ferd:CrossIndustryDocument:invoice:1p0:komfort",
-     "pdf", "ZUGFeRD-invoice.xml", "RE-20151008/504", None, GMBH, "571.04"),
+     "pdf", "ZUGFeRD-invoice.xml", "RE-20151008/504", "2014-10-08", GMBH, "571.04"),
     (f"{ZC}/ZUGFeRDv2/correct/Mustangproject/MustangGnuaccountingBeispielRE-20190610_507.pdf", "CII", EN16931,
      "pdf", "zugferd-invoice.xml", "RE-20190610/507", "2019-06-10", GMBH, "571.04"),
     (f"{ZC}/ZUGFeRDv2/correct/Mustangproject/MustangGnuaccountingBeispielRE-20201121_508_withBOM.pdf", "CII",
@@ -688,6 +688,16 @@ def test_missing_mandatory_fields_are_warnings() -> None:
     assert inv.fields()["invoice_number"] == "" and inv.fields()["grand_total"] == ""
 
 
+def test_eight_digit_date_with_a_wrong_format_code_is_read_with_a_warning() -> None:
+    base = sample("cii-xrechnung.xml")
+    inv = detect(base.replace(b'format="102">20240315<', b'format="1020">20240315<'))
+    assert inv is not None and inv.issue_date == dt.date(2024, 3, 15)
+    assert any("'20240315' has the date format code '1020'" in w for w in inv.warnings)
+    month_only = detect(base.replace(b'format="102">20240315<', b'format="610">202403<'))
+    assert month_only is not None and month_only.issue_date is None
+    assert any("'202403' has date format '610'" in w for w in month_only.warnings)
+
+
 def test_unreadable_values_are_warnings() -> None:
     data = (sample("cii-xrechnung.xml")
             .replace(b">238.00</ram:GrandTotalAmount>", b">238,00</ram:GrandTotalAmount>")
@@ -714,7 +724,9 @@ def test_failing_corpus_file_gives_warnings_not_errors() -> None:
     inv = detect((CORPUS / ZC / "ZUGFeRDv1/fail/Mustangproject/fail1.pdf").read_bytes())
     assert inv is not None
     text = " | ".join(inv.warnings)
-    assert "missing issue date (BT-2)" in text and "missing currency (BT-5)" in text and "'19.00e'" in text
+    assert "the issue date (BT-2) '20141008' has the date format code '1020', not 102" in text
+    assert "missing issue date (BT-2)" not in text
+    assert "missing currency (BT-5)" in text and "'19.00e'" in text
 
 
 # --------------------------------------------------------------------------------------------

@@ -133,8 +133,13 @@ class _Reader:
             return None
         fmt = node.get("format")
         try:
-            if re.fullmatch(r"\d{8}", value) and fmt in (None, "102"):
-                return dt.date(int(value[:4]), int(value[4:6]), int(value[6:]))
+            if re.fullmatch(r"\d{8}", value):
+                date = dt.date(int(value[:4]), int(value[4:6]), int(value[6:]))
+                if fmt not in (None, "102"):
+                    # eight digits that make a valid date are YYYYMMDD whatever the (wrong) code says
+                    self.warnings.append(f"{label} {value!r} has the date format code {fmt[:10]!r}, "
+                                         "not 102; it was read as YYYYMMDD")
+                return date
             if re.match(r"\d{4}-\d{2}-\d{2}(?:$|[TZ+-])", value):
                 return dt.date.fromisoformat(value[:10])
         except ValueError:
