@@ -2,14 +2,48 @@
 
 from __future__ import annotations
 
+import io
 import resource
 import subprocess
 from pathlib import Path
+from typing import Any
+
+from pypdf import PdfWriter
 
 from conftest import CORPUS, Gateway, make_mail, wait_for
 
 FACTURX = CORPUS / "einvoices/akretion-factur-x/pdf/invoice_EN16931.pdf"
 XRECHNUNG_UBL = CORPUS / "einvoices/xrechnung-testsuite/business-cases/standard/01.01a-INVOICE_ubl.xml"
+CII_SAMPLE = (Path(__file__).parent / "data" / "einvoice" / "cii-xrechnung.xml").read_bytes()
+MUSTANG = CORPUS / "einvoices/mustangproject"
+# The corpus files that are not e-invoices (see tests/test_einvoice.py, NEGATIVE).
+NEGATIVES = {
+    "plain-1.4.pdf": MUSTANG / "library/src/test/resources/MustangGnuaccountingBeispielRE-20170509_505PDF14.pdf",
+    "blanko.pdf": MUSTANG / "library/src/test/resources/MustangGnuaccountingBeispielRE-20201121_508blanko.pdf",
+    "xmp-claims-factur-x.pdf": MUSTANG / "validator/src/test/resources/corruptedV2PDF.pdf",
+    "corrupt.pdf": MUSTANG / "Mustang-CLI/src/test/resources/corrupt-factur-x-waytoosmall.pdf",
+    "foreign-root.xml": MUSTANG / "validator/src/test/resources/invalidV2Root.xml",
+}
+
+
+def facturx_pdf(xml: bytes) -> bytes:
+    """A one-page PDF carrying ``xml`` as factur-x.xml."""
+    writer = PdfWriter()
+    writer.add_blank_page(595, 842)
+    writer.add_attachment("factur-x.xml", xml)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def settled(gw: Gateway, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+    """The API's messages once ``count`` of them have left status received."""
+    def done() -> list[dict[str, Any]] | None:
+        items: list[dict[str, Any]] = gw.api("/api/messages").json()["items"]
+        return items if len(items) == count and all(m["status"] != "received" for m in items) else None
+
+    result: list[dict[str, Any]] = wait_for(done, timeout=timeout)
+    return result
 
 
 def test_facturx_pdf_is_named_by_seller_and_number_and_shows_its_fields(gateway_factory) -> None:  # type: ignore[no-untyped-def]
@@ -81,3 +115,72 @@ def test_hostile_xml_is_imported_as_a_plain_file_with_a_warning(gateway_factory,
         api += gw.api(f"/api/messages/{m['id']}").text
     assert secret not in api
     assert not any(secret.encode() in blob for blob in stored)
+
+
+def test_naming_uses_the_total_currency_and_issue_date_of_the_einvoice(gateway_factory) -> None:  # type: ignore[no-untyped-def]
+    gw: Gateway = gateway_factory(exports=[{"name": "nas", "type": "folder", "path": "exports",
+                                            "filename": "{date:%Y-%m-%d} {seller} {total} {currency}"}])
+    # the mail is dated (and received) in another year than the invoice was issued (2026-01-31)
+    mail = make_mail(subject="Facture", attachments=[("facture.pdf", FACTURX.read_bytes(), "application/pdf")])
+    mail["Date"] = "Tue, 03 Mar 2020 10:00:00 +0000"
+    gw.send(mail)
+    files = wait_for(gw.exported_files, timeout=20)
+    assert [f.relative_to(gw.exports).as_posix() for f in files] == ["2026-01-31 LE FOURNISSEUR 104.90 EUR.pdf"]
+
+
+TELEKOM_RULE = """\
+name: Telekom by VAT ID
+when:
+  einvoice: {seller_vat_id: DE123456789, seller: "*Telekom*"}
+assign:
+  company: Telekom
+  document_type: phone bill
+  tags: [telecom]
+"""
+
+
+def test_rule_on_einvoice_seller_vat_id_and_seller_decides_and_assigns(gateway_factory) -> None:  # type: ignore[no-untyped-def]
+    gw: Gateway = gateway_factory(unmatched={"smtp": "keep"})
+    (gw.settings.rules_dir / "telekom.yaml").write_text(TELEKOM_RULE, encoding="utf-8")
+    wait_for(lambda: gw.service.rules.ruleset is not None and len(gw.service.rules.ruleset.rules) == 1, timeout=10)
+    telekom = CII_SAMPLE.replace("Muster Bürobedarf GmbH".encode(), b"Telekom Deutschland GmbH")
+    impostor = telekom.replace(b">DE123456789<", b">DE999999999<")  # same name, another VAT ID
+    gw.send(make_mail(subject="Ihre Rechnung", attachments=[("rechnung.pdf", facturx_pdf(telekom), "application/pdf")]))
+    gw.send(make_mail(subject="Ihre Rechnung", attachments=[("rechnung.pdf", facturx_pdf(impostor), "application/pdf")]))
+    messages = {m["id"]: m for m in settled(gw, 2)}
+    first, second = (gw.api(f"/api/messages/{mid}").json() for mid in sorted(messages))
+    assert first["status"] == "imported" and first["decision"]["rule"] == "Telekom by VAT ID"
+    assert second["status"] == "unmatched" and second["decision"]["rule"] is None
+    docs = gw.api("/api/documents").json()["items"]
+    assert len(docs) == 1
+    doc = docs[0]
+    assert (doc["company"], doc["document_type"], doc["tags"]) == ("Telekom", "phone bill", ["telecom"])
+    assert doc["einvoice"]["seller"] == "Telekom Deutschland GmbH" and doc["einvoice"]["seller_vat_id"] == "DE123456789"
+
+
+def test_totals_that_do_not_add_up_are_warnings_in_the_api(gateway_factory) -> None:  # type: ignore[no-untyped-def]
+    gw: Gateway = gateway_factory()
+    wrong = CII_SAMPLE.replace(b"<ram:GrandTotalAmount>238.00</ram:GrandTotalAmount>",
+                               b"<ram:GrandTotalAmount>283.00</ram:GrandTotalAmount>")
+    gw.send(make_mail(subject="Rechnung", attachments=[("rechnung.pdf", facturx_pdf(wrong), "application/pdf")]))
+    assert [m["status"] for m in settled(gw, 1)] == ["imported"]
+    doc = gw.api("/api/documents").json()["items"][0]
+    assert doc["einvoice"]["grand_total"] == "283.00"
+    assert any("not the grand total (BT-112) 283.00" in w for w in doc["warnings"]), doc["warnings"]
+
+
+def test_corpus_negatives_are_imported_as_plain_documents(gateway_factory) -> None:  # type: ignore[no-untyped-def]
+    gw: Gateway = gateway_factory()
+    for name, path in NEGATIVES.items():
+        ctype = "application/xml" if name.endswith(".xml") else "application/pdf"
+        gw.send(make_mail(subject=f"Rechnung {name}", attachments=[(name, path.read_bytes(), ctype)]))
+    messages = settled(gw, len(NEGATIVES))
+    assert [m["status"] for m in messages] == ["imported"] * len(NEGATIVES), [m["reason"] for m in messages]
+    docs = gw.api("/api/documents").json()["items"]
+    assert sorted(d["filename"] for d in docs) == sorted(NEGATIVES)  # no readable PDF made: no e-invoice
+    for doc in docs:
+        assert doc["einvoice"] is None and doc["origin"] == "attachment", doc
+        assert doc["kind"] == NEGATIVES[doc["filename"]].suffix[1:]
+        assert doc["company"] is None and doc["invoice_number"] is None
+    files = wait_for(lambda: len(gw.exported_files()) == len(NEGATIVES) and gw.exported_files(), timeout=20)
+    assert sorted(f.read_bytes() for f in files) == sorted(p.read_bytes() for p in NEGATIVES.values())
