@@ -136,12 +136,39 @@ def _text(part: Message, defects: list[str]) -> str:
         return data.decode(cs if cs != "ascii" else "utf-8", errors="replace")
 
 
+#: How archives start (zip, rar, 7z, gzip, bzip2, xz, zstd, cab, ar, cpio). An archive that
+#: stores a PDF uncompressed shows ``%PDF-`` in its first KB, but it is no PDF.
+ARCHIVE_MAGIC: tuple[bytes, ...] = (
+    b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08", b"Rar!\x1a\x07", b"7z\xbc\xaf\x27\x1c", b"\x1f\x8b",
+    b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd", b"MSCF", b"!<arch>\n", b"070701", b"070702", b"070707",
+)
+_UTF16 = ((b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"), (b"<\x00", "utf-16-le"), (b"\x00<", "utf-16-be"))
+
+
+def is_archive(data: bytes) -> bool:
+    """Whether the bytes start like an archive (or a tar file, by its ``ustar`` mark)."""
+    return data.startswith(ARCHIVE_MAGIC) or data[257:262] == b"ustar"
+
+
+def looks_like_pdf(data: bytes) -> bool:
+    """A PDF header in the first KB (readers allow junk before it), in a file that is no archive."""
+    return b"%PDF-" in data[:1024] and not is_archive(data)
+
+
+def _xml_head(data: bytes) -> bytes:
+    """The first characters of a possible XML file as ASCII bytes: UTF-8 or UTF-16, BOM and white space gone."""
+    for mark, codec in _UTF16:
+        if data.startswith(mark):
+            head = data[:512].decode(codec, "replace").lstrip("\ufeff")
+            return head.encode("ascii", "replace").lstrip(b" \t\r\n")
+    return data[:512].lstrip(b"\xef\xbb\xbf \t\r\n")
+
+
 def detect_kind(data: bytes, content_type: str = "", filename: str = "") -> str:
     """``pdf`` or ``xml`` judged by the bytes (the label only breaks ties), else ``other``."""
-    head = data[:1024]
-    if b"%PDF-" in head:
+    if looks_like_pdf(data):
         return "pdf"
-    stripped = data[:512].lstrip(b"\xef\xbb\xbf \t\r\n")
+    stripped = _xml_head(data)
     if stripped.startswith(b"<?xml") or (
         stripped.startswith(b"<") and (content_type.endswith("xml") or filename.lower().endswith(".xml"))
     ):

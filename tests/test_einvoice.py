@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -402,6 +403,16 @@ def test_pdf_with_standard_attachment_name(name: str) -> None:
 def test_pdf_with_ubl_xrechnung() -> None:
     inv = detect(pdf_with_attachments({"xrechnung.xml": sample("ubl-invoice.xml")}))
     assert inv is not None and inv.syntax == "UBL" and inv.grand_total == Decimal("238.00")
+
+
+def test_archive_holding_a_facturx_pdf_is_not_read() -> None:
+    pdf = pdf_with_attachments({"factur-x.xml": sample("cii-xrechnung.xml")})
+    stored = io.BytesIO()
+    with zipfile.ZipFile(stored, "w", compression=zipfile.ZIP_STORED) as z:
+        z.writestr("invoice.pdf", pdf)
+    assert b"%PDF-" in stored.getvalue()[:1024] and detect(pdf) is not None
+    result = examine(stored.getvalue())
+    assert result.einvoice is None and result.reason == "neither a PDF nor XML"
 
 
 def test_pdf_with_unusual_xml_name_is_read_with_a_warning() -> None:

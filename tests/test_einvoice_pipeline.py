@@ -184,3 +184,16 @@ def test_corpus_negatives_are_imported_as_plain_documents(gateway_factory) -> No
         assert doc["company"] is None and doc["invoice_number"] is None
     files = wait_for(lambda: len(gw.exported_files()) == len(NEGATIVES) and gw.exported_files(), timeout=20)
     assert sorted(f.read_bytes() for f in files) == sorted(p.read_bytes() for p in NEGATIVES.values())
+
+
+def test_utf16_xrechnung_is_examined_and_read(gateway_factory) -> None:  # type: ignore[no-untyped-def]
+    gw: Gateway = gateway_factory()
+    utf16 = CII_SAMPLE.decode("utf-8").replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-16")
+    gw.send(make_mail(subject="Rechnung", attachments=[("rechnung.xml", utf16, "application/octet-stream")]))
+    assert [m["status"] for m in settled(gw, 1, timeout=40)] == ["imported"]
+    docs = {d["origin"]: d for d in gw.api("/api/documents").json()["items"]}
+    assert set(docs) == {"attachment", "einvoice-render"}
+    xml = docs["attachment"]
+    assert xml["kind"] == "xml" and xml["einvoice"]["seller"] == "Muster Bürobedarf GmbH"
+    assert xml["einvoice"]["grand_total"] == "238.00" and xml["company"] == "Muster Bürobedarf GmbH"
+

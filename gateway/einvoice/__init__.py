@@ -7,8 +7,8 @@ bare XML invoice.
 Decisions:
 
 - Detection judges the bytes, never the file name or MIME type: anything that
-  starts like XML is parsed; a PDF (``%PDF-`` in its first KB) is searched for
-  embedded XML files. ``filename`` and ``content_type`` only label log lines.
+  starts like XML is parsed; a PDF (``%PDF-`` in its first KB, not an archive)
+  is searched for embedded XML files. ``filename`` and ``content_type`` only label log lines.
 - XML is parsed without DTD, entities or network, up to ``MAX_XML_BYTES``.
   Hostile or unreadable XML is **not an e-invoice**: a DOCTYPE (billion laughs,
   external entities), malformed XML, an oversized file or a foreign root

@@ -21,6 +21,8 @@ from typing import Any
 from pypdf import PdfReader
 from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject, NullObject, StreamObject
 
+from gateway.mime import looks_like_pdf
+
 from .xmlread import MAX_XML_BYTES
 
 log = logging.getLogger(__name__)
@@ -48,8 +50,8 @@ class EmbeddedXml:
 
 
 def is_pdf(data: bytes) -> bool:
-    """Whether the bytes carry a PDF header (readers allow junk before it, within 1 KB)."""
-    return b"%PDF-" in data[:1024]
+    """Whether the bytes carry a PDF header (readers allow junk before it, within 1 KB) and are no archive."""
+    return looks_like_pdf(data)
 
 
 def _resolve(obj: Any) -> Any:
