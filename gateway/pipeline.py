@@ -380,7 +380,7 @@ class Pipeline:
                 "sha256": sha, "filename": d.filename, "content_type": d.content_type, "kind": d.kind,
                 "origin": d.origin, "size": len(d.data), "path": rel,
                 "company": meta.get("company") or inv_fields.get("seller") or None,
-                "document_type": meta.get("document_type") or inv_fields.get("document_type") or None,
+                "document_type": meta.get("document_type") or getattr(inv, "default_document_type", None),
                 "invoice_number": meta.get("invoice_number") or inv_fields.get("invoice_number") or None,
                 "doc_date": inv_fields.get("issue_date") or received or None,
                 "tags": tags, "note": meta.get("note"),

@@ -249,10 +249,11 @@ def test_corpus_type_codes_and_credit_notes() -> None:
     by_name = {Path(r[0]).name: detect((CORPUS / r[0]).read_bytes()) for r in EXPECTED if "INVOICE" in r[0]}
     corrected = by_name["01.18a-INVOICE_uncefact.xml"]
     assert corrected is not None and (corrected.type_code, corrected.document_type) == ("384", "corrective")
+    assert corrected.default_document_type == "invoice"  # booked as an invoice (README, E-invoices)
     self_billed = by_name["01.20a-INVOICE_ubl.xml"]
     assert self_billed is not None and (self_billed.type_code, self_billed.document_type) == ("389", "invoice")
     credit = detect((CORPUS / ML / "ubl/UBL-CreditNote-2.1-Example.ubl.xml").read_bytes())
-    assert credit is not None and credit.document_type == "credit_note"
+    assert credit is not None and credit.document_type == credit.default_document_type == "credit_note"
     push = detect((CORPUS / ZC / "ZUGFeRDv2/correct/Mustangproject/testout-ZF2PushCreditNote.xml").read_bytes())
     assert push is not None and (push.type_code, push.document_type) == ("381", "credit_note")
 

@@ -197,3 +197,20 @@ def test_utf16_xrechnung_is_examined_and_read(gateway_factory) -> None:  # type:
     assert xml["kind"] == "xml" and xml["einvoice"]["seller"] == "Muster Bürobedarf GmbH"
     assert xml["einvoice"]["grand_total"] == "238.00" and xml["company"] == "Muster Bürobedarf GmbH"
 
+
+def test_document_type_defaults_to_invoice_or_credit_note(gateway_factory) -> None:  # type: ignore[no-untyped-def]
+    gw: Gateway = gateway_factory()
+    einvoices = CORPUS / "einvoices"
+    for name, path in (
+        ("corrected.pdf", einvoices / "xrechnung-testsuite/business-cases/standard/01.18a-INVOICE_uncefact.xml"),  # 384
+        ("credit.pdf", einvoices / "zugferd-corpus/ZUGFeRDv2/correct/Mustangproject/testout-ZF2PushCreditNote.xml"),
+        ("invoice.pdf", einvoices / "xrechnung-testsuite/business-cases/standard/01.01a-INVOICE_uncefact.xml"),
+    ):
+        gw.send(make_mail(subject=name, attachments=[(name, facturx_pdf(path.read_bytes()), "application/pdf")]))
+    settled(gw, 3)
+    docs = {d["filename"]: d for d in gw.api("/api/documents").json()["items"]}
+    got = {name: (d["document_type"], d["einvoice"]["document_type"], d["einvoice"]["type_code"])
+           for name, d in docs.items()}
+    assert got == {"corrected.pdf": ("invoice", "corrective", "384"),
+                   "credit.pdf": ("credit_note", "credit_note", "381"),
+                   "invoice.pdf": ("invoice", "invoice", "380")}

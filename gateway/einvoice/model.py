@@ -104,7 +104,8 @@ class EInvoice:
         xml: the XML itself, byte for byte as received or embedded.
         invoice_number: BT-1.
         type_code: BT-3 (UNTDID 1001: 380 invoice, 381 credit note, 384 corrected, ...).
-        document_type: ``invoice``, ``credit_note`` or ``corrective``.
+        document_type: ``invoice``, ``credit_note`` or ``corrective``, as BT-3 says (the
+            document's own type is :attr:`default_document_type`).
         issue_date: BT-2.
         due_date: BT-9.
         seller: the seller's name (BT-27; the trading name BT-28 when BT-27 is absent).
@@ -163,6 +164,15 @@ class EInvoice:
     payment_terms: str | None = None
     notes: tuple[str, ...] = ()
     taxes: tuple[TaxSubtotal, ...] = ()
+
+    @property
+    def default_document_type(self) -> str:
+        """The document's ``document_type`` when no rule assigns one: ``credit_note`` or ``invoice``.
+
+        A corrective invoice (BT-3 384) is booked as an invoice; its ``document_type``
+        field stays ``corrective`` and its ``type_code`` 384.
+        """
+        return "credit_note" if self.document_type == "credit_note" else "invoice"
 
     def fields(self) -> dict[str, str]:
         """The main fields, JSON-ready: every key of FIELD_KEYS, "" when a value is absent.
