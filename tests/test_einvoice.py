@@ -642,6 +642,7 @@ def test_size_cap() -> None:
     big = head.replace(b"<rsm:ExchangedDocument>", b"<!--" + b" " * (MAX_XML_BYTES + 1) + b"--><rsm:ExchangedDocument>")
     result = examine(big)
     assert result.einvoice is None and "limit" in (result.reason or "")
+    assert result.warning and "over the limit" in result.warning  # shown on the document
 
 
 def test_huge_text_node_is_refused() -> None:
