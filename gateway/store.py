@@ -392,6 +392,23 @@ class Store:
         assert released is not None
         return released
 
+    def suspicious_auth(self) -> list[tuple[int, str]]:
+        """(id, stored auth JSON) of the ``suspicious`` messages that have an authentication result."""
+        rows = self._conn().execute(
+            "SELECT id, auth FROM messages WHERE status = 'suspicious' AND auth IS NOT NULL ORDER BY id")
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    def requeue_suspicious(self, ids: Sequence[int]) -> list[int]:
+        """Put messages that are still ``suspicious`` back to ``received``; returns those that were."""
+        done = []
+        with self.write() as conn:
+            for i in ids:
+                cur = conn.execute("UPDATE messages SET status = 'received', claimed_by = NULL, claimed_at = NULL "
+                                   "WHERE id = ? AND status = 'suspicious'", (i,))
+                if cur.rowcount:
+                    done.append(int(i))
+        return done
+
     def record_ibans(self, message_id: int, pairs: Sequence[tuple[str, str]]) -> None:
         """Remember the (seller key, IBAN) pairs a message's documents carried."""
         if not pairs:

@@ -26,7 +26,7 @@ from typing import Any
 
 from gateway.config import Settings
 from gateway.models import ParsedMessage
-from gateway.senderauth import authres
+from gateway.senderauth import authres, recheck
 from gateway.senderauth.dkim import DKIMResult, check_dkim
 from gateway.senderauth.dmarc import DMARCResult, aligned, check_dmarc, org_domain
 from gateway.senderauth.dns import DnsPythonResolver, DNSTempError, Resolver, StubResolver
@@ -78,15 +78,23 @@ class SenderAuth:
         fail a mail that passed), unless it was temporary (a DNS failure).
         """
         stored = row.get("auth")
+        before: dict[str, Any] = {}
         if stored:
             try:
-                if not json.loads(stored).get("temporary"):
+                before = json.loads(stored)
+                if not before.get("temporary"):
                     return None
             except (ValueError, AttributeError):
-                pass
+                before = {}
         source = str(row.get("source") or "")
         if source == "smtp" and self.enabled:
-            return self.check(raw, parsed, peer=row.get("peer"), mail_from=str(row.get("mail_from") or ""))
+            result = self.check(raw, parsed, peer=row.get("peer"), mail_from=str(row.get("mail_from") or ""))
+            if result["temporary"]:
+                # the backoff of automatic re-checks counts from the first check
+                result["first_checked_at"] = before.get("first_checked_at") or before.get("checked_at") \
+                    or result["checked_at"]
+                result["reason"] += "; " + recheck.describe(result)
+            return result
         if source.startswith("imap:"):
             return self.from_provider(parsed, source.partition(":")[2])
         return None
@@ -117,7 +125,7 @@ class SenderAuth:
         elif aligned_pass:
             authenticated, reason = True, f"DKIM pass for {aligned_pass[0].domain}, aligned with From {domain}"
         elif temporary:
-            authenticated, reason = None, "not known: a DNS lookup failed temporarily (temperror); checked again on reprocess"
+            authenticated, reason = None, "not known: a DNS lookup failed temporarily (temperror)"
         else:
             authenticated = False
             words = [f"SPF {spf.result}" + (f" ({spf.ip} for {spf.domain})" if spf.domain and spf.ip else ""),
