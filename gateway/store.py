@@ -156,6 +156,10 @@ _MIGRATIONS: list[str] = [
     );
     CREATE INDEX seller_ibans_key ON seller_ibans(seller_key, message_id);
     """,
+    # 3: the IBAN guard's flag as a field of the document (JSON), not only a warning
+    """
+    ALTER TABLE documents ADD COLUMN payment_details_changed TEXT;
+    """,
 ]
 
 
