@@ -403,12 +403,16 @@ class Store:
         return [(int(r[0]), str(r[1])) for r in rows]
 
     def requeue_suspicious(self, ids: Sequence[int]) -> list[int]:
-        """Put messages that are still ``suspicious`` back to ``received``; returns those that were."""
+        """Put messages that are still ``suspicious`` back to ``received``; returns those that were.
+
+        Each is a new request (attempts start afresh): a mail re-checked
+        several times was never interrupted.
+        """
         done = []
         with self.write() as conn:
             for i in ids:
-                cur = conn.execute("UPDATE messages SET status = 'received', claimed_by = NULL, claimed_at = NULL "
-                                   "WHERE id = ? AND status = 'suspicious'", (i,))
+                cur = conn.execute("UPDATE messages SET status = 'received', claimed_by = NULL, claimed_at = NULL, "
+                                   "attempts = 0 WHERE id = ? AND status = 'suspicious'", (i,))
                 if cur.rowcount:
                     done.append(int(i))
         return done

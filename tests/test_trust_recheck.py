@@ -65,6 +65,21 @@ def test_a_definite_fail_on_the_recheck_stays_suspicious_and_is_not_checked_agai
     assert gw.store.documents_of(msg["id"]) == [] and gw.exported_files() == []
 
 
+def test_dns_still_failing_stays_held_and_keeps_its_first_check(
+        gateway_factory: Callable[..., Gateway], workdir: Path, key: tuple[bytes, str]) -> None:  # noqa: F811
+    gw = start(gateway_factory, workdir, key)
+    msg, auth, checked = held_by_dns(gw, signed(key, invoice("dns-long"), domain="known-supplier.example"))
+    gw.service.pipeline.sender_auth.resolver = StubResolver(failing=DNS_DOWN)  # DNS stays down
+    for _ in range(5):  # more re-checks than a worker's attempts: a re-check is no interruption
+        assert recheck_held(gw.store, checked + dt.timedelta(minutes=5)) == [msg["id"]]
+        gw.service.pipeline.wake.set()
+        row = wait_for(lambda: (r := gw.store.message(msg["id"]))["status"] != "received" and r, timeout=15)
+        assert row["status"] == "suspicious" and "temporarily" in row["reason"]
+        again = json.loads(row["auth"])
+        assert again["temporary"] is True and again["first_checked_at"] == auth["checked_at"]
+    assert gw.exported_files() == []
+
+
 def test_the_backoff_runs_from_the_first_check_up_to_a_day() -> None:
     first = dt.datetime(2026, 11, 22, 8, 0, tzinfo=dt.timezone.utc)
 
