@@ -12,10 +12,21 @@ the middle of DATA (those mails were never acknowledged and must not
 appear), and a rule file rewritten every minute (a reload each time).
 
 At the end the load stops, the WebDAV server stops failing, and the run
-waits for the exports to drain. It prints RSS and open file descriptors of
-the serve process over time, and the counts that must be equal: mails
-acknowledged (SMTP 250 plus IMAP appends), messages stored, documents
-exported. Exit status 1 when they differ or serve logged a traceback.
+waits for the exports to drain. It samples RSS and open file descriptors of
+the serve process and of all its children (worker processes, render
+workers; psutil, recursive) every 15 s and reports the total and each
+process. Checks, each printed, all needed for the final VERDICT line (exit
+status 1 otherwise):
+
+- acknowledged (SMTP 250 plus IMAP appends) = messages stored = documents =
+  files on the WebDAV share = exported, and the stored and exported
+  documents are exactly the acknowledged ones (0 lost, 0 never sent);
+- no content duplicate: no two files on the share with the same bytes, no
+  message stored twice;
+- RSS growth after warm-up under 10 %: the total RSS at the end (after the
+  drain) against the total at ``--warmup`` minutes (default 2), the maximum
+  after warm-up printed beside it;
+- no traceback in serve's log.
 """
 
 from __future__ import annotations
@@ -188,6 +199,73 @@ class Load:
             self.stop.wait(3)
 
 
+def sample_tree(ps: psutil.Process) -> dict[int, tuple[str, float, int]]:
+    """pid -> (role, RSS MiB, open fds) of serve and every process below it."""
+    out: dict[int, tuple[str, float, int]] = {}
+    try:
+        procs = [ps, *ps.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return out
+    for p in procs:
+        try:
+            with p.oneshot():
+                role = "serve" if p.pid == ps.pid else _role(p)
+                out[p.pid] = (role, p.memory_info().rss / 2**20, p.num_fds())
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue  # ended between the listing and the reading (a render worker)
+    return out
+
+
+def _role(p: psutil.Process) -> str:
+    try:
+        cmd = " ".join(p.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return "?"
+    if "gateway.workers" in cmd:
+        return "worker"
+    if "gateway.render" in cmd:
+        return "render"
+    return p.name()
+
+
+class Tree:
+    """RSS and fds of serve and its children over time: totals and per process."""
+
+    def __init__(self) -> None:
+        self.totals: list[tuple[float, float, int, int]] = []  # (minute, RSS MiB, fds, processes)
+        self.procs: dict[int, dict[str, Any]] = {}
+
+    def add(self, minute: float, sample: dict[int, tuple[str, float, int]]) -> tuple[float, int, int]:
+        rss = sum(v[1] for v in sample.values())
+        fds = sum(v[2] for v in sample.values())
+        self.totals.append((minute, rss, fds, len(sample)))
+        for pid, (role, r, f) in sample.items():
+            p = self.procs.setdefault(pid, {"role": role, "first_min": minute, "rss_first": r, "fds_first": f,
+                                            "rss_max": r, "fds_max": f})
+            p.update(last_min=minute, rss_last=r, fds_last=f, rss_max=max(p["rss_max"], r),
+                     fds_max=max(p["fds_max"], f))
+        return rss, fds, len(sample)
+
+    def growth(self, warmup: float) -> dict[str, Any]:
+        """Total RSS at warm-up, at the end, the maximum after warm-up, and the growth in per cent."""
+        after = [t for t in self.totals if t[0] >= warmup] or self.totals[-1:]
+        base, end = after[0], self.totals[-1]
+        peak = max(t[1] for t in after)
+        return {"warmup_minute": round(base[0], 2), "at_warmup_mib": round(base[1], 1), "end_mib": round(end[1], 1),
+                "max_after_warmup_mib": round(peak, 1),
+                "growth_pct": round(100 * (end[1] - base[1]) / base[1], 1),
+                "max_growth_pct": round(100 * (peak - base[1]) / base[1], 1)}
+
+
+def share_files(root: Path) -> tuple[int, int, set[str]]:
+    """Files on the WebDAV share (not sidecars or partial uploads): count, content duplicates, hashes."""
+    hashes: list[str] = []
+    for f in root.rglob("*"):
+        if f.is_file() and not f.name.startswith(".") and not f.name.endswith((".json", ".part", ".tmp")):
+            hashes.append(hashlib.sha256(f.read_bytes()).hexdigest())
+    return len(hashes), len(hashes) - len(set(hashes)), set(hashes)
+
+
 def rule_text(n: int) -> str:
     return (f"# revision {n}\nname: Supplier invoices\nwhen: {{subject: \"Invoice *\"}}\n"
             f"assign: {{tags: [soak, rev{n % 3}]}}\n")
@@ -213,7 +291,11 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4, help="fast SMTP clients (plus 2 slow, 1 dropping)")
     ap.add_argument("--fail-rate", type=float, default=0.1, help="share of WebDAV PUT/MOVE answered 503")
     ap.add_argument("--drain", type=float, default=8.0, help="minutes to wait for exports at the end")
+    ap.add_argument("--warmup", type=float, default=2.0,
+                    help="minutes of warm-up: RSS growth is measured from here (default 2; half the run if shorter)")
+    ap.add_argument("--rss-bound", type=float, default=10.0, help="allowed RSS growth after warm-up, per cent")
     args = ap.parse_args()
+    warmup = args.warmup if args.warmup < args.minutes else args.minutes / 2
     work = Path(tempfile.mkdtemp(prefix="soak-"))
     (work / "rules").mkdir()
     (work / "rules" / "suppliers.yaml").write_text(rule_text(0))
@@ -267,10 +349,12 @@ def main() -> None:
     for t in threads:
         t.start()
     start = time.monotonic()
-    samples: list[tuple[float, float, int, int]] = []
+    tree = Tree()
     reloads = 0
-    print(f"soak: {args.minutes:g} min in {work}; IMAP {'on' if dc else 'off'}; WebDAV fails {args.fail_rate:.0%}")
-    print(f"{'min':>5} {'RSS MiB':>8} {'fds':>5} {'acked':>6} {'stored':>6} {'delivered':>9}")
+    print(f"soak: {args.minutes:g} min in {work}; IMAP {'on' if dc else 'off'}; WebDAV fails {args.fail_rate:.0%}; "
+          f"RSS growth measured from minute {warmup:g}")
+    print(f"{'min':>5} {'RSS MiB':>8} {'fds':>5} {'procs':>5} {'acked':>6} {'stored':>6} {'delivered':>9}   "
+          "(RSS and fds: serve and its children)")
     try:
         while time.monotonic() - start < args.minutes * 60:
             time.sleep(15)
@@ -278,11 +362,10 @@ def main() -> None:
             if int(elapsed // 60) > reloads:
                 reloads += 1
                 (work / "rules" / "suppliers.yaml").write_text(rule_text(reloads))
-            rss = ps.memory_info().rss / 2**20
-            fds = ps.num_fds()
+            rss, fds, nprocs = tree.add(elapsed / 60, sample_tree(ps))
             counts = db_counts(work / "data" / "gateway.db")
-            samples.append((elapsed / 60, rss, fds, len(load.acked)))
-            print(f"{elapsed / 60:>5.1f} {rss:>8.1f} {fds:>5} {len(load.acked) + len(load.imap_appended):>6} "
+            print(f"{elapsed / 60:>5.1f} {rss:>8.1f} {fds:>5} {nprocs:>5} "
+                  f"{len(load.acked) + len(load.imap_appended):>6} "
                   f"{sum(counts['messages'].values()):>6} {counts['exports'].get('delivered', 0):>9}", flush=True)
     finally:
         stop.set()
@@ -297,7 +380,8 @@ def main() -> None:
             break
         time.sleep(5)
     counts = db_counts(work / "data" / "gateway.db")
-    rss, fds = ps.memory_info().rss / 2**20, ps.num_fds()
+    end_min = (time.monotonic() - start) / 60
+    tree.add(end_min, sample_tree(ps))  # the end: after the drain, before stopping
     proc.terminate()
     proc.wait(timeout=60)
     log.close()
@@ -309,28 +393,64 @@ def main() -> None:
     tracebacks = text.count("Traceback (most recent call last)")
     errors = sum(1 for line in text.splitlines() if " ERROR " in line)
     stored_messages = sum(v for k, v in counts["messages"].items())
+    on_share, share_dups, share_shas = share_files(work / "dav" / "invoices")
     missing_stored = acked - counts["shas"]
     missing_exported = acked - counts["delivered"]
-    extra = counts["shas"] - acked
+    missing_on_share = acked - share_shas
+    extra = (counts["shas"] | share_shas) - acked
+    growth = tree.growth(warmup)
+    processes = [{"pid": pid, "role": p["role"], "minutes": f"{p['first_min']:.1f}-{p['last_min']:.1f}",
+                  "rss_mib": [round(p["rss_first"], 1), round(p["rss_last"], 1), round(p["rss_max"], 1)],
+                  "fds": [p["fds_first"], p["fds_last"], p["fds_max"]]}
+                 for pid, p in sorted(tree.procs.items(), key=lambda kv: kv[1]["first_min"])]
     result = {
         "minutes": args.minutes, "smtp_acknowledged": len(load.acked), "imap_appended": len(load.imap_appended),
         "acknowledged": len(acked), "messages_stored": stored_messages, "message_statuses": counts["messages"],
         "documents": counts["documents"], "exported": len(counts["delivered"] & acked),
+        "files_on_share": on_share, "content_duplicates_on_share": share_dups,
         "export_states": counts["exports"], "webdav_503_answers": flaky.failed, "dropped_mid_data": load.dropped,
         "smtp_client_errors": load.refused, "rule_reloads": reloads,
         "missing_stored": len(missing_stored), "missing_exported": len(missing_exported),
-        "documents_never_acknowledged": len(extra), "serve_tracebacks": tracebacks, "serve_error_lines": errors,
-        "rss_mib": {"first": round(samples[0][1], 1) if samples else None, "last": round(rss, 1),
-                    "max": round(max(s[1] for s in samples), 1) if samples else None},
-        "fds": {"first": samples[0][2] if samples else None, "last": fds,
-                "max": max(s[2] for s in samples) if samples else None},
+        "missing_on_share": len(missing_on_share), "never_acknowledged": len(extra),
+        "serve_tracebacks": tracebacks, "serve_error_lines": errors,
+        "rss_total": growth,
+        "fds_total": {"first": tree.totals[0][2], "last": tree.totals[-1][2], "max": max(t[2] for t in tree.totals)},
+        "processes (rss_mib and fds: first, last, max)": processes,
         "workdir": str(work),
     }
     print(json.dumps(result, indent=2))
-    ok = not missing_stored and not missing_exported and not extra and tracebacks == 0
-    print("soak:", "OK: acknowledged = stored = exported" if ok else "PROBLEMS (see above)")
-    sys.exit(0 if ok else 1)
 
+    n = len(acked)
+    checks = [
+        ("counts equal", f"acknowledged {n} = messages stored {stored_messages} = documents {counts['documents']} = "
+         f"files on share {on_share} = exported {len(counts['delivered'] & acked)}",
+         n == stored_messages == counts["documents"] == on_share == len(counts["delivered"] & acked)),
+        ("0 lost", f"0 lost: {len(missing_stored)} not stored, {len(missing_exported)} not exported, "
+         f"{len(missing_on_share)} not on the share", not (missing_stored or missing_exported or missing_on_share)),
+        ("0 duplicates", f"0 duplicates: {share_dups} content duplicate(s) on the share, "
+         f"{counts['messages'].get('duplicate', 0)} message(s) stored twice, {len(extra)} never acknowledged",
+         share_dups == 0 and not counts["messages"].get("duplicate") and not extra),
+        ("RSS growth", f"RSS growth after warm-up {growth['growth_pct']:+.1f} % (total {growth['at_warmup_mib']} MiB at minute "
+         f"{growth['warmup_minute']:g} -> {growth['end_mib']} MiB at the end; max {growth['max_after_warmup_mib']} MiB, "
+         f"{growth['max_growth_pct']:+.1f} %) under the {args.rss_bound:g} % bound",
+         growth["growth_pct"] < args.rss_bound),
+        ("no tracebacks", f"no tracebacks in serve's log ({tracebacks})", tracebacks == 0),
+    ]
+    print("\nper process (RSS MiB first/last/max, fds first/last/max):")
+    for p in processes:
+        print(f"  {p['pid']:>7} {p['role']:<10} min {p['minutes']:<10} RSS {p['rss_mib'][0]:>6} {p['rss_mib'][1]:>6} "
+              f"{p['rss_mib'][2]:>6}   fds {p['fds'][0]:>3} {p['fds'][1]:>3} {p['fds'][2]:>3}")
+    print()
+    for _, text_, ok_ in checks:
+        print(f"{'ok  ' if ok_ else 'FAIL'} {text_}")
+    failed = [name for name, _, ok_ in checks if not ok_]
+    ok = not failed
+    print(f"VERDICT: {'PASS' if ok else 'FAIL'}: {args.minutes:g} min, {n} acknowledged, "
+          f"{len(missing_stored | missing_exported | missing_on_share)} lost, "
+          f"{share_dups + counts['messages'].get('duplicate', 0) + len(extra)} duplicates, "
+          f"RSS {growth['growth_pct']:+.1f} % after warm-up (bound {args.rss_bound:g} %), {tracebacks} tracebacks"
+          + (f"; failed: {', '.join(failed)}" if failed else ""))
+    sys.exit(0 if ok else 1)
 
 if __name__ == "__main__":
     main()

@@ -436,6 +436,14 @@ def html_to_text(html: str) -> str:
     return re.sub(r"[ \t\r\f\v]+", " ", re.sub(r"\n\s*\n+", "\n\n", text)).strip()
 
 
+_LIMIT_DEFECTS = ("more than ", "MIME nesting deeper than ", "a MIME part has more than ")
+
+
+def limit_defects(parsed: ParsedMessage) -> list[str]:
+    """The defects that say a bound (parts, depth, header fields, decoded size) cut the mail short."""
+    return [d for d in parsed.defects if d.startswith(_LIMIT_DEFECTS)]
+
+
 def summary(parsed: ParsedMessage) -> dict[str, Any]:
     """The message columns the store keeps for lists and searches."""
     return {

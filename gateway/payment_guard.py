@@ -5,7 +5,8 @@ IBAN and nothing else. For every new document the guard takes the IBANs it
 carries (the e-invoice's payment account, or IBANs printed in a PDF's text,
 checked with ISO 13616 mod-97) and compares them with the IBANs last seen
 for the same seller, known by VAT ID, by name, or by the sender's domain.
-A difference becomes a document warning; nothing is held or refused.
+A difference flags the document (``payment_details_changed``, with the
+IBANs masked, and a warning); nothing is held or refused.
 """
 
 from __future__ import annotations
@@ -53,6 +54,16 @@ def normalize_iban(text: str) -> str:
 def format_iban(iban: str) -> str:
     """An IBAN in groups of four, as printed (``DE89 3704 0044 0532 0130 00``)."""
     return " ".join(iban[i:i + 4] for i in range(0, len(iban), 4))
+
+
+def mask_iban(iban: str) -> str:
+    """An IBAN with its country, check digits and last four characters shown (``DE89 **** **** **** **30 00``).
+
+    The check digits depend on the whole IBAN, so two different accounts
+    almost never look alike masked, while the account number stays out of
+    exports and logs.
+    """
+    return format_iban(iban[:4] + "*" * max(0, len(iban) - 8) + iban[4:][-4:])
 
 
 def find_ibans(text: str) -> list[str]:
@@ -119,7 +130,7 @@ class PaymentGuard:
 
     def review(self, message_id: int, docs: Sequence[tuple[dict[str, Any], list[str]]],
                sender_domain: str) -> list[tuple[str, str]]:
-        """Add "payment details changed" warnings to ``docs`` ((document row, its IBANs) pairs).
+        """Flag ``docs`` ((document row, its IBANs) pairs) whose IBAN is new for their seller.
 
         Returns the (seller key, IBAN) pairs to record once the documents are stored.
         """
@@ -137,9 +148,18 @@ class PaymentGuard:
             key, before, seen_in = last
             new = [i for i in ibans if i not in before]
             if new:
-                was = ", ".join(format_iban(i) for i in sorted(before))
+                previous = sorted(before)
+                seen = self.store.message(seen_in)
+                doc["payment_details_changed"] = {
+                    "iban": mask_iban(new[0]),
+                    "previous_ibans": [mask_iban(i) for i in previous],
+                    "seller": key.replace(":", " ", 1),
+                    "previous_message_id": seen_in,
+                    "previous_seen_at": seen["received"] if seen is not None else None,
+                }
+                was = ", ".join(mask_iban(i) for i in previous)
                 doc["warnings"] = [*doc.get("warnings", []),
-                                   f"payment details changed: IBAN {format_iban(new[0])} was {was} "
+                                   f"payment details changed: IBAN {mask_iban(new[0])} was {was} "
                                    f"(last seen for {key.replace(':', ' ', 1)} in message #{seen_in}); "
                                    "confirm the new account with the seller by phone before paying"]
         return list(dict.fromkeys(records))

@@ -337,6 +337,9 @@ class Pipeline:
             log.exception("message %d: processing failed", mid)
             return self._finish(mid, "quarantined", f"processing failed: {type(exc).__name__}: {exc}", fields)
         fields["decision"] = outcome.decision
+        cut = mime.limit_defects(parsed)
+        if cut:  # say what a limit left unread: a document may be missing for that reason
+            outcome.reason += f" [limits: {'; '.join(cut)}]"
         self.stats["seconds"] += time.monotonic() - started
         return self._finish(mid, outcome.status, outcome.reason, fields, outcome, row)
 

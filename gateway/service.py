@@ -9,10 +9,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gateway.config import ExportConfig, Settings
+from gateway.config import ExportConfig, Schedule, Settings
 from gateway.exporters.runner import ExportRunner
 from gateway.pipeline import Pipeline, RulesState
 from gateway.scheduler import Job, Scheduler
+from gateway.senderauth.recheck import recheck_held
 from gateway.spool import Spool
 from gateway.store import Store
 
@@ -158,6 +159,7 @@ class Service:
         for target in self.settings.exports:
             if target.enabled and target.schedule is not None and target.schedule.every is not None:
                 self.scheduler.add(Job(f"export:{target.name}", target.schedule, self._export_job(target)))
+        self.scheduler.add(Job("recheck-senders", Schedule(every=60), self._recheck_senders))
         self._start_rules_watcher()
         self._start_mailboxes()
         self._start_folders()
@@ -178,6 +180,13 @@ class Service:
         t.start()
         self.threads.append(t)
         return t
+
+    def _recheck_senders(self, now: dt.datetime) -> list[int]:
+        """Scheduler job: held mail whose sender check failed on DNS is checked again when due."""
+        ids = recheck_held(self.store, now)
+        if ids:
+            self.pipeline.wake.set()
+        return ids
 
     def _export_job(self, target: ExportConfig) -> Callable[[dt.datetime], Any]:
         """The scheduler job that runs one export target."""

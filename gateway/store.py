@@ -156,6 +156,10 @@ _MIGRATIONS: list[str] = [
     );
     CREATE INDEX seller_ibans_key ON seller_ibans(seller_key, message_id);
     """,
+    # 3: the IBAN guard's flag as a field of the document (JSON), not only a warning
+    """
+    ALTER TABLE documents ADD COLUMN payment_details_changed TEXT;
+    """,
 ]
 
 
@@ -391,6 +395,27 @@ class Store:
         released = self.message(message_id)
         assert released is not None
         return released
+
+    def suspicious_auth(self) -> list[tuple[int, str]]:
+        """(id, stored auth JSON) of the ``suspicious`` messages that have an authentication result."""
+        rows = self._conn().execute(
+            "SELECT id, auth FROM messages WHERE status = 'suspicious' AND auth IS NOT NULL ORDER BY id")
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    def requeue_suspicious(self, ids: Sequence[int]) -> list[int]:
+        """Put messages that are still ``suspicious`` back to ``received``; returns those that were.
+
+        Each is a new request (attempts start afresh): a mail re-checked
+        several times was never interrupted.
+        """
+        done = []
+        with self.write() as conn:
+            for i in ids:
+                cur = conn.execute("UPDATE messages SET status = 'received', claimed_by = NULL, claimed_at = NULL, "
+                                   "attempts = 0 WHERE id = ? AND status = 'suspicious'", (i,))
+                if cur.rowcount:
+                    done.append(int(i))
+        return done
 
     def record_ibans(self, message_id: int, pairs: Sequence[tuple[str, str]]) -> None:
         """Remember the (seller key, IBAN) pairs a message's documents carried."""

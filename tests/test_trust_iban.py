@@ -10,7 +10,7 @@ import pytest
 from conftest import PDF_BYTES, make_mail
 from gateway.config import parse_settings
 from gateway.models import Envelope
-from gateway.payment_guard import find_ibans, format_iban, iban_valid, seller_keys
+from gateway.payment_guard import find_ibans, format_iban, iban_valid, mask_iban, seller_keys
 from gateway.pipeline import Pipeline
 from gateway.spool import Spool
 from gateway.store import Store
@@ -65,9 +65,10 @@ def test_einvoice_with_a_new_iban_for_the_same_vat_id_is_flagged(pipeline: tuple
     assert changed(feed(pipeline, "first.xml", CII, "application/xml")) == []
     second = CII.replace(OLD.encode(), NEW.encode()).replace(b"IG-2024-0042", b"IG-2024-0043")
     warnings = changed(feed(pipeline, "second.xml", second, "application/xml"))
-    assert warnings and all(w.startswith(f"payment details changed: IBAN {format_iban(NEW)} was {format_iban(OLD)}")
+    assert warnings and all(w.startswith(f"payment details changed: IBAN {mask_iban(NEW)} was {mask_iban(OLD)}")
                             for w in warnings)
     assert "vat DE123456789" in warnings[0]
+    assert NEW not in "".join(warnings).replace(" ", "") and format_iban(NEW) not in warnings[0]
     third = second.replace(b"IG-2024-0043", b"IG-2024-0044")  # the new account again: no news
     assert changed(feed(pipeline, "third.xml", third, "application/xml")) == []
 
@@ -75,7 +76,7 @@ def test_einvoice_with_a_new_iban_for_the_same_vat_id_is_flagged(pipeline: tuple
 def test_pdf_text_iban_is_compared_by_sender_domain(pipeline: tuple[Pipeline, Spool, Store]) -> None:
     assert changed(feed(pipeline, "a.pdf", text_pdf(f"Invoice 1 - IBAN {format_iban(OLD)}"), "application/pdf")) == []
     [warning] = changed(feed(pipeline, "b.pdf", text_pdf(f"Invoice 2 - IBAN: {format_iban(NEW)}"), "application/pdf"))
-    assert f"IBAN {format_iban(NEW)} was {format_iban(OLD)}" in warning and "domain muster-buero.example" in warning
+    assert f"IBAN {mask_iban(NEW)} was {mask_iban(OLD)}" in warning and "domain muster-buero.example" in warning
     # another seller's PDF with the same IBAN text: a different key, nothing to compare with
     assert changed(feed(pipeline, "c.pdf", text_pdf(f"IBAN {format_iban(OLD)}"), "application/pdf",
                         sender="shop@other.example")) == []
@@ -87,6 +88,12 @@ def test_reprocessing_does_not_flag_a_message_against_itself(pipeline: tuple[Pip
     store.reset_for_reprocess(store.message_ids())
     pipe.run_pending()
     assert store.status_counts() == {"imported": 1}
+
+
+def test_masked_ibans_show_country_check_digits_and_the_last_four() -> None:
+    assert mask_iban(NEW) == "DE89 **** **** **** **30 00"
+    assert mask_iban(OLD) == "DE02 **** **** **** **20 51"
+    assert mask_iban("NO9386011117947") == "NO93 **** ***7 947"
 
 
 def test_find_ibans() -> None:

@@ -224,6 +224,25 @@ def test_imap_ignores_headers_below_an_untrusted_one() -> None:
     assert result["authenticated"] is None and "not from a trusted server" in result["reason"]
 
 
+def test_imap_never_combines_methods_across_headers_of_the_trusted_server() -> None:
+    # the audit's bypass: the real header on top says fail and reports no DKIM; below it the sender
+    # wrote a header with the provider's own authserv-id and a DKIM pass aligned with From
+    real = "mx.google.com; spf=fail smtp.mailfrom=x@evil.example; dmarc=fail header.from=supplier.example"
+    forged = "mx.google.com; dkim=pass header.d=supplier.example header.s=s1"
+    result = provider(imap_mail(real, forged))
+    assert result["authenticated"] is False
+    assert result["dkim"] == []  # the forged DKIM pass is not read at all
+    assert result["dmarc"]["result"] == "fail" and result["spf"]["result"] == "fail"
+    assert "DKIM not reported" in result["reason"] and result["header"].startswith("mx.google.com; spf=fail")
+    # nor the other way round: a topmost header with only SPF, a forged DMARC pass below
+    spf_only = "mx.google.com; spf=softfail smtp.mailfrom=x@evil.example"
+    below = "mx.google.com; dmarc=pass header.from=supplier.example"
+    assert provider(imap_mail(spf_only, below))["authenticated"] is False
+    assert authres.topmost_trusted([real, forged], ["mx.google.com"]) == authres.parse(real)
+    assert authres.topmost_trusted([forged], ["mx.microsoft.com"]) is None
+    assert authres.topmost_trusted([], ["mx.google.com"]) is None
+
+
 def test_imap_dmarc_pass_for_another_from_domain_does_not_count() -> None:
     result = provider(imap_mail(GMAIL_AR.replace("header.from=supplier.example", "header.from=evil.example")
                                 .replace("header.i=@supplier.example", "header.i=@evil.example")))

@@ -88,6 +88,7 @@ def document_json(service: Any, doc: dict[str, Any]) -> dict[str, Any]:
         "note": doc["note"],
         "einvoice": loads(doc["einvoice"], None),
         "warnings": loads(doc["warnings"], []),
+        "payment_details_changed": loads(doc["payment_details_changed"], None),
         "approved": doc["approved_at"] is not None,
         "approved_at": doc["approved_at"],
         "archived": doc["archived_at"] is not None,

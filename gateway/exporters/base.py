@@ -125,6 +125,7 @@ def build_item(export_row: Mapping[str, Any], doc: Mapping[str, Any], msg: Mappi
         "note": target.note or doc.get("note"),
         "einvoice": json.loads(einv) if isinstance(einv, str) else einv,
         "warnings": json.loads(doc.get("warnings") or "[]"),
+        "payment_details_changed": json.loads(doc.get("payment_details_changed") or "null"),
     }
     return ExportItem(
         export_id=int(export_row["id"]), document_id=int(doc["id"]), path=data_dir / str(doc["path"]),

@@ -4,7 +4,7 @@ Runs in the pipeline, never on the SMTP path. For mail received by SMTP the
 gateway checks SPF (the client's IP against the envelope sender), every DKIM
 signature, and DMARC alignment of the From domain. For mail fetched by IMAP
 it believes the provider's own Authentication-Results header: only the
-topmost ones, and only from an authserv-id trusted for that mailbox. Other
+topmost one, and only from an authserv-id trusted for that mailbox. Other
 sources (hot folders, ``import``) carry no proof.
 
 The outcome is stored as messages.auth (JSON)::
@@ -26,7 +26,7 @@ from typing import Any
 
 from gateway.config import Settings
 from gateway.models import ParsedMessage
-from gateway.senderauth import authres
+from gateway.senderauth import authres, recheck
 from gateway.senderauth.dkim import DKIMResult, check_dkim
 from gateway.senderauth.dmarc import DMARCResult, aligned, check_dmarc, org_domain
 from gateway.senderauth.dns import DnsPythonResolver, DNSTempError, Resolver, StubResolver
@@ -78,15 +78,23 @@ class SenderAuth:
         fail a mail that passed), unless it was temporary (a DNS failure).
         """
         stored = row.get("auth")
+        before: dict[str, Any] = {}
         if stored:
             try:
-                if not json.loads(stored).get("temporary"):
+                before = json.loads(stored)
+                if not before.get("temporary"):
                     return None
             except (ValueError, AttributeError):
-                pass
+                before = {}
         source = str(row.get("source") or "")
         if source == "smtp" and self.enabled:
-            return self.check(raw, parsed, peer=row.get("peer"), mail_from=str(row.get("mail_from") or ""))
+            result = self.check(raw, parsed, peer=row.get("peer"), mail_from=str(row.get("mail_from") or ""))
+            if result["temporary"]:
+                # the backoff of automatic re-checks counts from the first check
+                result["first_checked_at"] = before.get("first_checked_at") or before.get("checked_at") \
+                    or result["checked_at"]
+                result["reason"] += "; " + recheck.describe(result)
+            return result
         if source.startswith("imap:"):
             return self.from_provider(parsed, source.partition(":")[2])
         return None
@@ -117,7 +125,7 @@ class SenderAuth:
         elif aligned_pass:
             authenticated, reason = True, f"DKIM pass for {aligned_pass[0].domain}, aligned with From {domain}"
         elif temporary:
-            authenticated, reason = None, "not known: a DNS lookup failed temporarily (temperror); checked again on reprocess"
+            authenticated, reason = None, "not known: a DNS lookup failed temporarily (temperror)"
         else:
             authenticated = False
             words = [f"SPF {spf.result}" + (f" ({spf.ip} for {spf.domain})" if spf.domain and spf.ip else ""),
@@ -152,27 +160,24 @@ class SenderAuth:
         return PROVIDER_AUTHSERV_IDS.get(cfg.provider or "", ())
 
     def from_provider(self, parsed: ParsedMessage, mailbox: str) -> dict[str, Any]:
-        """What the mailbox provider's topmost trusted Authentication-Results header says."""
+        """What the mailbox provider's Authentication-Results header says (the topmost one, if trusted)."""
         patterns = self.trusted_ids(mailbox)
         values = [v for k, v in parsed.headers if k.lower() == "authentication-results"]
-        run = authres.topmost_trusted(values, patterns) if patterns else []
+        top = authres.topmost_trusted(values, patterns) if patterns else None
         domain = from_domain(parsed)
         base: dict[str, Any] = {"source": f"imap:{mailbox}", "temporary": False, "checked_at": iso(utcnow())}
-        if not run:
+        if top is None:
             why = ("no trusted authserv-id is configured for this mailbox (mailboxes[].trusted_authserv_ids)"
                    if not patterns else
                    f"the topmost Authentication-Results header is not from a trusted server ({', '.join(p or '(none)' for p in patterns)})"
                    if values else "the mail has no Authentication-Results header")
             return {**base, "spf": None, "dkim": [], "dmarc": None, "authenticated": None,
                     "reason": f"not known: {why}", "header": values[0] if values else ""}
+        # only the topmost header: a method it does not report is not reported (headers below may be forged)
         first: dict[str, authres.ResInfo] = {}
-        dkims: list[authres.ResInfo] = []
-        for header in run:  # per method, the topmost header that reports it
-            found = [r for r in header.results if r.method == "dkim"]
-            if found and not dkims:
-                dkims = found
-            for r in header.results:
-                first.setdefault(r.method, r)
+        for r in top.results:
+            first.setdefault(r.method, r)
+        dkims = [r for r in top.results if r.method == "dkim"]
         spf, dmarc = first.get("spf"), first.get("dmarc")
         dkim_json: list[dict[str, Any]] = []
         aligned_pass = None
@@ -185,14 +190,14 @@ class SenderAuth:
         dmarc_from = (dmarc.props.get("header.from", "") if dmarc else "").lower()
         authenticated: bool | None
         if dmarc is not None and dmarc.result == "pass" and domain and (not dmarc_from or dmarc_from == domain):
-            authenticated, reason = True, f"DMARC pass for {domain}, says {run[0].authserv_id or 'the provider'}"
+            authenticated, reason = True, f"DMARC pass for {domain}, says {top.authserv_id or 'the provider'}"
         elif aligned_pass:
-            authenticated, reason = True, f"DKIM pass for {aligned_pass}, aligned with From {domain}, says {run[0].authserv_id or 'the provider'}"
+            authenticated, reason = True, f"DKIM pass for {aligned_pass}, aligned with From {domain}, says {top.authserv_id or 'the provider'}"
         elif dmarc is not None and dmarc.result == "temperror":
             authenticated, reason = None, "not known: the provider's DMARC check failed temporarily"
         else:
             authenticated = False
-            reason = (f"not authenticated according to {run[0].authserv_id or 'the provider'}: "
+            reason = (f"not authenticated according to {top.authserv_id or 'the provider'}: "
                       f"SPF {spf.result if spf else 'not reported'}; "
                       f"DKIM {', '.join(d['result'] for d in dkim_json) or 'not reported'}; "
                       f"DMARC {dmarc.result if dmarc else 'not reported'}")

@@ -82,21 +82,18 @@ def trusted(authserv_id: str, patterns: Iterable[str]) -> bool:
                for p in patterns)
 
 
-def topmost_trusted(values: Sequence[str], patterns: Sequence[str]) -> list[AuthResults]:
-    """The trusted headers at the top of a message.
+def topmost_trusted(values: Sequence[str], patterns: Sequence[str]) -> AuthResults | None:
+    """The topmost header, if it comes from a trusted authserv-id; else None.
 
-    Servers prepend: the provider's own header is the topmost. Headers are
-    read from the top while they come from a trusted authserv-id (some
-    providers write one per method); the first untrusted one ends the run,
-    and everything below it may have been written by the sender.
+    Servers prepend: the provider's own header is the topmost, and every
+    header below it may have been written by the sender, even one naming the
+    provider's authserv-id. So only the topmost header counts, and its
+    methods are never combined with those of any other header.
     """
-    out = []
-    for value in values:
-        parsed = parse(value)
-        if not trusted(parsed.authserv_id, patterns):
-            break
-        out.append(parsed)
-    return out
+    if not values:
+        return None
+    parsed = parse(values[0])
+    return parsed if trusted(parsed.authserv_id, patterns) else None
 
 
 def _quote(value: str) -> str:
