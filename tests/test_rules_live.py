@@ -51,6 +51,24 @@ def test_new_rule_file_reexamines_unmatched_mail_within_5_s(gateway_factory, pro
     assert decision["rule"] == "ACME invoices"
 
 
+def test_reexamination_counts_exactly_the_messages_that_changed_status(gateway_factory, caplog) -> None:  # type: ignore[no-untyped-def]
+    gw: Gateway = gateway_factory(rules_watch="auto", unmatched={"smtp": "keep"})
+    for n in (1, 2):
+        gw.send(make_mail(subject=f"Invoice {n}", attachments=[(f"inv{n}.pdf", unique_pdf(f"x{n}"), "application/pdf")]))
+    gw.send(make_mail(sender="Shop <news@shop.example>", subject="Newsletter"), sender="news@shop.example")
+    wait_for(lambda: len(gw.store.message_ids(status="unmatched")) == 3, timeout=30)
+    caplog.set_level("INFO", logger="gateway.service")
+    _atomic_write(gw.settings.rules_dir / "acme.yaml", RULE_ACME)
+    wait_for(lambda: gw.service.rules.ruleset.get("ACME invoices") is not None, timeout=10)
+    # mail that arrives while the re-examination runs and stays unmatched is not one of those examined
+    for n in (3, 4):
+        gw.send(make_mail(sender=f"Stranger <s{n}@other.example>", subject=f"Hello {n}"), sender=f"s{n}@other.example")
+    last = wait_for(lambda: gw.api("/api/rules").json()["last_reexamine"], timeout=30)
+    assert (last["examined"], last["changed"]) == (3, 2)
+    wait_for(lambda: len(gw.store.message_ids(status="unmatched")) == 3, timeout=30)
+    assert "re-examination done: 2 of 3 unmatched message(s) changed status" in caplog.text
+
+
 def test_broken_file_keeps_the_last_good_rules_and_deleting_takes_effect(gateway_factory) -> None:  # type: ignore[no-untyped-def]
     gw: Gateway = gateway_factory(rules_watch="auto", unmatched={"smtp": "keep"})
     rules = gw.settings.rules_dir
