@@ -156,8 +156,11 @@ def test_rules_check_names_every_file_with_an_error_and_exits_1(tmp_path: Path) 
 
 def test_a_mail_that_renders_too_long_is_quarantined_and_the_next_mail_goes_through(gateway_factory) -> None:  # type: ignore[no-untyped-def]
     gw: Gateway = gateway_factory(limits={"render_timeout": "3s"})
-    cells = "<tr>" + "<td>x" * 400  # 120,000 cells in 600 KB (HTML needs no closing tags)
-    hostile = make_mail(subject="Huge table", body="see html", html=f"<table>{cells * 300}</table>")
+    row = "<tr>" + ("<td>" * 100 + "\n") * 4  # 200,000 cells in 800 KB (HTML needs no closing tags)
+    html = f"<table>{row * 500}</table>"
+    assert html.count("<td>") == 200_000
+    hostile = make_mail(subject="Huge table", body="see html", html=html)
+    assert len(hostile.as_bytes()) < 1_000_000  # the test gateway's max_message_size
     gw.send(hostile)
     gw.send(make_mail(subject="Receipt 5", body="Total 12.00 EUR"))
     rows = wait_for(lambda: (r := gw.store.list_messages()[0]) and len(r) == 2
