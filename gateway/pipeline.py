@@ -38,8 +38,16 @@ INVOICE_WORDS = (
     "invoice", "rechnung", "facture", "factuur", "fattura", "factura", "receipt", "quittung",
     "beleg", "gutschrift", "credit note", "creditnote", "faktura", "nota fiscal", "bill",
 )
+# Whole words with their plurals ("bill" is not "billing", "Beleg" not
+# "Belegschaft" or "belegt", "Rechnung" not "Rechnungsadresse"), where letters
+# delimit words, so "Invoice_42.pdf" and "rechnung-2026.pdf" count. The German
+# words may end a compound: a Stromrechnung or a Kassenbeleg is an invoice.
+_L = "a-zà-öø-ÿß"
+_INVOICE_RE = re.compile(
+    rf"(?<![{_L}])(?:invoices?|factures?|factuur|facturen|fattur[ae]|facturas?|receipts?|credit ?notes?|"
+    rf"fakturas?|nota fiscal|bills?)(?![{_L}])"
+    rf"|(?:rechnung(?:en)?|quittung(?:en)?|beleg(?:e|s|en)?|gutschrift(?:en)?)(?![{_L}])", re.I)
 MAX_ATTEMPTS = 3
-_INVOICE_RE = re.compile("|".join(re.escape(w) for w in INVOICE_WORDS), re.I)
 
 
 @dataclass(frozen=True)
