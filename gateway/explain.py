@@ -12,12 +12,13 @@ from gateway.pipeline import _einvoice_detect, is_document, mail_view
 
 
 def explain_decision(raw: bytes, ruleset: Any, *, source: str = "smtp", settings: Settings | None = None,
-                     rcpt_tos: tuple[str, ...] = (), authenticated: bool | None = None) -> dict[str, Any]:
+                     rcpt_tos: tuple[str, ...] = (), require_authenticated_sender: bool = False,
+                     authenticated: bool | None = None) -> dict[str, Any]:
     """The decision of ``ruleset`` for a raw message, as the JSON the CLI and API print.
 
-    With ``settings``, trust.require_authenticated_sender applies as in the
-    gateway: a `from` holds only when ``authenticated`` is True (a file's
-    sender is not known to be authenticated unless the caller says so).
+    ``require_authenticated_sender`` (trust.require_authenticated_sender)
+    applies as in the gateway: a `from` holds only when ``authenticated`` is
+    True (a file's sender is not known to be unless the caller says so).
     """
     parsed = mime.parse(raw)
     inv = next((i for i in (_einvoice_detect(a) for a in parsed.attachments if is_document(a)) if i is not None), None)
@@ -26,7 +27,7 @@ def explain_decision(raw: bytes, ruleset: Any, *, source: str = "smtp", settings
     view = mail_view(parsed, row, inv.fields() if inv else None)
     from gateway.models import Decision
 
-    require = settings.trust.require_authenticated_sender if settings is not None else False
+    require = require_authenticated_sender
     decision = (ruleset.decide(view, trace_all=True, require_authenticated_sender=require) if ruleset is not None
                 else Decision(rule=None, action="unmatched"))
     out: dict[str, Any] = {
@@ -51,10 +52,12 @@ def explain_decision(raw: bytes, ruleset: Any, *, source: str = "smtp", settings
 
 def explain_raw(raw: bytes, rules_dir: Path, *, source: str = "smtp", settings: Settings | None = None,
                 authenticated: bool | None = None) -> dict[str, Any]:
-    """Load ``rules_dir`` and explain the decision for a raw message."""
+    """Load ``rules_dir`` and explain the decision for a raw message, applying ``settings``' trust section."""
     from gateway.rules import load_rules
 
     ruleset, problems = load_rules(rules_dir)
-    out = explain_decision(raw, ruleset, source=source, settings=settings, authenticated=authenticated)
+    require = settings.trust.require_authenticated_sender if settings is not None else False
+    out = explain_decision(raw, ruleset, source=source, settings=settings, require_authenticated_sender=require,
+                           authenticated=authenticated)
     out["problems"] = [str(p) for p in problems]
     return out
