@@ -351,6 +351,60 @@ def status(c: _Ctx, as_json: bool) -> None:
         click.echo(line)
 
 
+@main.command()
+@click.argument("message_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="The same JSON as GET /api/messages/ID.")
+@pass_ctx
+def show(c: _Ctx, message_id: int, as_json: bool) -> None:
+    """Show a stored message: its status, the deciding rule, what was imported, and why, rule by rule.
+
+    Exit 1 when there is no such message.
+
+    \b
+    Example:
+        invoice-gateway show 42
+        invoice-gateway show 42 --json | jq .decision.explain
+    """
+    from types import SimpleNamespace
+
+    from gateway.store import Store
+    from web.data import message_json
+
+    settings = c.settings
+    store = Store(settings.data_dir)
+    row = store.message(message_id)
+    if row is None:
+        _fail(f"no message #{message_id} in {settings.data_dir}")
+        return
+    data = message_json(SimpleNamespace(store=store, settings=settings), row, full=True)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+        return
+    click.echo(f"message #{data['id']}: {data['status']}")
+    click.echo(f"received:  {data['received']} via {data['source']}")
+    click.echo(f"from:      {data['sender'] or ''}")
+    click.echo(f"subject:   {data['subject'] or ''}")
+    click.echo(f"reason:    {data['reason'] or ''}")
+    decision = data.get("decision") or {}
+    if decision.get("rule"):
+        click.echo(f"rule:      {decision['rule']!r}: {decision.get('action')} ({decision.get('import')})")
+    elif decision:
+        claimed = f"; held, it claims rule {decision['claimed_rule']!r}" if decision.get("claimed_rule") else ""
+        policy = f"; the {data['source'].split(':')[0]} policy {decision['policy']!r} decided" if decision.get("policy") else ""
+        click.echo(f"rule:      none matched{policy}{claimed}")
+    if decision.get("assign"):
+        click.echo(f"assign:    {json.dumps(decision['assign'], ensure_ascii=False)}")
+    for d in data["documents"]:
+        meta = ", ".join(f"{k} {d[k]}" for k in ("company", "document_type", "invoice_number") if d.get(k))
+        tags = f", tags {', '.join(d['tags'])}" if d.get("tags") else ""
+        click.echo(f"imported:  document #{d['id']} {d['filename']} ({d['origin']}{', ' + meta if meta else ''}{tags})")
+    explain = decision.get("explain") or []
+    if explain:
+        click.echo(f"rules tried ({len(explain)}):")
+    for t in explain:
+        click.echo(f"  {'MATCH' if t['matched'] else 'no   '} {t['rule']}: {t['reason']}")
+
+
 def _load_rules_quiet(settings: Settings) -> tuple[Any, list[Any]]:
     from gateway.rules import load_rules
 
@@ -465,9 +519,16 @@ def rules_check(c: _Ctx, directory: Path | None) -> None:
               help="Rules folder (default: rules_dir of gateway.yaml).")
 @click.option("--source", default="smtp", show_default=True, help="Source to pretend the mail came from.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.option("--authenticated", is_flag=True,
+              help="Treat the sender as authenticated (passed SPF/DKIM/DMARC); matters only with "
+                   "trust.require_authenticated_sender, which this command applies like the gateway.")
 @pass_ctx
-def rules_test(c: _Ctx, message: Path, rules_dir: Path | None, source: str, as_json: bool) -> None:
+def rules_test(c: _Ctx, message: Path, rules_dir: Path | None, source: str, as_json: bool, authenticated: bool) -> None:
     """Show which rule decides a message, and why, rule by rule.
+
+    Exit 1, naming every broken file, when the rules folder has errors.
+    With trust.require_authenticated_sender in gateway.yaml, a `from` holds
+    only with --authenticated (a file's sender is not known to be).
 
     \b
     Example:
@@ -478,10 +539,18 @@ def rules_test(c: _Ctx, message: Path, rules_dir: Path | None, source: str, as_j
 
     raw = sys.stdin.buffer.read() if str(message) == "-" else message.read_bytes()
     settings = c.settings
+    folder = rules_dir or settings.rules_dir
     try:
-        result = explain_raw(raw, rules_dir or settings.rules_dir, source=source, settings=settings)
+        result = explain_raw(raw, folder, source=source, settings=settings,
+                             authenticated=True if authenticated else None)
     except GatewayError as exc:
         _fail(str(exc))
+    if result.get("problems"):
+        for p in result["problems"]:
+            click.echo(p)
+        click.echo(f"{len(result['problems'])} problem(s) in {folder}; no decision until `invoice-gateway rules "
+                   "check` passes", err=True)
+        sys.exit(1)
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
         return
@@ -493,8 +562,6 @@ def rules_test(c: _Ctx, message: Path, rules_dir: Path | None, source: str, as_j
         click.echo(f"-> no rule matched; the {source} policy {result.get('policy')!r} decides")
     if result.get("assign"):
         click.echo(f"   assign: {json.dumps(result['assign'], ensure_ascii=False)}")
-    for p in result.get("problems", []):
-        click.echo(f"warning: {p}", err=True)
 
 
 @rules.command("schema")

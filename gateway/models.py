@@ -7,7 +7,7 @@ Decision, RuleTrace) -> store (documents) -> exporters (ExportItem).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,7 +179,9 @@ class Decision:
         import_mode: ``attachments``, ``body`` or ``both``.
         attachment_globs: file-name globs that narrow the attachments ((): all).
         assign: company, document_type, tags, note, placeholders filled in.
-        explain: one trace per rule tried, in order, up to the deciding one.
+        explain: one trace per rule tried, in order, up to the deciding one
+            (every rule before it, each with the first condition that failed;
+            the rule set may fill it in lazily, on first access).
     """
 
     rule: str | None
@@ -187,4 +189,4 @@ class Decision:
     import_mode: str = "attachments"
     attachment_globs: tuple[str, ...] = ()
     assign: Mapping[str, Any] = field(default_factory=dict)
-    explain: tuple[RuleTrace, ...] = ()
+    explain: Sequence[RuleTrace] = ()

@@ -38,9 +38,16 @@ INVOICE_WORDS = (
     "invoice", "rechnung", "facture", "factuur", "fattura", "factura", "receipt", "quittung",
     "beleg", "gutschrift", "credit note", "creditnote", "faktura", "nota fiscal", "bill",
 )
+# Whole words with their plurals ("bill" is not "billing", "Beleg" not
+# "Belegschaft" or "belegt", "Rechnung" not "Rechnungsadresse"), where letters
+# delimit words, so "Invoice_42.pdf" and "rechnung-2026.pdf" count. The German
+# words may end a compound: a Stromrechnung or a Kassenbeleg is an invoice.
+_L = "a-zà-öø-ÿß"
+_INVOICE_RE = re.compile(
+    rf"(?<![{_L}])(?:invoices?|factures?|factuur|facturen|fattur[ae]|facturas?|receipts?|credit ?notes?|"
+    rf"fakturas?|nota fiscal|bills?)(?![{_L}])"
+    rf"|(?:rechnung(?:en)?|quittung(?:en)?|beleg(?:e|s|en)?|gutschrift(?:en)?)(?![{_L}])", re.I)
 MAX_ATTEMPTS = 3
-TRACE_ALL_LIMIT = 200
-_INVOICE_RE = re.compile("|".join(re.escape(w) for w in INVOICE_WORDS), re.I)
 
 
 @dataclass(frozen=True)
@@ -98,16 +105,13 @@ class RulesState:
     def decide(self, view: MailView, require_authenticated_sender: bool = False) -> Decision:
         """The decision of the current rule set (no rules: unmatched).
 
-        With up to TRACE_ALL_LIMIT rules every rule tried is explained (a few
-        microseconds each); larger sets explain the near misses (rules for the
-        sender's domain) and the deciding rule, which keeps the stored
-        explanation short. ``rules test`` always explains every rule.
+        Its explanation lists every rule tried before the deciding one, each
+        with the first condition that failed (see ``RuleSet.decide``).
         """
         ruleset = self.ruleset
         if ruleset is None:
             return Decision(rule=None, action="unmatched")
-        result: Decision = ruleset.decide(view, trace_all=len(ruleset.rules) <= TRACE_ALL_LIMIT,
-                                          require_authenticated_sender=require_authenticated_sender)
+        result: Decision = ruleset.decide(view, require_authenticated_sender=require_authenticated_sender)
         return result
 
 

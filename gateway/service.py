@@ -104,30 +104,34 @@ class Service:
                 log.exception("mailbox %s: could not start a poll after the rules changed", poller.name)
 
     def reexamine(self) -> int:
-        """Run every unmatched message through the rules again."""
+        """Run every unmatched message through the rules again; returns how many.
+
+        A thread waits until each of them has an outcome and then logs and
+        records (``last_reexamine``) exactly how many of them changed status.
+        """
         ids = self.store.message_ids(status="unmatched")
         if not ids:
             return 0
-        before = self.store.status_counts()
         self.store.reset_for_reprocess(ids)
         self.pipeline.wake.set()
         log.info("rules changed: re-examining %d unmatched message(s)", len(ids))
-        threading.Thread(target=self._report_reexamine, args=(len(ids), before.get("unmatched", 0)),
-                         daemon=True).start()
+        threading.Thread(target=self._report_reexamine, args=(ids,), daemon=True).start()
         return len(ids)
 
-    def _report_reexamine(self, n: int, unmatched_before: int) -> None:
-        deadline = time.monotonic() + 600
+    def _report_reexamine(self, ids: list[int], timeout: float = 3600) -> None:
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.stop_event.is_set():
-            counts = self.store.status_counts()
-            if counts.get("received", 0) == 0:
-                now_unmatched = counts.get("unmatched", 0)
-                changed = max(0, unmatched_before - now_unmatched)
+            # only these messages count: mail arriving meanwhile does not blur the figure
+            statuses = self.store.imap_message_statuses(ids)
+            if "received" not in statuses.values():
+                changed = sum(1 for s in statuses.values() if s != "unmatched")
                 self.store.set_kv("last_reexamine", {"at": dt.datetime.now(dt.timezone.utc).isoformat(),
-                                                     "examined": n, "changed": changed})
-                log.info("re-examination done: %d of %d unmatched message(s) changed status", changed, n)
+                                                     "examined": len(ids), "changed": changed})
+                log.info("re-examination done: %d of %d unmatched message(s) changed status", changed, len(ids))
                 return
             time.sleep(0.5)
+        log.warning("re-examination of %d message(s): not all had an outcome after %.0f s; no count recorded",
+                    len(ids), timeout)
 
     def health(self) -> dict[str, Any]:
         """What is up and what is down."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -227,6 +227,10 @@ class _Address:
         self.pairs = [(p.raw, p.test) for p in pats]
         self.values = _qs([p.raw for p in pats])
 
+    def miss(self, m: _Mail) -> str:
+        """The reason when no value matched the sender (``from`` only)."""
+        return f"from: {self.values} did not match {m.shown_sender}"
+
     def _people(self, m: _Mail) -> list[tuple[str, str, str]]:
         if self.key == "to":
             return m.to
@@ -252,7 +256,7 @@ class _Address:
                                        "(trust.require_authenticated_sender)")
                     return True, f"{self.key}: {_q(raw)} matched {shown}"
         if self.key == "from":
-            return False, f"from: {self.values} did not match {m.shown_sender}"
+            return False, self.miss(m)
         shown = ", ".join(_q(str(a)) for a in m.mail.to[:5]) or "(no recipients)"
         return False, f"to: {self.values} did not match {shown}"
 
@@ -666,7 +670,7 @@ class Rule:
         ok, why = self.when.judge(_Mail(mail))
         return RuleTrace(self.name, self.file, ok, why)
 
-    def decision(self, mail: MailView, explain: tuple[RuleTrace, ...]) -> Decision:
+    def decision(self, mail: MailView, explain: Sequence[RuleTrace]) -> Decision:
         """The decision this rule makes for a mail it matched."""
         if self.action == "ignore":
             return Decision(rule=self.name, action="ignore", explain=explain)
@@ -751,6 +755,7 @@ class RuleSet:
     digest: str
     _open: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _index: Mapping[tuple[str, str], tuple[int, ...]] = field(init=False, repr=False, compare=False)
+    _from: tuple[_Address | None, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         rules = tuple(sorted(self.rules, key=_sort_key))
@@ -764,6 +769,10 @@ class RuleSet:
         object.__setattr__(self, "rules", rules)
         object.__setattr__(self, "files", MappingProxyType(dict(self.files)))
         object.__setattr__(self, "_open", tuple(open_))
+        # the top-level `from` of each indexed rule: its reason when the index skips it
+        object.__setattr__(self, "_from", tuple(
+            next((p for p in r.when.parts if isinstance(p, _Address) and p.key == "from"), None) if r.senders else None
+            for r in rules))
         object.__setattr__(self, "_index", MappingProxyType({k: tuple(v) for k, v in index.items()}))
 
     def __len__(self) -> int:
@@ -788,30 +797,95 @@ class RuleSet:
     def decide(self, mail: MailView, *, trace_all: bool = False, require_authenticated_sender: bool = False) -> Decision:
         """Apply the rules in order; the first that matches decides.
 
-        The explanation lists, in order up to the deciding rule, every rule
-        whose ``from`` names the sender's domain (the near misses worth
-        reading) and the deciding rule. Rules whose ``from`` names only other
-        domains are skipped, and the others are tested without words and
-        listed only when they match. ``trace_all`` lists every rule tried,
-        each with its reason; the decision is the same either way.
-        ``require_authenticated_sender`` makes every `from` condition hold
-        only for an authenticated sender (trust.require_authenticated_sender).
+        The explanation lists every rule tried, in order up to the deciding
+        one, each with the first condition that failed (or, for the deciding
+        rule, what matched). To keep deciding fast, a rule whose ``from``
+        names only other domains than the sender's is skipped by the sender
+        index, and the other rules are tested without words; the words of
+        those misses are filled in when the explanation is first read (the
+        skipped rules' first failed condition is their ``from``). So the
+        explanation is the same as with ``trace_all``, which judges every rule
+        in words at once. ``require_authenticated_sender`` makes every `from`
+        condition hold only for an authenticated sender
+        (trust.require_authenticated_sender).
         """
         m = _Mail(mail, require_authenticated_sender)
         rules = self.rules
-        near: set[int] | None = None
         if trace_all:
-            order: Iterable[int] = range(len(rules))
-        else:
-            near = self._for_sender(m)
-            order = sorted(near.union(self._open)) if near else self._open
-        traces = []
+            traces = []
+            for rule in rules:
+                ok, why = rule.when.judge(m)
+                traces.append(RuleTrace(rule.name, rule.file, ok, why))
+                if ok:
+                    return rule.decision(mail, tuple(traces))
+            return Decision(rule=None, action="unmatched", explain=tuple(traces))
+        near = self._for_sender(m)
+        order = sorted(near.union(self._open)) if near else self._open
+        judged: dict[int, RuleTrace] = {}
         for i in order:
             rule = rules[i]
-            if near is not None and i not in near and not rule.when.test(m):
+            if i not in near and not rule.when.test(m):
                 continue
             ok, why = rule.when.judge(m)
-            traces.append(RuleTrace(rule.name, rule.file, ok, why))
+            judged[i] = RuleTrace(rule.name, rule.file, ok, why)
             if ok:
-                return rule.decision(mail, tuple(traces))
-        return Decision(rule=None, action="unmatched", explain=tuple(traces))
+                return rule.decision(mail, Explanation(self, m, i + 1, judged))
+        return Decision(rule=None, action="unmatched", explain=Explanation(self, m, len(rules), judged))
+
+
+class Explanation(Sequence[RuleTrace]):
+    """The traces of the first ``tried`` rules of a set for one mail, put into words on first read.
+
+    ``judged`` holds the traces ``RuleSet.decide`` already made (the rules for
+    the sender's domain, and the deciding rule); every other rule tried
+    failed: by its ``from`` when the sender index skipped it, else by the
+    condition its judgement names.
+    """
+
+    def __init__(self, ruleset: RuleSet, m: _Mail, tried: int, judged: Mapping[int, RuleTrace]) -> None:
+        self._ruleset = ruleset
+        self._mail = m
+        self._tried = tried
+        self._judged = judged
+        self._traces: tuple[RuleTrace, ...] | None = None
+
+    def _all(self) -> tuple[RuleTrace, ...]:
+        if self._traces is None:
+            m, judged = self._mail, self._judged
+            rules, froms = self._ruleset.rules, self._ruleset._from
+            traces = []
+            for i in range(self._tried):
+                trace = judged.get(i)
+                if trace is None:
+                    rule = rules[i]
+                    part = froms[i]
+                    if part is not None:
+                        trace = RuleTrace(rule.name, rule.file, False, part.miss(m))
+                    else:
+                        ok, why = rule.when.judge(m)
+                        trace = RuleTrace(rule.name, rule.file, ok, why)
+                traces.append(trace)
+            self._traces = tuple(traces)
+            self._ruleset = self._mail = self._judged = None  # type: ignore[assignment]
+        return self._traces
+
+    def __len__(self) -> int:
+        return self._tried if self._traces is None else len(self._traces)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._all()[index]
+
+    def __iter__(self) -> Iterator[RuleTrace]:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Explanation):
+            return self._all() == other._all()
+        if isinstance(other, tuple):
+            return self._all() == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Explanation({self._all()!r})"
