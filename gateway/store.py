@@ -12,6 +12,7 @@ beside ``serve``) can share the database safely.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import os
@@ -19,6 +20,7 @@ import socket
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -372,6 +374,8 @@ class Store:
                 conn.execute("INSERT OR IGNORE INTO message_documents VALUES (?, ?)", (message_id, doc_id))
                 doc_ids.append(doc_id)
             update = dict(fields, status=status, reason=reason, processed_at=now, claimed_by=None, claimed_at=None)
+            if isinstance(update.get("decision"), dict):
+                update["decision"] = pack_decision(update["decision"])
             sets = ", ".join(f"{k} = ?" for k in update)
             conn.execute(f"UPDATE messages SET {sets} WHERE id = ?", [*(_encode(v) for v in update.values()), message_id])
         return doc_ids
@@ -887,6 +891,50 @@ def _claim_alive(token: str | None) -> bool:
     except ValueError:
         return False
     return host == socket.gethostname() and _pid_alive(int(pid)) and int(pid) != os.getpid()
+
+
+# An explanation lists every rule tried: with a large rule set that is ~150
+# bytes per rule for every mail, most of it the same words ("from: ... did not
+# match <sender>"). Above this size it is stored deflated (about a tenth), so
+# the messages table stays small and reading a list of messages stays fast.
+PACK_EXPLAIN_OVER = 4096
+
+
+def pack_decision(decision: Row) -> Row:
+    """The decision as stored: a long ``explain`` deflated into ``explain_z`` (base64)."""
+    explain = decision.get("explain")
+    if not explain:
+        return decision
+    text = json.dumps(explain, default=str, ensure_ascii=False, separators=(",", ":"))
+    if len(text) <= PACK_EXPLAIN_OVER:
+        return decision
+    packed = base64.b64encode(zlib.compress(text.encode("utf-8"), 1)).decode("ascii")
+    out = {k: v for k, v in decision.items() if k != "explain"}
+    out["explain_z"] = packed
+    out["tried"] = len(explain)
+    return out
+
+
+def decision_of(value: Any) -> Row | None:
+    """A stored ``decision`` column as the dict it was recorded as (``explain`` unpacked)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    if not isinstance(value, dict):
+        return None
+    out: Row = value
+    packed = out.get("explain_z")
+    if isinstance(packed, str):
+        out = {k: v for k, v in out.items() if k not in ("explain_z", "tried")}
+        try:
+            out["explain"] = json.loads(zlib.decompress(base64.b64decode(packed)).decode("utf-8"))
+        except (ValueError, zlib.error):
+            out["explain"] = []
+    return out
 
 
 def _encode(v: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,24 @@ def test_show_of_an_unmatched_mail_names_the_policy(tmp_path: Path) -> None:
     assert f"message #{mid}: unmatched" in out
     assert "rule:      none matched; the import policy 'keep' decided" in out
     assert "rules tried (3):" in out and "MATCH" not in out
+
+
+def test_a_long_explanation_is_stored_whole_and_small(tmp_path: Path) -> None:
+    """400 rules for other suppliers: every one is in the explanation, stored deflated."""
+    many = "".join(f"name: Supplier {i}\nwhen: {{from: billing@supplier{i}.example, subject: Invoice}}\n---\n"
+                   for i in range(400))
+    config = _setup(tmp_path, many + RULES)
+    mid = json.loads(_cli(config, "import", "--json", str(_eml(tmp_path))).stdout)["id"]
+    data = json.loads(_cli(config, "show", str(mid), "--json").stdout)
+    explain = data["decision"]["explain"]
+    assert len(explain) == 403 and explain[-1]["rule"] == "ACME invoices" and explain[-1]["matched"] is True
+    assert explain[123] == {"rule": "Supplier 123", "file": "suppliers.yaml", "matched": False,
+                            "reason": 'from: "billing@supplier123.example" did not match '
+                                      '"Billing <billing@acme.example>"'}
+    words = len(json.dumps(explain))
+    with sqlite3.connect(tmp_path / "data" / "gateway.db") as conn:
+        stored = conn.execute("SELECT length(decision) FROM messages WHERE id = ?", (mid,)).fetchone()[0]
+    assert words > 40_000 and stored < words / 4
 
 
 # --- rules test ----------------------------------------------------------------------

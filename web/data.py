@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.store import EXPORT_STATES, MESSAGE_STATUSES, iso
+from gateway.store import EXPORT_STATES, MESSAGE_STATUSES, decision_of, iso
 
 PROBLEM_STATUSES = ("unmatched", "quarantined", "suspicious")
 
@@ -124,7 +124,7 @@ def message_json(service: Any, msg: dict[str, Any], *, full: bool = False) -> di
         "processed_at": msg.get("processed_at"),
         "documents": [document_json(service, d) for d in service.store.documents_of(msg["id"])],
     }
-    decision = loads(msg["decision"], None)
+    decision = decision_of(msg["decision"]) if full else loads(msg["decision"], None)
     if not isinstance(decision, dict):
         decision = None
     out["decision"] = decision if full else (
