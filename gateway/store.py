@@ -156,6 +156,20 @@ _MIGRATIONS: list[str] = [
     );
     CREATE INDEX seller_ibans_key ON seller_ibans(seller_key, message_id);
     """,
+    # 3: admin page: each IMAP folder's last poll; a running count of failed polls per mailbox
+    """
+    ALTER TABLE imap_folders ADD COLUMN last_poll TEXT;
+    ALTER TABLE imap_folders ADD COLUMN last_success TEXT;
+    ALTER TABLE imap_folders ADD COLUMN last_error TEXT;
+    ALTER TABLE imap_folders ADD COLUMN error_kind TEXT;
+    ALTER TABLE imap_folders ADD COLUMN stats TEXT NOT NULL DEFAULT '{}';
+    CREATE TABLE mailbox_poll_errors (
+        mailbox TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        count INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (mailbox, kind)
+    );
+    """,
 ]
 
 
@@ -725,10 +739,41 @@ class Store:
         """Record a folder's UIDVALIDITY and the highest UID handled."""
         with self.write() as conn:
             conn.execute(
-                "INSERT INTO imap_folders VALUES (?, ?, ?, ?, ?) ON CONFLICT(mailbox, folder) DO UPDATE SET "
+                "INSERT INTO imap_folders (mailbox, folder, uidvalidity, last_uid, updated) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(mailbox, folder) DO UPDATE SET "
                 "uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid, updated = excluded.updated",
                 (mailbox, folder, uidvalidity, last_uid, iso(utcnow())),
             )
+
+    def record_folder_poll(self, mailbox: str, folder: str, *, at: dt.datetime, stats: dict[str, int],
+                           error: str | None = None, error_kind: str | None = None) -> None:
+        """Record how the last poll of one folder went: its counts and its error (None: it succeeded)."""
+        with self.write() as conn:
+            conn.execute(
+                "INSERT INTO imap_folders (mailbox, folder, last_poll, last_success, last_error, error_kind, stats) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(mailbox, folder) DO UPDATE SET "
+                "last_poll = excluded.last_poll, last_success = COALESCE(excluded.last_success, last_success), "
+                "last_error = excluded.last_error, error_kind = excluded.error_kind, stats = excluded.stats",
+                (mailbox, folder, iso(at), None if error else iso(at), error, error_kind, _encode(stats)),
+            )
+
+    def imap_folders(self, mailbox: str) -> list[Row]:
+        """Every folder of a mailbox the poller has looked at, by name."""
+        rows = self._conn().execute("SELECT * FROM imap_folders WHERE mailbox = ? ORDER BY folder", (mailbox,))
+        return [_row_required(r) for r in rows]
+
+    def count_poll_error(self, mailbox: str, kind: str) -> None:
+        """Add one failed poll of ``mailbox`` (``kind`` as MailboxError names it) to the running count."""
+        with self.write() as conn:
+            conn.execute("INSERT INTO mailbox_poll_errors (mailbox, kind, count) VALUES (?, ?, 1) "
+                         "ON CONFLICT(mailbox, kind) DO UPDATE SET count = count + 1", (mailbox, kind))
+
+    def poll_errors(self) -> dict[str, dict[str, int]]:
+        """mailbox -> kind -> failed polls, counted since the database was made (never reset)."""
+        out: dict[str, dict[str, int]] = {}
+        for mailbox, kind, count in self._conn().execute("SELECT mailbox, kind, count FROM mailbox_poll_errors"):
+            out.setdefault(mailbox, {})[kind] = int(count)
+        return out
 
     def imap_seen_uids(self, mailbox: str, folder: str, uidvalidity: int) -> set[int]:
         """UIDs of a folder generation already handled."""

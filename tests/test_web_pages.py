@@ -579,7 +579,9 @@ def mailbox_gateway(workdir: Path) -> Gateway:
         {"gmail": FakePoller(svc.store, "gmail")})
     svc.store.set_mailbox_status("office", last_poll="2026-01-01T10:00:00+00:00", last_error="LOGIN failed",
                                  error_kind="auth", hint="Use an app password <b>not</b> your account password",
-                                 failures=3, next_attempt="2026-01-01T11:00:00+00:00", stats={"errors": 3})
+                                 failures=3, next_attempt="2026-01-01T11:00:00+00:00", stats={})
+    for _ in range(3):
+        svc.store.count_poll_error("office", "auth")
     return gw.start()
 
 

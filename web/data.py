@@ -219,6 +219,20 @@ def mailbox_json(service: Any, cfg: Any) -> dict[str, Any]:
         "state": {k: state.get(k) for k in ("last_poll", "last_success", "last_error", "error_kind", "hint",
                                             "failures", "next_attempt", "stats")},
         "ok": bool(state) and not state.get("last_error") if state else None,
+        "poll_errors": service.store.poll_errors().get(cfg.name, {}),
+        "folder_states": [folder_state_json(f) for f in service.store.imap_folders(cfg.name)],
+    }
+
+
+def folder_state_json(row: dict[str, Any]) -> dict[str, Any]:
+    """One IMAP folder's last poll: when, what it found, its error, and where the next poll starts."""
+    stats = loads(row.get("stats"), {})
+    return {
+        "folder": row["folder"], "last_poll": row.get("last_poll"), "last_success": row.get("last_success"),
+        "last_error": row.get("last_error"), "error_kind": row.get("error_kind"),
+        "counts": {k: int(stats.get(k, 0)) for k in ("scanned", "downloaded", "skipped", "known")}
+        if isinstance(stats, dict) else {},
+        "uidvalidity": row.get("uidvalidity"), "last_uid": row.get("last_uid"),
     }
 
 
