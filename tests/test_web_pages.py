@@ -20,6 +20,10 @@ import pytest
 import yaml
 
 from conftest import Gateway, base_config, make_mail, unique_pdf, wait_for
+from test_trust_hold import SUPPLIER
+from test_trust_hold import invoice as trust_invoice
+from test_trust_hold import start as start_trust
+from test_trust_senderauth import key  # noqa: F401  (a fixture)
 
 PASSWORD = "admin-secret"
 XSS = '<script>alert(1)</script><img src=x onerror=alert(1)>'
@@ -657,3 +661,28 @@ def test_mailboxes_state_and_fetch_now(workdir: Path) -> None:
         c.close()
     finally:
         gw.stop()
+
+
+def test_suspicious_mail_is_shown_prominently_on_the_dashboard(
+        gateway_factory: Any, workdir: Path, key: tuple[bytes, str]) -> None:  # noqa: F811
+    gw = start_trust(gateway_factory, workdir, key)
+    c = Browserless(gw)
+    c.login()
+
+    def tiles(text: str) -> dict[str, int]:
+        return {lbl: int(num) for num, lbl in re.findall(r'<span class="num">(\d+)</span><span class="lbl">([^<]+)</span>',
+                                                         text)}
+
+    page = c.get("/").text
+    assert tiles(page)["suspicious"] == 0 and "held as suspicious" not in page
+    gw.send(trust_invoice("forged"), sender=SUPPLIER)  # claims a rule's sender, SPF fails
+    wait_for(lambda: gw.store.status_counts().get("suspicious") == 1, timeout=15)
+    page = c.get("/").text
+    assert tiles(page)["suspicious"] == 1
+    assert re.search(r'<a class="stat bad" href="/messages\?status=suspicious">', page)
+    alert = re.search(r'<p class="flash flash-error" role="alert">(.*?)</p>', page, re.S)
+    assert alert and '<a href="/messages?status=suspicious">1 mail(s) held as suspicious</a>' in alert.group(1)
+    assert "Invoice forged" in c.get("/messages?status=suspicious").text
+    counts = c.get("/api/status").json()["counts"]
+    assert counts["suspicious"] == 1 and counts["problems"] == 1
+    c.close()

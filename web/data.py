@@ -325,6 +325,7 @@ def counts(service: Any, now: dt.datetime | None = None) -> dict[str, int]:
         "received_month": store.list_messages(limit=1, since=iso(first))[1],
         "messages": sum(by_status.values()),
         **{s: by_status.get(s, 0) for s in MESSAGE_STATUSES},
+        "problems": sum(by_status.get(s, 0) for s in PROBLEM_STATUSES),
         "documents": store.document_count(),
         "export_failures": sum(v.get("failed", 0) + v.get("error", 0) for v in exports.values()),
         "export_pending": sum(v.get("pending", 0) for v in exports.values()),
