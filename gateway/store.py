@@ -456,9 +456,13 @@ class Store:
     def list_messages(
         self, *, limit: int = 50, offset: int = 0, status: str | None = None, source: str | None = None,
         sender: str | None = None, text: str | None = None, since: str | None = None, until: str | None = None,
+        rule: str | None = None,
     ) -> tuple[list[Row], int]:
-        """Messages, newest first, with the total count for paging."""
+        """Messages, newest first, with the total count for paging; ``rule``: those that rule decided."""
         where, args = ["1=1"], []
+        if rule:
+            where.append("decision IS NOT NULL AND json_valid(decision) AND json_extract(decision, '$.rule') = ?")
+            args.append(rule)
         if status:
             where.append("status = ?")
             args.append(status)

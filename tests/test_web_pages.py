@@ -686,3 +686,29 @@ def test_suspicious_mail_is_shown_prominently_on_the_dashboard(
     counts = c.get("/api/status").json()["counts"]
     assert counts["suspicious"] == 1 and counts["problems"] == 1
     c.close()
+
+
+def test_a_rules_messages_and_the_document_filters_through_the_api(site: tuple[Gateway, dict[str, int]],
+                                                                    client: Browserless) -> None:
+    gw, ids = site
+    acme = gw.api("/api/messages?rule=Acme+invoices").json()
+    assert acme["total"] == 1 and [m["id"] for m in acme["items"]] == [ids["acme"]]
+    hostile = gw.api("/api/messages", params={"rule": "<script>alert('rule')</script>"}).json()
+    assert [m["id"] for m in hostile["items"]] == [ids["hostile"]]
+    assert gw.api("/api/messages?rule=No+such+rule").json()["total"] == 0
+    # the rule's file page links to all its messages; that list shows the same as the API
+    assert 'href="/messages?rule=Acme%20invoices"' in client.get("/rules/file/acme.yaml").text
+    page = client.get("/messages?rule=Acme%20invoices").text
+    assert "Decided by the rule <strong>Acme invoices</strong>" in page
+    assert f'href="/messages/{ids["acme"]}"' in page and f'href="/messages/{ids["hostile"]}"' not in page
+    # facets: the values the documents page offers as filters
+    facets = gw.api("/api/documents/facets").json()
+    docs = gw.api("/api/documents?archived=any&limit=500").json()["items"]  # (other tests here edit documents)
+    assert facets == {"companies": sorted({d["company"] for d in docs if d["company"]}),
+                      "document_types": sorted({d["document_type"] for d in docs if d["document_type"]}),
+                      "tags": sorted({t for d in docs for t in d["tags"]})}
+    assert "<img src=x onerror=alert(2)>" in facets["companies"] and "invoice" in facets["document_types"]
+    assert {"<b>bold</b>", "business"} <= set(facets["tags"])
+    docs_page = client.get("/documents").text
+    for tag in facets["tags"]:
+        assert f"<option>{markupsafe.escape(tag)}</option>" in docs_page
