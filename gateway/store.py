@@ -693,16 +693,24 @@ class Store:
         return _row(self._conn().execute("SELECT * FROM exports WHERE id = ?", (export_id,)).fetchone())
 
     def export_health(self) -> dict[str, Row]:
-        """Per target: the last delivery, and the newest failure with its error."""
+        """Per target: the last delivery, and the newest failure with its error and whether it is retried.
+
+        ``last_error_state`` is ``failed`` (retried at ``last_error_next_attempt``)
+        or ``error`` (permanent: no retry can help; ``last_error_permanent``).
+        """
         conn = self._conn()
         out: dict[str, Row] = {}
+        none = {"last_error": None, "last_error_document": None, "last_error_state": None,
+                "last_error_permanent": None, "last_error_attempts": None, "last_error_next_attempt": None}
         for r in conn.execute("SELECT target, max(delivered_at) FROM exports GROUP BY target"):
-            out[r[0]] = {"last_delivered": r[1], "last_error": None, "last_error_document": None}
+            out[r[0]] = {"last_delivered": r[1], **none}
         for r in conn.execute(
-                "SELECT e.target, e.last_error, e.document_id FROM exports e WHERE e.id IN "
-                "(SELECT max(id) FROM exports WHERE state IN ('failed', 'error') GROUP BY target)"):
-            out.setdefault(r[0], {"last_delivered": None})
-            out[r[0]].update(last_error=r[1], last_error_document=r[2])
+                "SELECT e.target, e.last_error, e.document_id, e.state, e.attempts, e.next_attempt FROM exports e "
+                "WHERE e.id IN (SELECT max(id) FROM exports WHERE state IN ('failed', 'error') GROUP BY target)"):
+            out.setdefault(r[0], {"last_delivered": None, **none})
+            out[r[0]].update(last_error=r[1], last_error_document=r[2], last_error_state=r[3],
+                             last_error_permanent=r[3] == "error", last_error_attempts=r[4],
+                             last_error_next_attempt=r[5] if r[3] == "failed" else None)
         return out
 
     def archive_if_done(self, document_id: int, targets: Sequence[str]) -> bool:

@@ -153,6 +153,11 @@ def test_wrong_password_is_a_permanent_error(workdir: Path, gateway_factory: Cal
     assert row["last_error"].startswith(f"authentication failed for {dav.url()}/: check username and app password")
     assert "wrong-secret" not in row["last_error"] and b"wrong-secret" not in out.stdout + out.stderr
     assert dav.files() == []
+    # GET /api/exports says that no retry can help
+    cloud = next(t for t in gw.api("/api/exports").json()["items"] if t["name"] == "cloud")
+    assert cloud["last_error"] == row["last_error"] and cloud["last_error_document"] == row["document_id"]
+    assert cloud["last_error_permanent"] is True and cloud["last_error_state"] == "error"
+    assert cloud["last_error_attempts"] == 1 and cloud["last_error_next_attempt"] is None
     # not retried: a later run leaves it alone
     gw.service.exports.run(["cloud"], now=utcnow() + dt.timedelta(days=1))
     assert gw.store.list_exports(target="cloud")[0]["attempts"] == 1
@@ -185,6 +190,10 @@ def test_server_down_is_retried_and_delivered_when_back(workdir: Path,
     out = run_cli("--config", str(write_config(workdir, gw.cfg)), "status")
     assert b"cloud document" in out.stdout and b"will retry after 1 attempt(s), next attempt" in out.stdout
     assert b": cannot connect" in out.stdout
+    cloud = next(t for t in gw.api("/api/exports").json()["items"] if t["name"] == "cloud")
+    assert "cannot connect" in cloud["last_error"] and cloud["last_error_permanent"] is False
+    assert cloud["last_error_state"] == "failed" and cloud["last_error_attempts"] == 1
+    assert cloud["last_error_next_attempt"] == row["next_attempt"]
     server.start()
     try:
         # the back-off has not passed yet: nothing happens
@@ -193,6 +202,8 @@ def test_server_down_is_retried_and_delivered_when_back(workdir: Path,
         assert counts["cloud"]["delivered"] == 1
         row = gw.store.list_exports(target="cloud")[0]
         assert row["state"] == "delivered" and row["attempts"] == 2
+        cloud = next(t for t in gw.api("/api/exports").json()["items"] if t["name"] == "cloud")
+        assert cloud["last_error"] is None and cloud["last_error_permanent"] is None and cloud["ok"]
         assert [f for f in server.files()] == [f"{dt.date.today():%Y/%m}/late.pdf"]
     finally:
         server.stop()

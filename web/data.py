@@ -260,7 +260,9 @@ def target_json(service: Any, cfg: Any, counts: dict[str, dict[str, int]] | None
         "filter": {"document_types": list(f.document_types), "tags": list(f.tags),
                    "companies": list(f.companies), "sources": list(f.sources)},
         "counts": c, "last_delivered": h.get("last_delivered"), "last_error": h.get("last_error"),
-        "last_error_document": h.get("last_error_document"),
+        "last_error_document": h.get("last_error_document"), "last_error_state": h.get("last_error_state"),
+        "last_error_permanent": h.get("last_error_permanent"), "last_error_attempts": h.get("last_error_attempts"),
+        "last_error_next_attempt": h.get("last_error_next_attempt"),
         "ok": not (c["failed"] or c["error"]),
     }
 
