@@ -40,6 +40,7 @@ class DavServer:
         self.tls = tls
         self.requests: list[tuple[str, str, str | None, str | None]] = []
         self.refuse: dict[str, str] = {}
+        self.peers: list[tuple[str, str | None]] = []  # (method, the client's port): which connection
         self.app = WsgiDAVApp({
             "host": "127.0.0.1", "port": self.port, "provider_mapping": {"/": str(root)},
             "simple_dc": {"user_mapping": {"*": {USER: {"password": PASSWORD}}}},
@@ -53,6 +54,7 @@ class DavServer:
         method = environ["REQUEST_METHOD"]
         self.requests.append((method, environ["PATH_INFO"], environ.get("CONTENT_LENGTH"),
                               environ.get("HTTP_TRANSFER_ENCODING")))
+        self.peers.append((method, environ.get("REMOTE_PORT")))
         if method in self.refuse:
             start_response(self.refuse[method], [("Content-Length", "0")])
             return [b""]
@@ -137,6 +139,26 @@ def test_documents_arrive_in_nested_folders_with_sidecar(gateway_factory: Callab
     assert puts and all(cl is not None and int(cl) > 0 and te is None for _, _, cl, te in puts)  # never chunked
     assert all("/." in path for _, path, _, _ in puts)  # always uploaded under a temporary name, then MOVEd
     assert sum(1 for r in dav.requests if r[0] == "MKCOL") == 2  # each folder level once, then remembered
+
+
+def test_a_run_keeps_one_connection_for_all_its_documents(tmp_path: Path, gateway_factory: Callable[..., Gateway],
+                                                          dav: DavServer) -> None:
+    gw = gateway_factory(exports=[target(dav.url(), schedule={"every": "1h"})])
+    time.sleep(1.5)  # the hourly job ran once at start, with nothing to do
+    for i in range(3):
+        gw.send(make_mail(attachments=[(f"k{i}.pdf", unique_pdf(f"keep-alive-{i}"), "application/pdf")]))
+    wait_for(lambda: len(gw.store.list_exports(target="cloud")) == 3)
+    dav.peers.clear()
+    assert gw.service.exports.run(["cloud"])["cloud"] == {"delivered": 3, "failed": 0, "error": 0}
+    assert len(dav.files()) == 3
+    assert [m for m, _ in dav.peers].count("PUT") == 3 and [m for m, _ in dav.peers].count("MOVE") == 3
+    assert len({port for _, port in dav.peers}) == 1  # one kept-alive connection for the run
+    # outside a run each delivery has its own connection, closed after it
+    dav.peers.clear()
+    ex = exporter(dav.url())
+    ex.deliver(item(tmp_path, unique_pdf("own-1"), "own-1.pdf", export_id=11))
+    ex.deliver(item(tmp_path, unique_pdf("own-2"), "own-2.pdf", export_id=12))
+    assert len({port for _, port in dav.peers}) == 2
 
 
 def test_wrong_password_is_a_permanent_error(workdir: Path, gateway_factory: Callable[..., Gateway],

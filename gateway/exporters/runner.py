@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -66,18 +67,29 @@ class ExportRunner:
         counts = {"delivered": 0, "failed": 0, "error": 0}
         tried: list[int] = []
         in_a_row = 0
-        while (stop is None or not stop.is_set()) and in_a_row < MAX_FAILURES_IN_A_ROW:
-            t = now or utcnow()
-            row = self.store.claim_export(target.name, now=t, require_approval=target.require_approval, exclude=tried)
-            if row is None:
-                break
-            tried.append(int(row["id"]))
-            state = self._deliver(target, row, t)
-            counts[state] += 1
-            in_a_row = in_a_row + 1 if state == "failed" else 0
-            if progress:
-                progress(target.name, dict(row, state=state))
+        with self._batch(target):
+            while (stop is None or not stop.is_set()) and in_a_row < MAX_FAILURES_IN_A_ROW:
+                t = now or utcnow()
+                row = self.store.claim_export(target.name, now=t, require_approval=target.require_approval,
+                                              exclude=tried)
+                if row is None:
+                    break
+                state = self._deliver(target, row, t)
+                if state == "failed":  # due again at once only with a clock far ahead; never twice in a run
+                    tried.append(int(row["id"]))
+                counts[state] += 1
+                in_a_row = in_a_row + 1 if state == "failed" else 0
+                if progress:
+                    progress(target.name, dict(row, state=state))
         return counts
+
+    def _batch(self, target: ExportConfig) -> AbstractContextManager[Any]:
+        """The exporter's ``batch()`` (one connection for the whole run), where it has one."""
+        try:
+            batch = getattr(self.exporter(target), "batch", None)
+        except ExportError:
+            return nullcontext()  # shown by each delivery, which makes the exporter again
+        return batch() if batch is not None else nullcontext()
 
     def _deliver(self, target: ExportConfig, row: dict[str, Any], now: dt.datetime) -> str:
         doc = self.store.document(int(row["document_id"]))
