@@ -645,6 +645,16 @@ class Store:
                 (state, location, error, iso(next_attempt), state, iso(utcnow()), export_id),
             )
 
+    def finish_exports_delivered(self, items: Sequence[tuple[int, str]]) -> None:
+        """Record several confirmed deliveries, (export id, location), in one durable commit."""
+        now = iso(utcnow())
+        with self.write() as conn:
+            conn.executemany(
+                "UPDATE exports SET state = 'delivered', location = ?, last_error = NULL, next_attempt = NULL, "
+                "delivered_at = ?, claimed_by = NULL, claimed_at = NULL WHERE id = ?",
+                [(location, now, export_id) for export_id, location in items],
+            )
+
     def retry_export(self, export_id: int) -> None:
         """Make a failed export due now."""
         with self.write() as conn:
