@@ -8,6 +8,7 @@ allowed (``exports[1].url: must start with http:// or https://``).
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -426,6 +427,20 @@ class WebConfig(_WithPassword):
     password_file: Path | None = None
     api_token: str | None = None
     secure_cookies: bool = False
+    # the reverse proxy (its address as the gateway sees it, or "*") whose
+    # X-Forwarded-Proto and X-Forwarded-For are believed
+    trusted_proxy: str | None = None
+
+    @field_validator("trusted_proxy")
+    @classmethod
+    def _proxy_address(cls, v: str | None) -> str | None:
+        if v is None or v == "*":
+            return v
+        try:
+            return str(ipaddress.ip_address(v.strip()))
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IP address; give the proxy's address as the gateway sees it "
+                             "(127.0.0.1 for a proxy on the same machine), or \"*\" for any") from None
 
     @field_validator("password", "api_token")
     @classmethod

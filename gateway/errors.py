@@ -63,13 +63,20 @@ class SourceError(GatewayError):
     """A mail source (IMAP mailbox, hot folder) failed."""
 
 
+MAILBOX_ERROR_KINDS = ("auth", "certificate", "tls", "unreachable", "timeout", "connection", "folder_missing",
+                       "oauth", "oauth_expired", "imap", "store", "error")
+"""Every ``MailboxError.kind`` (gateway.sources.imap.connect describes them)."""
+
+
 class MailboxError(SourceError):
     """An IMAP mailbox failed; ``hint`` tells a person what to do."""
 
-    def __init__(self, message: str, *, kind: str = "error", hint: str | None = None) -> None:
+    def __init__(self, message: str, *, kind: str = "error", hint: str | None = None,
+                 folder: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.hint = hint
+        self.folder = folder  # the folder it concerns, when it concerns one
 
 
 class ExportError(GatewayError):

@@ -162,6 +162,20 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE documents ADD COLUMN payment_details_changed TEXT;
     """,
+    # 4: admin page: each IMAP folder's last poll; a running count of failed polls per mailbox
+    """
+    ALTER TABLE imap_folders ADD COLUMN last_poll TEXT;
+    ALTER TABLE imap_folders ADD COLUMN last_success TEXT;
+    ALTER TABLE imap_folders ADD COLUMN last_error TEXT;
+    ALTER TABLE imap_folders ADD COLUMN error_kind TEXT;
+    ALTER TABLE imap_folders ADD COLUMN stats TEXT NOT NULL DEFAULT '{}';
+    CREATE TABLE mailbox_poll_errors (
+        mailbox TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        count INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (mailbox, kind)
+    );
+    """,
 ]
 
 
@@ -471,9 +485,13 @@ class Store:
     def list_messages(
         self, *, limit: int = 50, offset: int = 0, status: str | None = None, source: str | None = None,
         sender: str | None = None, text: str | None = None, since: str | None = None, until: str | None = None,
+        rule: str | None = None,
     ) -> tuple[list[Row], int]:
-        """Messages, newest first, with the total count for paging."""
+        """Messages, newest first, with the total count for paging; ``rule``: those that rule decided."""
         where, args = ["1=1"], []
+        if rule:
+            where.append("decision IS NOT NULL AND json_valid(decision) AND json_extract(decision, '$.rule') = ?")
+            args.append(rule)
         if status:
             where.append("status = ?")
             args.append(status)
@@ -656,6 +674,16 @@ class Store:
                 (state, location, error, iso(next_attempt), state, iso(utcnow()), export_id),
             )
 
+    def finish_exports_delivered(self, items: Sequence[tuple[int, str]]) -> None:
+        """Record several confirmed deliveries, (export id, location), in one durable commit."""
+        now = iso(utcnow())
+        with self.write() as conn:
+            conn.executemany(
+                "UPDATE exports SET state = 'delivered', location = ?, last_error = NULL, next_attempt = NULL, "
+                "delivered_at = ?, claimed_by = NULL, claimed_at = NULL WHERE id = ?",
+                [(location, now, export_id) for export_id, location in items],
+            )
+
     def retry_export(self, export_id: int) -> None:
         """Make a failed export due now."""
         with self.write() as conn:
@@ -704,16 +732,24 @@ class Store:
         return _row(self._conn().execute("SELECT * FROM exports WHERE id = ?", (export_id,)).fetchone())
 
     def export_health(self) -> dict[str, Row]:
-        """Per target: the last delivery, and the newest failure with its error."""
+        """Per target: the last delivery, and the newest failure with its error and whether it is retried.
+
+        ``last_error_state`` is ``failed`` (retried at ``last_error_next_attempt``)
+        or ``error`` (permanent: no retry can help; ``last_error_permanent``).
+        """
         conn = self._conn()
         out: dict[str, Row] = {}
+        none = {"last_error": None, "last_error_document": None, "last_error_state": None,
+                "last_error_permanent": None, "last_error_attempts": None, "last_error_next_attempt": None}
         for r in conn.execute("SELECT target, max(delivered_at) FROM exports GROUP BY target"):
-            out[r[0]] = {"last_delivered": r[1], "last_error": None, "last_error_document": None}
+            out[r[0]] = {"last_delivered": r[1], **none}
         for r in conn.execute(
-                "SELECT e.target, e.last_error, e.document_id FROM exports e WHERE e.id IN "
-                "(SELECT max(id) FROM exports WHERE state IN ('failed', 'error') GROUP BY target)"):
-            out.setdefault(r[0], {"last_delivered": None})
-            out[r[0]].update(last_error=r[1], last_error_document=r[2])
+                "SELECT e.target, e.last_error, e.document_id, e.state, e.attempts, e.next_attempt FROM exports e "
+                "WHERE e.id IN (SELECT max(id) FROM exports WHERE state IN ('failed', 'error') GROUP BY target)"):
+            out.setdefault(r[0], {"last_delivered": None, **none})
+            out[r[0]].update(last_error=r[1], last_error_document=r[2], last_error_state=r[3],
+                             last_error_permanent=r[3] == "error", last_error_attempts=r[4],
+                             last_error_next_attempt=r[5] if r[3] == "failed" else None)
         return out
 
     def archive_if_done(self, document_id: int, targets: Sequence[str]) -> bool:
@@ -754,10 +790,41 @@ class Store:
         """Record a folder's UIDVALIDITY and the highest UID handled."""
         with self.write() as conn:
             conn.execute(
-                "INSERT INTO imap_folders VALUES (?, ?, ?, ?, ?) ON CONFLICT(mailbox, folder) DO UPDATE SET "
+                "INSERT INTO imap_folders (mailbox, folder, uidvalidity, last_uid, updated) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(mailbox, folder) DO UPDATE SET "
                 "uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid, updated = excluded.updated",
                 (mailbox, folder, uidvalidity, last_uid, iso(utcnow())),
             )
+
+    def record_folder_poll(self, mailbox: str, folder: str, *, at: dt.datetime, stats: dict[str, int],
+                           error: str | None = None, error_kind: str | None = None) -> None:
+        """Record how the last poll of one folder went: its counts and its error (None: it succeeded)."""
+        with self.write() as conn:
+            conn.execute(
+                "INSERT INTO imap_folders (mailbox, folder, last_poll, last_success, last_error, error_kind, stats) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(mailbox, folder) DO UPDATE SET "
+                "last_poll = excluded.last_poll, last_success = COALESCE(excluded.last_success, last_success), "
+                "last_error = excluded.last_error, error_kind = excluded.error_kind, stats = excluded.stats",
+                (mailbox, folder, iso(at), None if error else iso(at), error, error_kind, _encode(stats)),
+            )
+
+    def imap_folders(self, mailbox: str) -> list[Row]:
+        """Every folder of a mailbox the poller has looked at, by name."""
+        rows = self._conn().execute("SELECT * FROM imap_folders WHERE mailbox = ? ORDER BY folder", (mailbox,))
+        return [_row_required(r) for r in rows]
+
+    def count_poll_error(self, mailbox: str, kind: str) -> None:
+        """Add one failed poll of ``mailbox`` (``kind`` as MailboxError names it) to the running count."""
+        with self.write() as conn:
+            conn.execute("INSERT INTO mailbox_poll_errors (mailbox, kind, count) VALUES (?, ?, 1) "
+                         "ON CONFLICT(mailbox, kind) DO UPDATE SET count = count + 1", (mailbox, kind))
+
+    def poll_errors(self) -> dict[str, dict[str, int]]:
+        """mailbox -> kind -> failed polls, counted since the database was made (never reset)."""
+        out: dict[str, dict[str, int]] = {}
+        for mailbox, kind, count in self._conn().execute("SELECT mailbox, kind, count FROM mailbox_poll_errors"):
+            out.setdefault(mailbox, {})[kind] = int(count)
+        return out
 
     def imap_seen_uids(self, mailbox: str, folder: str, uidvalidity: int) -> set[int]:
         """UIDs of a folder generation already handled."""

@@ -170,12 +170,16 @@ def test_dashboard_and_its_chart(page: Page, site: tuple[Gateway, dict[str, int]
     assert chart.bounding_box()["width"] > 250
     companies = page.page.locator("#chart-companies svg")
     assert "Telecom" in companies.inner_html() and companies.locator("rect.bar").count() >= 4
-    assert page.page.locator(".stat").count() == 6
+    assert page.page.locator(".stat").count() == 7
+    assert page.page.locator(".stat", has_text="suspicious").is_visible()
     assert "4 rule(s) in force" in page.page.inner_text("main")
     assert page.page.locator(".stat .num").first.inner_text() == "9"  # received today
     page.shoot("dashboard")
     page.page.set_viewport_size({"width": 375, "height": 860})
     assert page.page.locator("#chart-months svg").bounding_box()["width"] > 250  # readable on a phone too
+    for tile in page.page.locator(".stat").all():  # every count on the screen, none cut off
+        box = tile.bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 375
 
 
 def test_message_and_its_explanation(page: Page, site: tuple[Gateway, dict[str, int]]) -> None:

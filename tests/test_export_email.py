@@ -1,4 +1,4 @@
-"""The email target against an aiosmtpd server on loopback: plain, STARTTLS, refusals."""
+"""The email target against an aiosmtpd server on loopback: plain, STARTTLS, implicit TLS, refusals."""
 
 from __future__ import annotations
 
@@ -138,6 +138,50 @@ def test_starttls_needs_the_ca_file_for_a_self_signed_certificate(tmp_path: Path
         location = exporter(port, **auth, ca_file=str(certificate[0])).deliver(it)
         (_, msg), = inbox.mails
         assert msg["Message-ID"] == location and attachments(msg) == [("invoice.pdf", unique_pdf("tls"))]
+    finally:
+        ctl.stop()
+
+
+class TLSInbox(Inbox):
+    """An Inbox that also notes the TLS version of the connection each mail came over (None: plain)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tls: list[str | None] = []
+
+    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
+        ssl_object = server.transport.get_extra_info("ssl_object")
+        self.tls.append(ssl_object.version() if ssl_object is not None else None)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_security_ssl_is_tls_from_the_first_byte_and_needs_the_ca_file(tmp_path: Path,
+                                                                       certificate: tuple[Path, Path]) -> None:
+    inbox = TLSInbox()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(certificate[0]), str(certificate[1]))
+    port = free_port()
+    # implicit TLS, as on port 465 (aiosmtpd's auth_require_tls only knows STARTTLS: the whole session is TLS)
+    ctl = Controller(inbox, hostname="127.0.0.1", port=port, ssl_context=ctx,
+                     authenticator=authenticator, auth_require_tls=False)
+    ctl.start()
+    try:
+        it = item(tmp_path, unique_pdf("implicit-tls"))
+        auth = {"security": "ssl", "username": "gateway", "password": "smtp-secret"}
+        with pytest.raises(ExportError) as err:
+            exporter(port, **auth).deliver(it)  # self-signed, no ca_file
+        assert not err.value.retryable and "not trusted" in str(err.value) and "ca_file" in str(err.value)
+        with pytest.raises(ExportError) as err:  # plain text to a TLS port: no greeting comes; an error, no hang
+            exporter(port, security="starttls", timeout="2s", ca_file=str(certificate[0])).deliver(it)
+        assert str(err.value).startswith(f"cannot send through 127.0.0.1:{port}") and "timed out" in str(err.value)
+        with pytest.raises(ExportError) as err:
+            exporter(port, **dict(auth, password="wrong"), ca_file=str(certificate[0])).deliver(it)
+        assert not err.value.retryable and str(err.value).startswith("authentication failed for 127.0.0.1")
+        assert inbox.mails == []
+        location = exporter(port, **auth, ca_file=str(certificate[0])).deliver(it)
+        (_, msg), = inbox.mails
+        assert msg["Message-ID"] == location and attachments(msg) == [("invoice.pdf", unique_pdf("implicit-tls"))]
+        assert inbox.tls == ["TLSv1.3"] or inbox.tls == ["TLSv1.2"]
     finally:
         ctl.stop()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -128,3 +129,48 @@ def test_schedule_every_and_window_and_the_export_command(workdir: Path,
     assert files(workdir, "not_today") == ["sched.pdf"]
     out = run_cli("--config", str(write_config(workdir, gw.cfg)), "export", "no-such-target")
     assert out.returncode == 2 and b"no export target named 'no-such-target'" in out.stderr
+
+
+def test_failed_exports_back_off_doubling_up_to_six_hours(workdir: Path,
+                                                          gateway_factory: Callable[..., Gateway]) -> None:
+    (workdir / "not-a-folder").write_text("a file where the target wants a folder\n")
+    gw = gateway_factory(exports=[{"name": "broken", "type": "folder", "path": str(workdir / "not-a-folder" / "x"),
+                                   "schedule": {"every": "1h"}}])
+    time.sleep(1.5)  # the hourly job ran once at start, with nothing to do
+    gw.send(make_mail(attachments=[("retry.pdf", unique_pdf("backoff"), "application/pdf")]))
+    wait_for(lambda: gw.store.list_exports(target="broken"))
+    now = utcnow()
+    waits = []
+    for attempt in range(1, 14):
+        assert gw.service.exports.run(["broken"], now=now)["broken"] == {"delivered": 0, "failed": 1, "error": 0}
+        (row,) = gw.store.list_exports(target="broken")
+        assert row["state"] == "failed" and row["attempts"] == attempt and "Not a directory" in row["last_error"]
+        due = dt.datetime.fromisoformat(row["next_attempt"])
+        waits.append(round((due - now).total_seconds()))
+        # not before it is due
+        assert gw.service.exports.run(["broken"], now=due - dt.timedelta(seconds=1))["broken"]["failed"] == 0
+        now = due
+    assert waits == [30, 60, 120, 240, 480, 960, 1920, 3840, 7680, 15360, 21600, 21600, 21600]
+
+
+def test_a_run_stopped_midway_has_recorded_every_document_it_delivered(
+        workdir: Path, gateway_factory: Callable[..., Gateway]) -> None:
+    gw = gateway_factory(exports=[folder(workdir, "nas", schedule={"every": "1h"})])
+    time.sleep(1.5)  # the hourly job ran once at start, with nothing to do
+    gw.send(make_mail(attachments=[(f"s{i}.pdf", unique_pdf(f"stop-{i}"), "application/pdf") for i in range(5)]))
+    wait_for(lambda: len(gw.store.list_exports(target="nas")) == 5)
+    stop = threading.Event()
+    seen: list[int] = []
+
+    def progress(name: str, row: dict[str, Any]) -> None:
+        seen.append(int(row["document_id"]))
+        if len(seen) == 2:
+            stop.set()
+
+    runner = gw.service.exports
+    counts = runner.run_target(gw.settings.export("nas"), progress=progress, stop=stop)
+    assert counts == {"delivered": 2, "failed": 0, "error": 0}
+    states = {r["document_id"]: r["state"] for r in gw.store.list_exports(target="nas")}
+    assert sorted(d for d, s in states.items() if s == "delivered") == sorted(seen)
+    assert sorted(states.values()) == ["delivered", "delivered", "pending", "pending", "pending"]
+    assert len(files(workdir, "nas")) == 2

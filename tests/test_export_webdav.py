@@ -40,6 +40,7 @@ class DavServer:
         self.tls = tls
         self.requests: list[tuple[str, str, str | None, str | None]] = []
         self.refuse: dict[str, str] = {}
+        self.peers: list[tuple[str, str | None]] = []  # (method, the client's port): which connection
         self.app = WsgiDAVApp({
             "host": "127.0.0.1", "port": self.port, "provider_mapping": {"/": str(root)},
             "simple_dc": {"user_mapping": {"*": {USER: {"password": PASSWORD}}}},
@@ -53,6 +54,7 @@ class DavServer:
         method = environ["REQUEST_METHOD"]
         self.requests.append((method, environ["PATH_INFO"], environ.get("CONTENT_LENGTH"),
                               environ.get("HTTP_TRANSFER_ENCODING")))
+        self.peers.append((method, environ.get("REMOTE_PORT")))
         if method in self.refuse:
             start_response(self.refuse[method], [("Content-Length", "0")])
             return [b""]
@@ -139,6 +141,26 @@ def test_documents_arrive_in_nested_folders_with_sidecar(gateway_factory: Callab
     assert sum(1 for r in dav.requests if r[0] == "MKCOL") == 2  # each folder level once, then remembered
 
 
+def test_a_run_keeps_one_connection_for_all_its_documents(tmp_path: Path, gateway_factory: Callable[..., Gateway],
+                                                          dav: DavServer) -> None:
+    gw = gateway_factory(exports=[target(dav.url(), schedule={"every": "1h"})])
+    time.sleep(1.5)  # the hourly job ran once at start, with nothing to do
+    for i in range(3):
+        gw.send(make_mail(attachments=[(f"k{i}.pdf", unique_pdf(f"keep-alive-{i}"), "application/pdf")]))
+    wait_for(lambda: len(gw.store.list_exports(target="cloud")) == 3)
+    dav.peers.clear()
+    assert gw.service.exports.run(["cloud"])["cloud"] == {"delivered": 3, "failed": 0, "error": 0}
+    assert len(dav.files()) == 3
+    assert [m for m, _ in dav.peers].count("PUT") == 3 and [m for m, _ in dav.peers].count("MOVE") == 3
+    assert len({port for _, port in dav.peers}) == 1  # one kept-alive connection for the run
+    # outside a run each delivery has its own connection, closed after it
+    dav.peers.clear()
+    ex = exporter(dav.url())
+    ex.deliver(item(tmp_path, unique_pdf("own-1"), "own-1.pdf", export_id=11))
+    ex.deliver(item(tmp_path, unique_pdf("own-2"), "own-2.pdf", export_id=12))
+    assert len({port for _, port in dav.peers}) == 2
+
+
 def test_wrong_password_is_a_permanent_error(workdir: Path, gateway_factory: Callable[..., Gateway],
                                             dav: DavServer) -> None:
     gw = gateway_factory(exports=[target(dav.url(), password="wrong-secret", schedule={"every": "1h"})])
@@ -153,6 +175,11 @@ def test_wrong_password_is_a_permanent_error(workdir: Path, gateway_factory: Cal
     assert row["last_error"].startswith(f"authentication failed for {dav.url()}/: check username and app password")
     assert "wrong-secret" not in row["last_error"] and b"wrong-secret" not in out.stdout + out.stderr
     assert dav.files() == []
+    # GET /api/exports says that no retry can help
+    cloud = next(t for t in gw.api("/api/exports").json()["items"] if t["name"] == "cloud")
+    assert cloud["last_error"] == row["last_error"] and cloud["last_error_document"] == row["document_id"]
+    assert cloud["last_error_permanent"] is True and cloud["last_error_state"] == "error"
+    assert cloud["last_error_attempts"] == 1 and cloud["last_error_next_attempt"] is None
     # not retried: a later run leaves it alone
     gw.service.exports.run(["cloud"], now=utcnow() + dt.timedelta(days=1))
     assert gw.store.list_exports(target="cloud")[0]["attempts"] == 1
@@ -185,6 +212,10 @@ def test_server_down_is_retried_and_delivered_when_back(workdir: Path,
     out = run_cli("--config", str(write_config(workdir, gw.cfg)), "status")
     assert b"cloud document" in out.stdout and b"will retry after 1 attempt(s), next attempt" in out.stdout
     assert b": cannot connect" in out.stdout
+    cloud = next(t for t in gw.api("/api/exports").json()["items"] if t["name"] == "cloud")
+    assert "cannot connect" in cloud["last_error"] and cloud["last_error_permanent"] is False
+    assert cloud["last_error_state"] == "failed" and cloud["last_error_attempts"] == 1
+    assert cloud["last_error_next_attempt"] == row["next_attempt"]
     server.start()
     try:
         # the back-off has not passed yet: nothing happens
@@ -193,6 +224,8 @@ def test_server_down_is_retried_and_delivered_when_back(workdir: Path,
         assert counts["cloud"]["delivered"] == 1
         row = gw.store.list_exports(target="cloud")[0]
         assert row["state"] == "delivered" and row["attempts"] == 2
+        cloud = next(t for t in gw.api("/api/exports").json()["items"] if t["name"] == "cloud")
+        assert cloud["last_error"] is None and cloud["last_error_permanent"] is None and cloud["ok"]
         assert [f for f in server.files()] == [f"{dt.date.today():%Y/%m}/late.pdf"]
     finally:
         server.stop()

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import API_TOKEN, Gateway, free_port
+from conftest import API_TOKEN, Gateway, base_config, free_port
 from test_web_pages import PASSWORD, Browserless
 
 PUBLIC = {"/login", "/healthz"}
@@ -104,10 +104,20 @@ def test_posts_without_the_csrf_token_are_refused(gateway: Gateway) -> None:
     r = c.http.post("/login", data={"password": PASSWORD})
     assert r.status_code == 400 and "CSRF" in r.text
     assert c.login().status_code == 302
-    for path in ("/logout", "/messages/1/reprocess", "/messages/reexamine", "/exports/nas/run",
-                 "/documents/1/approve", "/rules/test"):
-        assert c.post(path, token=False).status_code == 403, path
-        assert c.post(path, {"csrf_token": "0" * 64}, token=False).status_code == 403, path
+    unsafe = [(m, p) for m, p in _routes(gateway) if m not in ("GET", "HEAD", "OPTIONS")]
+    assert len(unsafe) > 20 and ("POST", "/logout") in unsafe and ("POST", "/api/documents/1/approve") in unsafe
+    wrong = "0" * 64
+    for method, path in unsafe:
+        expected = 400 if path == "/login" else 403
+        attempts = [
+            c.http.request(method, path),  # no token at all
+            c.http.request(method, path, data={"csrf_token": wrong}),  # a form with a wrong token
+            c.http.request(method, path, headers={"X-CSRF-Token": wrong}),  # the pages' API calls: wrong header
+            c.http.request(method, path, json={"csrf_token": c.csrf()}),  # the token only in a JSON body
+        ]
+        for r in attempts:
+            assert r.status_code == expected, (method, path, r.status_code)
+            assert "CSRF" in (r.json()["error"] if path.startswith("/api/") else r.text), (method, path)
     # the pages' own API calls need the header
     assert c.http.post("/api/exports/nas/run").status_code == 403
     assert c.http.post("/api/exports/nas/run", headers={"X-CSRF-Token": "nope"}).status_code == 403
@@ -149,6 +159,51 @@ def test_secure_cookies_when_asked(gateway_factory: Any) -> None:
     gw = gateway_factory(web={"listen": f"127.0.0.1:{free_port()}", "password": PASSWORD, "secure_cookies": True})
     r = httpx.get(f"http://127.0.0.1:{gw.web_port}/login")
     assert "Secure" in r.headers["set-cookie"] and "HttpOnly" in r.headers["set-cookie"]
+
+
+def test_behind_a_trusted_proxy_its_forwarded_headers_count_and_no_one_elses(gateway_factory: Any) -> None:
+    gw = gateway_factory(web={"listen": f"127.0.0.1:{free_port()}", "password": PASSWORD,
+                              "trusted_proxy": "127.0.0.1"})
+    url = f"http://127.0.0.1:{gw.web_port}/login"
+    proxy = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.1"))
+    other = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"))  # another host
+    https = {"X-Forwarded-Proto": "https"}
+    assert "Secure" in proxy.get(url, headers=https).headers["set-cookie"]
+    assert "Secure" not in proxy.get(url).headers["set-cookie"]  # the proxy says plain http
+    assert "Secure" not in other.get(url, headers=https).headers["set-cookie"]
+
+    def login(client: httpx.Client, password: str, forwarded_for: str) -> int:
+        client.cookies.clear()
+        page = client.get(url, headers={"X-Forwarded-For": forwarded_for}).text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        return client.post(url, data={"csrf_token": token, "password": password, "next": "/"},
+                           headers={"X-Forwarded-For": forwarded_for}).status_code
+
+    # the rate limit is per client behind the proxy, not per proxy
+    for _ in range(5):
+        assert login(proxy, "guess", "203.0.113.7") == 401
+    assert login(proxy, PASSWORD, "203.0.113.7") == 429
+    assert login(proxy, PASSWORD, "198.51.100.2") == 302
+    # a host that is not the proxy cannot pick its address with the header
+    for n in range(5):
+        assert login(other, "guess", f"192.0.2.{n}") == 401
+    assert login(other, PASSWORD, "192.0.2.99") == 429
+    proxy.close()
+    other.close()
+
+
+def test_without_a_trusted_proxy_forwarded_headers_are_ignored(gateway_factory: Any) -> None:
+    gw = gateway_factory(web={"listen": f"127.0.0.1:{free_port()}", "password": PASSWORD})
+    r = httpx.get(f"http://127.0.0.1:{gw.web_port}/login", headers={"X-Forwarded-Proto": "https"})
+    assert "Secure" not in r.headers["set-cookie"] and "HttpOnly" in r.headers["set-cookie"]
+
+
+def test_trusted_proxy_must_be_an_address(workdir: Path) -> None:
+    from gateway.config import parse_settings
+    from gateway.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"web\.trusted_proxy: 'proxy\.lan' is not an IP address"):
+        parse_settings(base_config(workdir, web={"trusted_proxy": "proxy.lan"}), base=workdir)
 
 
 def test_generated_password_is_logged_once_and_stored_hashed(gateway_factory: Any, workdir: Path,

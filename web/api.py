@@ -99,7 +99,7 @@ def messages() -> Any:
     a = request.args
     rows, total = _service().store.list_messages(
         limit=limit, offset=offset, status=a.get("status"), source=a.get("source"), sender=a.get("sender"),
-        text=a.get("q"), since=a.get("since"), until=a.get("until"))
+        text=a.get("q"), since=a.get("since"), until=a.get("until"), rule=a.get("rule"))
     return jsonify({"total": total, "limit": limit, "offset": offset,
                     "items": [message_json(r) for r in rows]})
 
@@ -155,6 +155,12 @@ def documents() -> Any:
         tag=a.get("tag"), approved=approved, archived=archived, export_state=a.get("export_state"))
     return jsonify({"total": total, "limit": limit, "offset": offset,
                     "items": [document_json(r) for r in rows]})
+
+
+@bp.get("/documents/facets")
+def document_facets() -> Any:
+    """The companies, document types and tags in use: the values the document filters offer."""
+    return jsonify(_service().store.document_facets())
 
 
 @bp.get("/documents/<int:document_id>")

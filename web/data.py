@@ -220,6 +220,20 @@ def mailbox_json(service: Any, cfg: Any) -> dict[str, Any]:
         "state": {k: state.get(k) for k in ("last_poll", "last_success", "last_error", "error_kind", "hint",
                                             "failures", "next_attempt", "stats")},
         "ok": bool(state) and not state.get("last_error") if state else None,
+        "poll_errors": service.store.poll_errors().get(cfg.name, {}),
+        "folder_states": [folder_state_json(f) for f in service.store.imap_folders(cfg.name)],
+    }
+
+
+def folder_state_json(row: dict[str, Any]) -> dict[str, Any]:
+    """One IMAP folder's last poll: when, what it found, its error, and where the next poll starts."""
+    stats = loads(row.get("stats"), {})
+    return {
+        "folder": row["folder"], "last_poll": row.get("last_poll"), "last_success": row.get("last_success"),
+        "last_error": row.get("last_error"), "error_kind": row.get("error_kind"),
+        "counts": {k: int(stats.get(k, 0)) for k in ("scanned", "downloaded", "skipped", "known")}
+        if isinstance(stats, dict) else {},
+        "uidvalidity": row.get("uidvalidity"), "last_uid": row.get("last_uid"),
     }
 
 
@@ -247,7 +261,9 @@ def target_json(service: Any, cfg: Any, counts: dict[str, dict[str, int]] | None
         "filter": {"document_types": list(f.document_types), "tags": list(f.tags),
                    "companies": list(f.companies), "sources": list(f.sources)},
         "counts": c, "last_delivered": h.get("last_delivered"), "last_error": h.get("last_error"),
-        "last_error_document": h.get("last_error_document"),
+        "last_error_document": h.get("last_error_document"), "last_error_state": h.get("last_error_state"),
+        "last_error_permanent": h.get("last_error_permanent"), "last_error_attempts": h.get("last_error_attempts"),
+        "last_error_next_attempt": h.get("last_error_next_attempt"),
         "ok": not (c["failed"] or c["error"]),
     }
 
@@ -312,6 +328,7 @@ def counts(service: Any, now: dt.datetime | None = None) -> dict[str, int]:
         "received_month": store.list_messages(limit=1, since=iso(first))[1],
         "messages": sum(by_status.values()),
         **{s: by_status.get(s, 0) for s in MESSAGE_STATUSES},
+        "problems": sum(by_status.get(s, 0) for s in PROBLEM_STATUSES),
         "documents": store.document_count(),
         "export_failures": sum(v.get("failed", 0) + v.get("error", 0) for v in exports.values()),
         "export_pending": sum(v.get("pending", 0) for v in exports.values()),

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.errors import MAILBOX_ERROR_KINDS
 from gateway.store import EXPORT_STATES, MESSAGE_STATUSES
 from web.data import loads, parse_time
 
@@ -85,8 +86,10 @@ class GatewayCollector(Collector):
                                   labels=["mailbox"])
         last_ok = GaugeMetricFamily("gateway_mailbox_last_success_timestamp_seconds",
                                     "When a poll of a mailbox last succeeded", labels=["mailbox"])
-        errors = CounterMetricFamily("gateway_mailbox_poll_errors", "Failed polls of a mailbox",
+        errors = CounterMetricFamily("gateway_mailbox_poll_errors",
+                                     "Failed polls of a mailbox, by the kind of their error (never reset)",
                                      labels=["mailbox", "kind"])
+        counted = svc.store.poll_errors()
         stat = GaugeMetricFamily("gateway_mailbox_stat", "A mailbox's poll statistics as the poller reports them",
                                  labels=["mailbox", "stat"])
         for cfg in svc.settings.mailboxes:
@@ -99,8 +102,9 @@ class GatewayCollector(Collector):
             stats = loads(st.get("stats"), {})
             if not isinstance(stats, dict):
                 stats = {}
-            errors.add_metric([cfg.name, str(st.get("error_kind") or "any")],
-                              float(stats.get("errors", st.get("failures") or 0) or 0))
+            by_kind = counted.get(cfg.name, {})
+            for kind in sorted(set(MAILBOX_ERROR_KINDS) | set(by_kind)):
+                errors.add_metric([cfg.name, kind], float(by_kind.get(kind, 0)))
             for key, value in sorted(stats.items()):
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     stat.add_metric([cfg.name, re.sub(r"[^a-zA-Z0-9_]", "_", str(key))], float(value))
@@ -112,15 +116,14 @@ class GatewayCollector(Collector):
         events = CounterMetricFamily("gateway_smtp_events",
                                      "SMTP events since start (accepted, refused_rcpt, errors, sessions, ...)",
                                      labels=["event"])
-        for key in sorted(set(stats) | {"accepted", "refused_rcpt", "errors"}):
+        for key in sorted(set(stats) | {"accepted", "refused_rcpt", "errors", "sessions"}):
             events.add_metric([key], float(stats.get(key, 0)))
         yield events
         refused = sum(v for k, v in stats.items() if k.startswith("refused"))
         yield CounterMetricFamily("gateway_smtp_refusals", "Recipients and messages refused by the SMTP server",
                                   value=float(refused))
-        if "sessions" in stats:
-            yield CounterMetricFamily("gateway_smtp_sessions", "SMTP sessions since start",
-                                      value=float(stats["sessions"]))
+        yield CounterMetricFamily("gateway_smtp_sessions", "SMTP sessions since start",
+                                  value=float(stats.get("sessions", 0)))
 
     def _rules(self, svc: Any) -> Iterator[Any]:
         state = svc.rules

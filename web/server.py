@@ -18,9 +18,19 @@ class WebServer:
     """The admin page and API on ``web.listen``."""
 
     def __init__(self, service: Any) -> None:
-        host, port = service.settings.web.host_port
+        web = service.settings.web
+        host, port = web.host_port
         self.app = create_app(service)
-        self.server: Any = create_server(self.app, host=host, port=port, threads=8, ident="invoice-gateway")
+        proxy: dict[str, Any] = {}
+        if web.trusted_proxy:
+            # from that address only: request.is_secure (Secure cookies) and
+            # remote_addr (the login rate limit) follow the proxy's headers;
+            # from any other the headers are removed before the app sees them
+            proxy = {"trusted_proxy": web.trusted_proxy, "trusted_proxy_count": 1,
+                     "trusted_proxy_headers": {"x-forwarded-proto", "x-forwarded-for"},
+                     "clear_untrusted_proxy_headers": True}
+        self.server: Any = create_server(self.app, host=host, port=port, threads=8, ident="invoice-gateway",
+                                         **proxy)
         self._thread: threading.Thread | None = None
         self._stopping = False
 

@@ -49,7 +49,13 @@ class ExportItem:
 
 
 class Exporter(Protocol):
-    """Delivers one document; raises ExportError saying whether a retry can help."""
+    """Delivers one document; raises ExportError saying whether a retry can help.
+
+    Two optional attributes the runner looks for: ``batch()``, a context in which a
+    thread's deliveries share a connection (webdav), and ``recognises_redelivery = True``
+    when a document delivered a second time is found, not doubled (folder, webdav; not
+    email): then the runner records the deliveries of a run in batched durable commits.
+    """
 
     def deliver(self, item: ExportItem) -> str:
         """Deliver ``item``; return where it went (a path, a URL, a Message-ID)."""

@@ -62,6 +62,10 @@ def _fsync_dir(path: Path) -> None:
 class FolderExporter:
     """Delivers into ``path`` under the target's naming pattern."""
 
+    # a document delivered again (after a crash before its record) is found, not copied twice,
+    # so the runner may record deliveries in batches
+    recognises_redelivery = True
+
     def __init__(self, target: ExportConfig) -> None:
         assert target.path is not None
         self.root = Path(target.path)

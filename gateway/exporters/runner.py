@@ -11,7 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -27,6 +29,10 @@ BACKOFF_CAP = 6 * 3600
 # a run stops after this many retryable failures in a row (a server that is down
 # or times out), so the rest wait for the next run instead of each waiting out a timeout
 MAX_FAILURES_IN_A_ROW = 3
+# deliveries to a target that recognises a document it already has (webdav, folder) are
+# recorded in one durable commit per batch: at most this many, at most this old
+RECORD_BATCH = 64
+RECORD_WAIT = 0.5
 
 
 def backoff(attempts: int) -> int:
@@ -66,20 +72,59 @@ class ExportRunner:
         counts = {"delivered": 0, "failed": 0, "error": 0}
         tried: list[int] = []
         in_a_row = 0
-        while (stop is None or not stop.is_set()) and in_a_row < MAX_FAILURES_IN_A_ROW:
-            t = now or utcnow()
-            row = self.store.claim_export(target.name, now=t, require_approval=target.require_approval, exclude=tried)
-            if row is None:
-                break
-            tried.append(int(row["id"]))
-            state = self._deliver(target, row, t)
-            counts[state] += 1
-            in_a_row = in_a_row + 1 if state == "failed" else 0
-            if progress:
-                progress(target.name, dict(row, state=state))
+        # Confirmed by the server, not yet recorded. Safe only where a second delivery is
+        # recognised: after a crash before the record the claim is released, the document
+        # is delivered again and found already there (never a second mail or file).
+        unrecorded: list[tuple[int, str, int]] | None = [] if self._recognises_redelivery(target) else None
+        oldest = 0.0
+        try:
+            with self._batch(target):
+                while (stop is None or not stop.is_set()) and in_a_row < MAX_FAILURES_IN_A_ROW:
+                    t = now or utcnow()
+                    row = self.store.claim_export(target.name, now=t, require_approval=target.require_approval,
+                                                  exclude=tried)
+                    if row is None:
+                        break
+                    if not unrecorded:
+                        oldest = time.monotonic()
+                    state = self._deliver(target, row, t, unrecorded)
+                    if state == "failed":  # due again at once only with a clock far ahead; never twice in a run
+                        tried.append(int(row["id"]))
+                    counts[state] += 1
+                    in_a_row = in_a_row + 1 if state == "failed" else 0
+                    if unrecorded and (len(unrecorded) >= RECORD_BATCH or time.monotonic() - oldest >= RECORD_WAIT):
+                        self._record(target, unrecorded)
+                    if progress:
+                        progress(target.name, dict(row, state=state))
+        finally:
+            if unrecorded:
+                self._record(target, unrecorded)
         return counts
 
-    def _deliver(self, target: ExportConfig, row: dict[str, Any], now: dt.datetime) -> str:
+    def _recognises_redelivery(self, target: ExportConfig) -> bool:
+        try:
+            return bool(getattr(self.exporter(target), "recognises_redelivery", False))
+        except ExportError:
+            return False
+
+    def _record(self, target: ExportConfig, delivered: list[tuple[int, str, int]]) -> None:
+        """Record confirmed deliveries in one durable commit, then archive what is done."""
+        self.store.finish_exports_delivered([(export_id, location) for export_id, location, _ in delivered])
+        for _, _, document_id in delivered:
+            self._archive(document_id)
+        delivered.clear()
+
+    def _batch(self, target: ExportConfig) -> AbstractContextManager[Any]:
+        """The exporter's ``batch()`` (one connection for the whole run), where it has one."""
+        try:
+            batch = getattr(self.exporter(target), "batch", None)
+        except ExportError:
+            return nullcontext()  # shown by each delivery, which makes the exporter again
+        return batch() if batch is not None else nullcontext()
+
+    def _deliver(self, target: ExportConfig, row: dict[str, Any], now: dt.datetime,
+                 unrecorded: list[tuple[int, str, int]] | None = None) -> str:
+        """Deliver one claimed export; a success is recorded now, or added to ``unrecorded``."""
         doc = self.store.document(int(row["document_id"]))
         msg = self.store.message(int(doc["message_id"])) if doc else None
         if doc is None or msg is None:
@@ -93,9 +138,12 @@ class ExportRunner:
         except Exception as exc:  # a bug or an unforeseen failure: visible, retried
             log.exception("export %s of document %s failed unexpectedly", target.name, row["document_id"])
             return self._failed(target, row, f"{type(exc).__name__}: {exc}", True, now)
-        self.store.finish_export(int(row["id"]), state="delivered", location=location)
         self.last_error.pop(target.name, None)
         log.info("exported document %s to %s: %s", row["document_id"], target.name, location)
+        if unrecorded is not None:
+            unrecorded.append((int(row["id"]), location, int(row["document_id"])))
+            return "delivered"
+        self.store.finish_export(int(row["id"]), state="delivered", location=location)
         self._archive(int(row["document_id"]))
         return "delivered"
 

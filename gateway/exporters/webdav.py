@@ -19,6 +19,8 @@ import hashlib
 import logging
 import ssl
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -54,6 +56,10 @@ class _Missing(Exception):
 class WebDAVExporter:
     """Delivers into the collection at ``url`` under the target's naming pattern."""
 
+    # a document delivered again (after a crash before its record) is found on the server by
+    # its size and SHA-256, not uploaded twice, so the runner may record deliveries in batches
+    recognises_redelivery = True
+
     def __init__(self, target: ExportConfig, transport: httpx.BaseTransport | None = None) -> None:
         assert target.url is not None
         self.name = target.name
@@ -79,17 +85,39 @@ class WebDAVExporter:
         self.folders: set[str] = set()  # folders known to exist (made or found)
         self.lock = threading.Lock()
         self.move = True  # False once the server refused MOVE
+        self._local = threading.local()  # .client: this thread's client while it runs a batch
 
     # -- the interface ---------------------------------------------------------------------
 
     def deliver(self, item: ExportItem) -> str:
         """Upload the document (and its sidecar); return the URL it has on the server.
 
-        Each delivery has its own connection (reused by its few requests), so nothing stays
-        open between runs and deliveries from several threads do not share a client.
+        Inside ``batch()`` the deliveries of a thread share one client, so one kept-alive
+        connection; outside, a delivery has a connection of its own for its few requests.
         """
+        client: httpx.Client | None = getattr(self._local, "client", None)
+        if client is not None:
+            return _Session(self, client).deliver(item)
         with httpx.Client(**self._client_args) as client:
             return _Session(self, client).deliver(item)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Deliveries from this thread until the end of the block share one client (keep-alive).
+
+        The runner opens one per run of a target: a connection per document cost a
+        TCP handshake (a TLS one on https) and a client each. Nothing stays open after
+        the block, and threads never share a client.
+        """
+        if getattr(self._local, "client", None) is not None:
+            yield  # nested: the outer batch owns the client
+            return
+        with httpx.Client(**self._client_args) as client:
+            self._local.client = client
+            try:
+                yield
+            finally:
+                self._local.client = None
 
 
 class _Session:

@@ -335,16 +335,19 @@ class _GatewaySMTP(SMTP):
 
     line_length_limit = COMMAND_LINE_LIMIT
 
-    def __init__(self, handler: IntakeHandler, *, implicit_tls: bool = False, **kwargs: Any) -> None:
+    def __init__(self, handler: IntakeHandler, *, implicit_tls: bool = False, counted: bool = True,
+                 **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self.gate = handler.gate
+        self.counted = counted
         if implicit_tls:
             # The transport is TLS from the first byte; aiosmtpd only knows of STARTTLS.
             self._auth_require_tls = False
 
     async def _handle_client(self) -> None:
         assert self.session is not None
-        self.event_handler._count("sessions")
+        if self.counted:
+            self.event_handler._count("sessions")
         ip = peer_ip(self.session.peer)
         refusal = self.gate.connect(ip)
         if refusal is not None:
@@ -379,10 +382,15 @@ class _GatewayController(Controller):
     def __init__(self, handler: IntakeHandler, *, implicit_tls: bool = False, **kwargs: Any) -> None:
         self.implicit_tls = implicit_tls
         self.sessions: weakref.WeakSet[SMTP] = weakref.WeakSet()
+        # start() connects once to see that the server answers (aiosmtpd's _trigger_server)
+        # and waits for that connection: it is no session of a client
+        self._self_check = True
         super().__init__(handler, **kwargs)
 
     def factory(self) -> SMTP:
-        smtp = _GatewaySMTP(self.handler, implicit_tls=self.implicit_tls, **self.SMTP_kwargs)
+        smtp = _GatewaySMTP(self.handler, implicit_tls=self.implicit_tls, counted=not self._self_check,
+                            **self.SMTP_kwargs)
+        self._self_check = False
         self.sessions.add(smtp)
         return smtp
 

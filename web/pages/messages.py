@@ -39,7 +39,8 @@ def index() -> Any:
     if status and status not in MESSAGE_STATUSES:
         abort(400, f"status: one of {', '.join(MESSAGE_STATUSES)}")
     filters = dict(status=status, source=a.get("source") or None, sender=a.get("sender") or None,
-                   text=a.get("q") or None, since=_day(a.get("since"), tz), until=_day(a.get("until"), tz, after=True))
+                   text=a.get("q") or None, since=_day(a.get("since"), tz), until=_day(a.get("until"), tz, after=True),
+                   rule=a.get("rule") or None)
     _, total = svc.store.list_messages(limit=1, **filters)
     page = paging(total)
     rows, _ = svc.store.list_messages(limit=page["limit"], offset=page["offset"], **filters)

@@ -178,15 +178,22 @@ class MailboxPoller:
             names = self._resolve_folders(client, result)
             if only is not None:
                 names = [f for f in names if f in only]
+            for err in result.errors:  # folders that do not exist: shown beside the others
+                if err.folder:
+                    self._record_folder(result, err.folder, {}, err)
             for folder in names:
                 result.folders.append(folder)
+                before = result.counts()
                 try:
                     self._poll_folder(client, folder, result, since=since, policy=policy, revisit=revisit,
                                       progress=progress)
                 except MailboxError as exc:
+                    self._record_folder(result, folder, before, exc)
                     if exc.kind != "folder_missing":
                         raise
                     result.errors.append(exc)
+                else:
+                    self._record_folder(result, folder, before, None)
             if only is None and stored != policy.fingerprint and (not result.errors or stored is None):
                 if revisit:
                     log.info("mailbox %s: the rules changed what is downloaded; skipped mail was looked at again",
@@ -194,6 +201,14 @@ class MailboxPoller:
                 self.store.set_kv(key, policy.fingerprint)
             self._process(result)
             self._after_import(client, result)
+
+    def _record_folder(self, result: PollResult, folder: str, before: dict[str, int],
+                       err: MailboxError | None) -> None:
+        counts = {k: v - before.get(k, 0) for k, v in result.counts().items()} if before else {}
+        result.per_folder[folder] = {**counts, "error": str(err) if err else None,
+                                     "error_kind": err.kind if err else None}
+        self.store.record_folder_poll(self.name, folder, at=utcnow(), stats=counts,
+                                      error=str(err) if err else None, error_kind=err.kind if err else None)
 
     def _resolve_folders(self, client: Any, result: PollResult) -> list[str]:
         with conn.translated(self.mb, "listing folders"):
@@ -203,7 +218,7 @@ class MailboxPoller:
         for wanted, known in missing:
             result.errors.append(MailboxError(
                 f"folder {wanted!r} does not exist in the mailbox of {self.mb.username}", kind="folder_missing",
-                hint=f"check folders: in gateway.yaml; the server has: {known}"))
+                hint=f"check folders: in gateway.yaml; the server has: {known}", folder=wanted))
         return names
 
     def _poll_folder(self, client: Any, folder: str, result: PollResult, *, since: dt.date | None,
@@ -390,6 +405,7 @@ class MailboxPoller:
                 self._sync_watchers(result.folders)
             return
         self.failures += 1
+        self.store.count_poll_error(self.name, err.kind)
         retry = now + dt.timedelta(seconds=backoff(self.failures))
         self.next_attempt = next_window_start(self.mb.schedule, self.local(retry)).astimezone(dt.timezone.utc)
         self.store.set_mailbox_status(

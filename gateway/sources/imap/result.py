@@ -34,6 +34,7 @@ class PollResult:
         acted: mails the after-import action touched.
         error: what stopped the poll, or the first folder error.
         errors: every error (a missing folder does not stop the other folders).
+        per_folder: folder -> its own counts (scanned, downloaded, skipped, known) and its error.
     """
 
     mailbox: str
@@ -50,6 +51,7 @@ class PollResult:
     statuses: dict[str, int] = field(default_factory=dict)
     acted: int = 0
     errors: list[MailboxError] = field(default_factory=list)
+    per_folder: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def error(self) -> MailboxError | None:
@@ -61,6 +63,11 @@ class PollResult:
         """Spooled messages that became ``imported``."""
         return self.statuses.get("imported", 0)
 
+    def counts(self) -> dict[str, int]:
+        """The running counts that are also kept per folder."""
+        return {"scanned": self.scanned, "downloaded": self.downloaded, "skipped": self.skipped,
+                "known": self.known}
+
     def as_dict(self) -> dict[str, Any]:
         """A JSON-able summary (kept in mailbox_status.stats)."""
         err = self.error
@@ -70,4 +77,5 @@ class PollResult:
             "skipped": self.skipped, "known": self.known, "bytes_downloaded": self.bytes_downloaded,
             "bytes_saved": self.bytes_skipped, "imported": self.imported, "statuses": self.statuses,
             "acted": self.acted, "error": str(err) if err else None, "error_kind": err.kind if err else None,
+            "per_folder": self.per_folder,
         }
