@@ -25,7 +25,7 @@ log = logging.getLogger("gateway")
 
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose < 0 else (logging.INFO if verbose == 0 else logging.DEBUG)
-    logging.basicConfig(stream=sys.stdout, level=level,
+    logging.basicConfig(stream=sys.stderr, level=level,  # stdout is for output (--json)
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     if verbose < 2:
         for noisy in ("mail.log", "waitress", "fontTools", "weasyprint", "watchdog", "httpx", "httpcore"):
