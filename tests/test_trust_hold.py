@@ -95,6 +95,15 @@ def test_require_authenticated_sender_makes_every_from_demand_it(gateway_factory
     wait_for(lambda: len(gw.exported_files()) == 1, timeout=15)
     assert [f.name for f in gw.exported_files()] == ["invoice-genuine2.pdf"]
 
+    # the rule tester decides as the gateway did: a stored mail brings its authentication
+    tried = {m["id"]: gw.api(f"/api/rules/test?message={m['id']}", "POST").json() for m in (forged, genuine)}
+    assert tried[genuine["id"]]["rule"] == "Known supplier" and tried[genuine["id"]]["authenticated"] is True
+    assert tried[forged["id"]]["rule"] == "Everything else" and tried[forged["id"]]["authenticated"] is False
+    assert "trust.require_authenticated_sender" in tried[forged["id"]]["explain"][0]["reason"]
+    upload = gw.api("/api/rules/test", "POST", content=invoice("upload")).json()
+    assert upload["require_authenticated_sender"] is True and upload["authenticated"] is None
+    assert upload["rule"] == "Everything else"
+
 
 def test_dns_failure_holds_as_not_known_and_release_cli_exports(gateway_factory: Callable[..., Gateway],
                                                                  workdir: Path, key: tuple[bytes, str]) -> None:  # noqa: F811

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import re
 import threading
@@ -228,8 +229,13 @@ def retry_exports(service: Any, name: str, ids: Sequence[int] | None = None) -> 
 # -- rules -----------------------------------------------------------------------------
 
 
-def explain_mail(service: Any, raw: bytes, *, source: str = "smtp", draft: str | None = None) -> dict[str, Any]:
-    """Which rule decides a raw mail, and why, per rule (with the rules in force, or a draft)."""
+def explain_mail(service: Any, raw: bytes, *, source: str = "smtp", draft: str | None = None,
+                 message: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Which rule decides a raw mail, and why, per rule (with the rules in force, or a draft).
+
+    trust.require_authenticated_sender applies as in the gateway: a stored
+    ``message`` brings its sender authentication; an upload's is not known.
+    """
     from gateway.explain import explain_decision
 
     if not raw.strip():
@@ -246,7 +252,12 @@ def explain_mail(service: Any, raw: bytes, *, source: str = "smtp", draft: str |
         if ruleset is None:
             return {"rule": None, "action": None, "explain": [], "problems": problems, "draft": True}
     try:
-        out = explain_decision(raw, ruleset, source=source, settings=service.settings)
+        auth = message.get("auth") if message is not None else None
+        if isinstance(auth, str):
+            auth = json.loads(auth)
+        out = explain_decision(raw, ruleset, source=source, settings=service.settings,
+                               require_authenticated_sender=service.settings.trust.require_authenticated_sender,
+                               authenticated=auth.get("authenticated") if isinstance(auth, dict) else None)
     except Exception as exc:  # an unparseable upload is the user's to fix, not a server error
         raise BadRequest(f"the message cannot be read: {type(exc).__name__}: {exc}") from exc
     out["problems"] = problems

@@ -274,6 +274,7 @@ def rules_test() -> Any:
     draft = args.get("draft")
     if draft is not None and not isinstance(draft, str):
         raise BadRequest("draft: the text of one rule file")
+    msg = None
     if args.get("message"):
         try:
             msg = actions.message_or_404(svc, int(args["message"]))
@@ -290,7 +291,7 @@ def rules_test() -> Any:
         raw = body["raw"].encode("utf-8", "surrogateescape")
     else:
         raw = request.get_data(cache=False)
-    return jsonify(actions.explain_mail(svc, raw, source=source, draft=draft))
+    return jsonify(actions.explain_mail(svc, raw, source=source, draft=draft, message=msg))
 
 
 # -- exports ---------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ def tester() -> Any:
     message_id = request.values.get("message") or None
     try:
         raw: bytes | None = None
+        msg = None
         upload = request.files.get("eml") if request.method == "POST" else None
         if upload is not None and upload.filename:
             raw = upload.read()
@@ -68,7 +69,7 @@ def tester() -> Any:
         elif request.method == "POST":
             abort(400, "choose an .eml file or a stored message")
         if raw is not None:
-            result = actions.explain_mail(svc, raw, source=source, draft=draft)
+            result = actions.explain_mail(svc, raw, source=source, draft=draft, message=msg)
     except HTTPException as exc:
         if exc.code not in (400, 404):
             raise
