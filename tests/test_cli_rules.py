@@ -84,6 +84,17 @@ def test_show_prints_the_stored_decision_with_every_rule_tried(tmp_path: Path) -
     assert missing.returncode == 1 and b"no message #999" in missing.stderr
 
 
+def test_json_output_is_not_mixed_with_the_log(tmp_path: Path) -> None:
+    """`import --json | jq` works: the log (INFO by default) goes to stderr."""
+    config = _setup(tmp_path)
+    r = run_cli("-c", str(config), "import", "--json", str(_eml(tmp_path)))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.decode().splitlines()
+    assert lines and all(isinstance(json.loads(line), dict) for line in lines)
+    assert json.loads(lines[0])["status"] == "imported"
+    assert b"INFO" in r.stderr
+
+
 def test_show_of_an_unmatched_mail_names_the_policy(tmp_path: Path) -> None:
     config = _setup(tmp_path)
     eml = _eml(tmp_path, sender="Shop <shop@stranger.example>", subject="Hello", attachments=[])
