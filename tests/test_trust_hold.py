@@ -60,6 +60,17 @@ def test_forged_sender_is_held_until_released(gateway_factory: Callable[..., Gat
     assert api["status"] == "suspicious"
     assert api["authentication"]["authenticated"] is False and api["authentication"]["spf"]["result"] == "fail"
     assert gw.exported_files() == []
+    from test_web_pages import Browserless  # it imports this module
+
+    client = Browserless(gw)
+    try:
+        assert client.login().status_code == 302
+        page = client.get(f"/messages/{msg['id']}").text
+    finally:
+        client.close()
+    assert "This mail claims a sender it could not prove." in page
+    assert "<dt>Sender</dt><dd class=\"break\">not authenticated" in page and "SPF fail" in page
+    assert "Authentication-Results: " in page and "spf=fail" in page and "{&#39;" not in page
 
     gw.store.release_message(msg["id"], by="anna")
     gw.service.pipeline.wake.set()

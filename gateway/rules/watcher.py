@@ -131,11 +131,8 @@ class RulesWatcher:
                 return False
             self._digest = files.digest
             ruleset, problems = load_rule_files(files)
-        if ruleset is not None:
-            log.info("rules reloaded: %d rules in %d files", len(ruleset.rules), len(ruleset.files))
-        else:
-            log.warning("rules not reloaded, the last good rules stay in force:\n%s",
-                        "\n".join(str(p) for p in problems))
+        # the on_change callback reports the outcome (the service logs it once)
+        log.debug("rules folder changed: %s", "loaded" if ruleset is not None else f"{len(problems)} problem(s)")
         try:
             self.on_change(ruleset, problems)
         except Exception:  # a failing callback must not end the watching
