@@ -123,6 +123,9 @@ CASES = [
     Case("any", one("{any: [{subject: nomatch}, {from: '@acme.example'}]}"), mail(ACME), "R"),
     Case("any-none", one("{any: [{subject: nomatch}, {from: '@other.example'}]}"), mail(ACME), None),
     Case("all-fails", one("{all: [{subject: Rechnung}, {from: '@other.example'}]}"), mail(ACME), None),
+    Case("all-holds", one("{all: [{subject: Rechnung}, {from: '@acme.example'}]}"), mail(ACME), "R"),
+    Case("all-any-not-nested", one("{all: [{any: [{subject: nomatch}, {from: '@acme.example'}]}, "
+                                   "{not: {subject: Mahnung}}]}"), mail(ACME), "R"),
     Case("keys-and", one("{from: '@acme.example', contains: Gutschrift}"), mail(ACME), None),
     # decoded subjects and case
     Case("rfc2047-utf8", one("{subject: Rechnung für März}"),
