@@ -684,6 +684,15 @@ class Store:
                 [(location, now, export_id) for export_id, location in items],
             )
 
+    def release_export_claims(self, export_ids: Sequence[int], *, error: str) -> None:
+        """Give running exports back to the queue (their delivery is checked again), noting ``error``."""
+        with self.write() as conn:
+            conn.executemany(
+                "UPDATE exports SET state = 'pending', claimed_by = NULL, claimed_at = NULL, last_error = ? "
+                "WHERE id = ? AND state = 'running'",
+                [(error, export_id) for export_id in export_ids],
+            )
+
     def retry_export(self, export_id: int) -> None:
         """Make a failed export due now."""
         with self.write() as conn:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from conftest import ROOT, Gateway, make_mail, run_cli, unique_pdf, wait_for, write_config
 from gateway.store import utcnow
@@ -174,3 +177,33 @@ def test_a_run_stopped_midway_has_recorded_every_document_it_delivered(
     assert sorted(d for d, s in states.items() if s == "delivered") == sorted(seen)
     assert sorted(states.values()) == ["delivered", "delivered", "pending", "pending", "pending"]
     assert len(files(workdir, "nas")) == 2
+
+
+def test_a_failed_record_gives_the_deliveries_back_to_the_queue(
+        workdir: Path, gateway_factory: Callable[..., Gateway]) -> None:
+    """Delivered but not recorded (the database refused): pending again, then found already there."""
+    gw = gateway_factory(exports=[folder(workdir, "nas", schedule={"every": "1h"})])
+    time.sleep(1.5)  # the hourly job ran once at start, with nothing to do
+    gw.send(make_mail(attachments=[(f"r{i}.pdf", unique_pdf(f"record-{i}"), "application/pdf") for i in range(3)]))
+    wait_for(lambda: len(gw.store.list_exports(target="nas")) == 3)
+    store = gw.store
+    real = store.finish_exports_delivered
+
+    def locked(items: Any) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    store.finish_exports_delivered = locked  # type: ignore[method-assign]
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            gw.service.exports.run_target(gw.settings.export("nas"))
+    finally:
+        store.finish_exports_delivered = real  # type: ignore[method-assign]
+    rows = store.list_exports(target="nas")
+    assert [r["state"] for r in rows] == ["pending"] * 3
+    assert all(r["claimed_by"] is None and "recording it failed" in r["last_error"] for r in rows)
+    assert sorted(files(workdir, "nas")) == ["r0.pdf", "r1.pdf", "r2.pdf"]
+
+    counts = gw.service.exports.run_target(gw.settings.export("nas"))
+    assert counts == {"delivered": 3, "failed": 0, "error": 0}
+    assert [r["state"] for r in store.list_exports(target="nas")] == ["delivered"] * 3
+    assert sorted(files(workdir, "nas")) == ["r0.pdf", "r1.pdf", "r2.pdf"]  # found there, not written twice

@@ -108,8 +108,23 @@ class ExportRunner:
             return False
 
     def _record(self, target: ExportConfig, delivered: list[tuple[int, str, int]]) -> None:
-        """Record confirmed deliveries in one durable commit, then archive what is done."""
-        self.store.finish_exports_delivered([(export_id, location) for export_id, location, _ in delivered])
+        """Record confirmed deliveries in one durable commit, then archive what is done.
+
+        When the record fails (a locked or full disk), the exports go back to
+        the queue at once rather than stay claimed until a restart: the next
+        run finds each file already there and records it.
+        """
+        try:
+            self.store.finish_exports_delivered([(export_id, location) for export_id, location, _ in delivered])
+        except Exception as exc:
+            why = f"delivered, but recording it failed ({type(exc).__name__}: {exc}); checked again by the next run"
+            log.error("export %s: %d deliveries %s", target.name, len(delivered), why)
+            try:
+                self.store.release_export_claims([export_id for export_id, _, _ in delivered], error=why)
+            except Exception:
+                log.exception("export %s: could not give the deliveries back to the queue either", target.name)
+            delivered.clear()
+            raise
         for _, _, document_id in delivered:
             self._archive(document_id)
         delivered.clear()
