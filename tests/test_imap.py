@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from collections.abc import Iterator
 from email import policy
@@ -194,16 +195,25 @@ def test_star_takes_every_folder_but_trash_spam_drafts_and_sent(dovecot: Dovecot
     assert sorted(d["filename"] for d in rig.docs()) == ["Rechnung_a.pdf", "Rechnung_b.pdf"]
 
 
-def test_a_missing_folder_is_named_and_the_others_still_import(dovecot: Dovecot, workdir: Path) -> None:
+def test_a_missing_folder_is_named_and_the_others_still_import(dovecot: Dovecot, workdir: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
     user = dovecot.add_user()
     dovecot.append(user, "INBOX", [invoice(1)])
     rig = Rig(workdir, [mailbox_cfg(dovecot, user, folders=["INBOX", "Rechnungen"])])
-    result = rig.poller().poll()
+    poller = rig.poller()
+    result = poller.poll()
     assert result.error is not None and result.error.kind == "folder_missing"
     assert "'Rechnungen' does not exist" in str(result.error) and "INBOX" in (result.error.hint or "")
     assert len(rig.docs()) == 1
     status = rig.store.mailbox_status("box")
     assert status["error_kind"] == "folder_missing" and status["failures"] == 1
+
+    # the user creates the folder: its mail is read as a new folder's, no "UIDVALIDITY changed"
+    dovecot.append(user, "Rechnungen", [invoice(2)])
+    with caplog.at_level(logging.INFO, logger="gateway"):
+        again = poller.poll()
+    assert again.error is None and len(rig.docs()) == 2
+    assert "UIDVALIDITY changed" not in caplog.text
 
 
 # -- after_import ----------------------------------------------------------------------------------------

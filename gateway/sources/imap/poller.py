@@ -225,6 +225,8 @@ class MailboxPoller:
                      policy: DownloadPolicy, revisit: bool, progress: Progress | None) -> None:
         mb = self.mb
         state = self.store.imap_folder(self.name, folder)
+        if state is not None and state["uidvalidity"] is None:
+            state = None  # only a failed poll was recorded: the folder was never read
         with conn.translated(mb, f"reading folder {folder!r}"):
             if state is not None and since is None and not revisit:
                 # STATUS answers "anything new?" without opening the folder
