@@ -111,6 +111,9 @@ def test_require_authenticated_sender_makes_every_from_demand_it(gateway_factory
     assert tried[genuine["id"]]["rule"] == "Known supplier" and tried[genuine["id"]]["authenticated"] is True
     assert tried[forged["id"]]["rule"] == "Everything else" and tried[forged["id"]]["authenticated"] is False
     assert "trust.require_authenticated_sender" in tried[forged["id"]]["explain"][0]["reason"]
+    gw.store.release_message(forged["id"], by="anna")  # a person vouches for it: the rule decides
+    released = gw.api(f"/api/rules/test?message={forged['id']}", "POST").json()
+    assert released["rule"] == "Known supplier" and released["released"]["by"] == "anna"
     upload = gw.api("/api/rules/test", "POST", content=invoice("upload")).json()
     assert upload["require_authenticated_sender"] is True and upload["authenticated"] is None
     assert upload["rule"] == "Everything else"

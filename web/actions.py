@@ -255,6 +255,8 @@ def explain_mail(service: Any, raw: bytes, *, source: str = "smtp", draft: str |
         auth = message.get("auth") if message is not None else None
         if isinstance(auth, str):
             auth = json.loads(auth)
+        if message is not None and message.get("released_at"):
+            auth = {"authenticated": True}  # a person released it: they vouch for its sender, as in the gateway
         out = explain_decision(raw, ruleset, source=source, settings=service.settings,
                                require_authenticated_sender=service.settings.trust.require_authenticated_sender,
                                authenticated=auth.get("authenticated") if isinstance(auth, dict) else None)
@@ -262,6 +264,8 @@ def explain_mail(service: Any, raw: bytes, *, source: str = "smtp", draft: str |
         raise BadRequest(f"the message cannot be read: {type(exc).__name__}: {exc}") from exc
     out["problems"] = problems
     out["source"] = source
+    if message is not None and message.get("released_at"):
+        out["released"] = {"at": message["released_at"], "by": message.get("released_by")}
     if draft is not None and draft.strip():
         out["draft"] = True
     return out
