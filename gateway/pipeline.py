@@ -8,7 +8,6 @@ documents are content-addressed by SHA-256 and export rows are unique per
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import fnmatch
 import hashlib
@@ -34,14 +33,11 @@ from gateway.store import Row, Store
 
 log = logging.getLogger(__name__)
 
-INVOICE_WORDS = (
-    "invoice", "rechnung", "facture", "factuur", "fattura", "factura", "receipt", "quittung",
-    "beleg", "gutschrift", "credit note", "creditnote", "faktura", "nota fiscal", "bill",
-)
-# Whole words with their plurals ("bill" is not "billing", "Beleg" not
-# "Belegschaft" or "belegt", "Rechnung" not "Rechnungsadresse"), where letters
-# delimit words, so "Invoice_42.pdf" and "rechnung-2026.pdf" count. The German
-# words may end a compound: a Stromrechnung or a Kassenbeleg is an invoice.
+# The invoice words of the `recognize` policy (README lists them): whole words
+# with their plurals ("bill" is not "billing", "Beleg" not "Belegschaft" or
+# "belegt", "Rechnung" not "Rechnungsadresse"), where letters delimit words, so
+# "Invoice_42.pdf" and "rechnung-2026.pdf" count. The German words may end a
+# compound: a Stromrechnung or a Kassenbeleg is an invoice.
 _L = "a-zà-öø-ÿß"
 _INVOICE_RE = re.compile(
     rf"(?<![{_L}])(?:invoices?|factures?|factuur|facturen|fattur[ae]|facturas?|receipts?|credit ?notes?|"
@@ -198,6 +194,8 @@ def mail_view(parsed: ParsedMessage, row: Mapping[str, Any], einvoice_fields: Ma
             authenticated = json.loads(auth).get("authenticated")
         except (ValueError, AttributeError):
             authenticated = None
+    if row.get("released_at"):
+        authenticated = True  # a person released the mail: they vouch for its sender
     return MailView(
         sender=sender, to=to, subject=parsed.subject, body=body,
         attachments=tuple(a.filename for a in parsed.attachments if not a.inline or a.kind != "other"),
@@ -412,9 +410,7 @@ class Pipeline:
         view = mail_view(parsed, row, inv_fields)
         out.sender_domain = from_domain(parsed)
         require = self.settings.trust.require_authenticated_sender
-        if row.get("released_at") and view.authenticated is not True:
-            # a person released the mail: they vouch for its sender
-            view = dataclasses.replace(view, authenticated=True)
+        if row.get("released_at"):  # mail_view counts the sender as authenticated
             out.notes.append(f"released by {row.get('released_by') or 'a person'} at {str(row['released_at'])[:19]}")
         decision = self.rules.decide(view, require)
         claimed = claimed_rule(self.rules.ruleset, view, decision, require)

@@ -122,7 +122,7 @@ class Service:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.stop_event.is_set():
             # only these messages count: mail arriving meanwhile does not blur the figure
-            statuses = self.store.imap_message_statuses(ids)
+            statuses = self.store.message_statuses(ids)
             if "received" not in statuses.values():
                 changed = sum(1 for s in statuses.values() if s != "unmatched")
                 self.store.set_kv("last_reexamine", {"at": dt.datetime.now(dt.timezone.utc).isoformat(),

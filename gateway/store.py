@@ -946,7 +946,7 @@ class Store:
                 out.setdefault(r[0], []).append(int(r[1]))
         return out
 
-    def imap_message_statuses(self, ids: Sequence[int]) -> dict[int, str]:
+    def message_statuses(self, ids: Sequence[int]) -> dict[int, str]:
         """Message id -> status, for the ids given."""
         out: dict[int, str] = {}
         conn = self._conn()
@@ -987,7 +987,6 @@ def pack_decision(decision: Row) -> Row:
     packed = base64.b64encode(zlib.compress(text.encode("utf-8"), 1)).decode("ascii")
     out = {k: v for k, v in decision.items() if k != "explain"}
     out["explain_z"] = packed
-    out["tried"] = len(explain)
     return out
 
 
@@ -1005,7 +1004,7 @@ def decision_of(value: Any) -> Row | None:
     out: Row = value
     packed = out.get("explain_z")
     if isinstance(packed, str):
-        out = {k: v for k, v in out.items() if k not in ("explain_z", "tried")}
+        out = {k: v for k, v in out.items() if k != "explain_z"}
         try:
             out["explain"] = json.loads(zlib.decompress(base64.b64decode(packed)).decode("utf-8"))
         except (ValueError, zlib.error):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import re
 import threading
@@ -252,20 +251,11 @@ def explain_mail(service: Any, raw: bytes, *, source: str = "smtp", draft: str |
         if ruleset is None:
             return {"rule": None, "action": None, "explain": [], "problems": problems, "draft": True}
     try:
-        auth = message.get("auth") if message is not None else None
-        if isinstance(auth, str):
-            auth = json.loads(auth)
-        if message is not None and message.get("released_at"):
-            auth = {"authenticated": True}  # a person released it: they vouch for its sender, as in the gateway
-        out = explain_decision(raw, ruleset, source=source, settings=service.settings,
-                               require_authenticated_sender=service.settings.trust.require_authenticated_sender,
-                               authenticated=auth.get("authenticated") if isinstance(auth, dict) else None)
+        out = explain_decision(raw, ruleset, source=source, settings=service.settings, stored=message)
     except Exception as exc:  # an unparseable upload is the user's to fix, not a server error
         raise BadRequest(f"the message cannot be read: {type(exc).__name__}: {exc}") from exc
     out["problems"] = problems
     out["source"] = source
-    if message is not None and message.get("released_at"):
-        out["released"] = {"at": message["released_at"], "by": message.get("released_by")}
     if draft is not None and draft.strip():
         out["draft"] = True
     return out

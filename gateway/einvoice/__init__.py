@@ -26,8 +26,8 @@ Decisions:
 from __future__ import annotations
 
 import logging
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from .checks import check
 from .extract import Fields, read_cii, read_ubl

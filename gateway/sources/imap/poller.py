@@ -352,11 +352,11 @@ class MailboxPoller:
         elif ids:  # the service's workers process the spool; wait for them a while
             deadline = time.monotonic() + PROCESS_WAIT
             while time.monotonic() < deadline and not self._stop.is_set():
-                if "received" not in self.store.imap_message_statuses(ids).values():
+                if "received" not in self.store.message_statuses(ids).values():
                     break
                 time.sleep(0.05)
         counts: dict[str, int] = {}
-        for status in self.store.imap_message_statuses(ids).values():
+        for status in self.store.message_statuses(ids).values():
             counts[status] = counts.get(status, 0) + 1
         result.statuses = counts
 
