@@ -11,6 +11,7 @@ from typing import Any
 from pypdf import PdfWriter
 
 from conftest import CORPUS, Gateway, make_mail, wait_for
+from test_einvoice import hostile
 
 FACTURX = CORPUS / "einvoices/akretion-factur-x/pdf/invoice_EN16931.pdf"
 XRECHNUNG_UBL = CORPUS / "einvoices/xrechnung-testsuite/business-cases/standard/01.01a-INVOICE_ubl.xml"
@@ -75,26 +76,13 @@ def test_bare_xrechnung_gets_a_readable_pdf_beside_it(gateway_factory, tmp_path:
     assert {d["origin"] for d in docs} == {"attachment", "einvoice-render"}
 
 
-CII_HEAD = (b'<rsm:CrossIndustryInvoice xmlns:rsm="urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100"'
-            b' xmlns:ram="urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:100">')
-
-
-def hostile_cii(doctype: bytes, ref: bytes) -> bytes:
-    """A CII invoice whose number and seller are the entity reference ``ref``, under ``doctype``."""
-    return (b'<?xml version="1.0"?>\n' + doctype + b"\n" + CII_HEAD
-            + b"<rsm:ExchangedDocument><ram:ID>" + ref + b"</ram:ID></rsm:ExchangedDocument>"
-            + b"<rsm:SupplyChainTradeTransaction><ram:ApplicableHeaderTradeAgreement><ram:SellerTradeParty>"
-            + b"<ram:Name>" + ref + b"</ram:Name></ram:SellerTradeParty></ram:ApplicableHeaderTradeAgreement>"
-            + b"</rsm:SupplyChainTradeTransaction></rsm:CrossIndustryInvoice>")
-
-
 def test_hostile_xml_is_imported_as_a_plain_file_with_a_warning(gateway_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     secret = "S3CRET-" + "b41e07"  # built, so the marker is not in this file's bytes as one string either
     secret_path = tmp_path / "secret.txt"
     secret_path.write_text(secret)
-    laughs = hostile_cii(b"<!DOCTYPE rsm:CrossIndustryInvoice [<!ENTITY lol0 \"lol\">" + b"".join(
+    laughs = hostile(b"<!DOCTYPE rsm:CrossIndustryInvoice [<!ENTITY lol0 \"lol\">" + b"".join(
         b'<!ENTITY lol%d "%s">' % (i, b"&lol%d;" % (i - 1) * 10) for i in range(1, 10)) + b"]>", b"&lol9;")
-    xxe = hostile_cii(b'<!DOCTYPE x [<!ENTITY xxe SYSTEM "' + secret_path.as_uri().encode() + b'">]>', b"&xxe;")
+    xxe = hostile(b'<!DOCTYPE x [<!ENTITY xxe SYSTEM "' + secret_path.as_uri().encode() + b'">]>', b"&xxe;")
     gw: Gateway = gateway_factory()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for name, data in (("laughs.xml", laughs), ("xxe.xml", xxe)):

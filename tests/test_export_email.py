@@ -115,11 +115,17 @@ def test_one_mail_per_document_with_the_pdf_unchanged(gateway_factory: Callable[
     assert got == pdfs  # byte-identical
 
 
+def server_tls(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    """The test SMTP server's TLS context with the self-signed certificate."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(certificate[0]), str(certificate[1]))
+    return ctx
+
+
 def test_starttls_needs_the_ca_file_for_a_self_signed_certificate(tmp_path: Path,
                                                                   certificate: tuple[Path, Path]) -> None:
     inbox = Inbox()
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(str(certificate[0]), str(certificate[1]))
+    ctx = server_tls(certificate)
     port = free_port()
     ctl = Controller(inbox, hostname="127.0.0.1", port=port, tls_context=ctx, require_starttls=True,
                      authenticator=authenticator, auth_require_tls=True)
@@ -158,8 +164,7 @@ class TLSInbox(Inbox):
 def test_security_ssl_is_tls_from_the_first_byte_and_needs_the_ca_file(tmp_path: Path,
                                                                        certificate: tuple[Path, Path]) -> None:
     inbox = TLSInbox()
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(str(certificate[0]), str(certificate[1]))
+    ctx = server_tls(certificate)
     port = free_port()
     # implicit TLS, as on port 465 (aiosmtpd's auth_require_tls only knows STARTTLS: the whole session is TLS)
     ctl = Controller(inbox, hostname="127.0.0.1", port=port, ssl_context=ctx,

@@ -156,12 +156,19 @@ def test_failed_exports_back_off_doubling_up_to_six_hours(workdir: Path,
     assert waits == [30, 60, 120, 240, 480, 960, 1920, 3840, 7680, 15360, 21600, 21600, 21600]
 
 
-def test_a_run_stopped_midway_has_recorded_every_document_it_delivered(
-        workdir: Path, gateway_factory: Callable[..., Gateway]) -> None:
+def hourly_target_with_queue(workdir: Path, gateway_factory: Callable[..., Gateway], prefix: str, n: int) -> Gateway:
+    """A gateway with an hourly folder target ``nas`` and ``n`` documents queued for it."""
     gw = gateway_factory(exports=[folder(workdir, "nas", schedule={"every": "1h"})])
     time.sleep(1.5)  # the hourly job ran once at start, with nothing to do
-    gw.send(make_mail(attachments=[(f"s{i}.pdf", unique_pdf(f"stop-{i}"), "application/pdf") for i in range(5)]))
-    wait_for(lambda: len(gw.store.list_exports(target="nas")) == 5)
+    gw.send(make_mail(attachments=[(f"{prefix}{i}.pdf", unique_pdf(f"{prefix}-{i}"), "application/pdf")
+                                   for i in range(n)]))
+    wait_for(lambda: len(gw.store.list_exports(target="nas")) == n)
+    return gw
+
+
+def test_a_run_stopped_midway_has_recorded_every_document_it_delivered(
+        workdir: Path, gateway_factory: Callable[..., Gateway]) -> None:
+    gw = hourly_target_with_queue(workdir, gateway_factory, "s", 5)
     stop = threading.Event()
     seen: list[int] = []
 
@@ -182,10 +189,7 @@ def test_a_run_stopped_midway_has_recorded_every_document_it_delivered(
 def test_a_failed_record_gives_the_deliveries_back_to_the_queue(
         workdir: Path, gateway_factory: Callable[..., Gateway]) -> None:
     """Delivered but not recorded (the database refused): pending again, then found already there."""
-    gw = gateway_factory(exports=[folder(workdir, "nas", schedule={"every": "1h"})])
-    time.sleep(1.5)  # the hourly job ran once at start, with nothing to do
-    gw.send(make_mail(attachments=[(f"r{i}.pdf", unique_pdf(f"record-{i}"), "application/pdf") for i in range(3)]))
-    wait_for(lambda: len(gw.store.list_exports(target="nas")) == 3)
+    gw = hourly_target_with_queue(workdir, gateway_factory, "r", 3)
     store = gw.store
     real = store.finish_exports_delivered
 
