@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -19,6 +20,7 @@ import click
 
 from gateway.config import Settings, default_config_path, load_settings
 from gateway.errors import ConfigError, GatewayError
+from gateway.logs import quiet_libraries
 
 log = logging.getLogger("gateway")
 
@@ -28,8 +30,7 @@ def _setup_logging(verbose: int) -> None:
     logging.basicConfig(stream=sys.stderr, level=level,  # stdout is for output (--json)
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     if verbose < 2:
-        for noisy in ("mail.log", "waitress", "fontTools", "weasyprint", "watchdog", "httpx", "httpcore"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+        quiet_libraries()
 
 
 class _Ctx:
@@ -118,8 +119,28 @@ def serve(c: _Ctx) -> None:
         _fail(str(exc), 1)
     log.info("data in %s, rules in %s, exports: %s", settings.data_dir, settings.rules_dir,
              ", ".join(f"{t.name} ({t.type})" for t in settings.exports) or "none")
+    _log_how_to_reach(settings)
     stop.wait()
     service.stop()
+    log.info("stopped: every mail that got 250 is on disk and is processed at the next start")
+
+
+def _log_how_to_reach(settings: Settings) -> None:
+    """Say how to reach the gateway from elsewhere and how to call the command line."""
+    local = [name for name, (host, _) in (("smtp.listen", settings.smtp.host_port),
+                                          ("web.listen", settings.web.host_port))
+             if host in ("127.0.0.1", "localhost", "::1")]
+    if local:
+        log.info("%s: this machine only; to accept connections from the network, set %s in "
+                 "gateway.yaml", " and ".join(local),
+                 " and ".join(f"{key}: 0.0.0.0:{port}" for key, port in
+                              (("smtp.listen", settings.smtp.host_port[1]), ("web.listen", settings.web.host_port[1]))
+                              if key in local))
+    exe = Path(sys.argv[0])
+    if exe.name == "invoice-gateway" and exe.exists():
+        shown = os.path.relpath(exe) if not os.path.relpath(exe).startswith("..") else str(exe)
+        shown = shown if "/" in shown else f"./{shown}"
+        log.info("the command line, from another terminal: %s status (and %s --help)", shown, shown)
 
 
 # -- import --------------------------------------------------------------------------

@@ -62,7 +62,7 @@ Duration = Annotated[int, BeforeValidator(parse_duration)]
 def _split_listen(value: str, default_port: int) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     if not host:
-        return value or "0.0.0.0", default_port
+        return value or "127.0.0.1", default_port
     return host.strip("[]"), int(port)
 
 
@@ -198,7 +198,7 @@ class SMTPConfig(_Model):
     """The SMTP source."""
 
     enabled: bool = True
-    listen: str = "0.0.0.0:2525"
+    listen: str = "127.0.0.1:2525"  # loopback: opening it to the network is a choice (a NAS: 0.0.0.0)
     hostname: str = "localhost"
     max_message_size: Size = 50 * 1024**2
     max_recipients: int = 100
@@ -422,7 +422,7 @@ class WebConfig(_WithPassword):
     """The admin page and JSON API."""
 
     enabled: bool = True
-    listen: str = "0.0.0.0:8080"
+    listen: str = "127.0.0.1:8080"  # loopback, as the SMTP default
     password: str | None = None
     password_file: Path | None = None
     api_token: str | None = None

@@ -29,6 +29,7 @@ import time
 from typing import IO, Any
 
 from gateway.config import Settings
+from gateway.logs import quiet_libraries
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,7 @@ def main() -> None:
     sys.stdout = sys.stderr  # stdout is the channel to serve; nothing else may write there
     logging.basicConfig(stream=sys.stderr, level=int(job.get("log_level") or logging.INFO),
                         format=f"%(asctime)s %(levelname)-7s %(name)s[{job.get('name')}]: %(message)s")
+    quiet_libraries()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # serve stops us through the pipe
     # taking mail comes first: a burst of mail is answered at full speed and
     # processed right after (the wait is milliseconds; nothing waits on it but exports)

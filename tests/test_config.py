@@ -70,7 +70,7 @@ def test_defaults_without_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     s = load_settings()
     assert s.source_path is None
     assert s.data_dir == tmp_path / "data" and s.rules_dir == tmp_path / "rules"
-    assert s.smtp.host_port == ("0.0.0.0", 2525) and s.web.host_port == ("0.0.0.0", 8080)
+    assert s.smtp.host_port == ("127.0.0.1", 2525) and s.web.host_port == ("127.0.0.1", 8080)  # this machine only
     assert "invoices@localhost" in [a.address for a in s.smtp.addresses]
     assert s.exports[0].type == "folder" and s.exports[0].path == tmp_path / "exports"
 

@@ -52,6 +52,7 @@ def test_container_config_is_valid() -> None:
 
     s = load_settings(ROOT / "docker/gateway.yaml", env={})
     assert str(s.data_dir) == "/data" and str(s.rules_dir) == "/rules"
+    assert s.smtp.host_port[0] == "0.0.0.0" and s.web.host_port[0] == "0.0.0.0"  # a NAS: the network
     assert s.web.password is None  # empty: generated at first start
 
 
@@ -95,8 +96,19 @@ def test_fresh_clone_make_run_exports_a_mail(tmp_path: Path) -> None:
         assert exported[0].read_bytes() == pdf
         text = log.read_text(errors="replace")
         assert "no gateway.yaml found" in text and "gateway.example.yaml" in text
+        # safe default: this machine only, and the log says how to open it and how to call the CLI
+        import psutil
+
+        listening = {c.laddr.port: c.laddr.ip for c in psutil.net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr.port in (2525, 8080)}
+        assert listening == {2525: "127.0.0.1", 8080: "127.0.0.1"}
+        assert "set smtp.listen: 0.0.0.0:2525 and web.listen: 0.0.0.0:8080 in gateway.yaml" in text
+        assert ".venv/bin/invoice-gateway status" in text
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
+    text = log.read_text(errors="replace")
+    assert "stopped: every mail that got 250 is on disk" in text.strip().splitlines()[-1]
+    assert "weasyprint.progress" not in text
     assert (clone / "data" / "gateway.db").exists()
     shutil.rmtree(clone / ".venv", ignore_errors=True)
