@@ -486,6 +486,8 @@ class Limits(_Model):
     workers: int = 2
     # processing in worker processes (true) or threads of the serve process (false)
     worker_processes: bool = True
+    # free space under data_dir below which the admin page warns and `disk_full` is notified
+    disk_free_min: Size = 1024**3
 
 
 class TrustConfig(_Model):
@@ -502,6 +504,48 @@ class TrustConfig(_Model):
     dns_timeout: Annotated[float, Field(gt=0, le=30)] = 3.0
 
 
+NotifyEvent = Literal["mailbox_failing", "export_failed", "suspicious", "bank_account_changed",
+                      "rules_broken", "approval_digest", "disk_full"]
+NOTIFY_EVENTS: tuple[str, ...] = ("mailbox_failing", "export_failed", "suspicious", "bank_account_changed",
+                                  "rules_broken", "approval_digest", "disk_full")
+
+
+class NotifyURL(_Model):
+    """One Apprise URL (mailto://, ntfy://, gotify://, json://, ...) and the events it wants."""
+
+    url: str
+    events: tuple[NotifyEvent, ...] = NOTIFY_EVENTS  # type: ignore[assignment]
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        if "://" not in v:
+            raise ValueError("must be an Apprise URL such as mailto://..., ntfy://..., json://... "
+                             "(https://github.com/caronc/apprise/wiki lists them)")
+        return v
+
+
+class NotifyConfig(_Model):
+    """Notifications: who hears of what needs a person, through Apprise."""
+
+    urls: tuple[NotifyURL, ...] = ()
+    # the admin page as the person reaches it (links in notifications); default: from web.listen
+    admin_url: str | None = None
+    # documents waiting for approval: one digest a day, at this local time
+    digest_at: str = "08:00"
+    # a mailbox whose polls have failed for this long (no success since) is reported
+    mailbox_failing_after: Duration = 86400
+    # how often the conditions are looked at
+    check_every: Duration = 60
+
+    @field_validator("digest_at")
+    @classmethod
+    def _check_digest_at(cls, v: str) -> str:
+        if not re.fullmatch(r"\d{1,2}:\d{2}", v.strip()):
+            raise ValueError('must look like "08:00"')
+        return v.strip().zfill(5)
+
+
 class Settings(_Model):
     """The whole, validated gateway.yaml."""
 
@@ -516,6 +560,7 @@ class Settings(_Model):
     web: WebConfig = WebConfig()
     limits: Limits = Limits()
     trust: TrustConfig = TrustConfig()
+    notify: NotifyConfig = NotifyConfig()
     timezone: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -6,7 +6,7 @@ import logging
 
 # Libraries that log every step at INFO (weasyprint's progress, waitress, fontTools):
 # useful while debugging (-vv), noise in a gateway's log.
-NOISY = ("mail.log", "waitress", "fontTools", "weasyprint", "watchdog", "httpx", "httpcore")
+NOISY = ("mail.log", "waitress", "fontTools", "weasyprint", "watchdog", "httpx", "httpcore", "apprise")
 
 
 def quiet_libraries() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from gateway.config import ExportConfig, Schedule, Settings
 from gateway.exporters.runner import ExportRunner
+from gateway.notify import Notifier
 from gateway.pipeline import Pipeline, RulesState
 from gateway.scheduler import Job, Scheduler
 from gateway.senderauth.recheck import recheck_held
@@ -56,6 +57,7 @@ class Service:
         if self.workers is not None:
             self.workers.on_exports = self.exports.wake.set
         self.scheduler = Scheduler(settings.timezone)
+        self.notifier = Notifier(settings, self.store, lambda: list(self.rules.problems))
         self.stop_event = threading.Event()
         self.threads: list[threading.Thread] = []
         self.smtp: Any = None
@@ -164,6 +166,8 @@ class Service:
             if target.enabled and target.schedule is not None and target.schedule.every is not None:
                 self.scheduler.add(Job(f"export:{target.name}", target.schedule, self._export_job(target)))
         self.scheduler.add(Job("recheck-senders", Schedule(every=60), self._recheck_senders))
+        if self.settings.notify.urls:
+            self.scheduler.add(Job("notify", Schedule(every=self.settings.notify.check_every), self.notifier.check))
         self._start_rules_watcher()
         self._start_mailboxes()
         self._start_folders()

@@ -788,6 +788,30 @@ class Store:
         with self.write() as conn:
             conn.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, json.dumps(value)))
 
+    # -- what needs a person (health banner, notifications) ------------------------
+
+    def messages_with_status(self, status: str, limit: int = 1000) -> list[Row]:
+        """The newest messages with ``status`` (id, received, sender, subject, reason)."""
+        return [dict(r) for r in self._conn().execute(
+            "SELECT id, received, sender, subject, reason FROM messages WHERE status = ? ORDER BY id DESC LIMIT ?",
+            (status, limit))]
+
+    def payment_flagged_documents(self, limit: int = 1000) -> list[Row]:
+        """The newest documents the IBAN guard flagged (a changed bank account)."""
+        return [dict(r) for r in self._conn().execute(
+            "SELECT id, filename, company, payment_details_changed FROM documents "
+            "WHERE payment_details_changed IS NOT NULL ORDER BY id DESC LIMIT ?", (limit,))]
+
+    def awaiting_approval(self, targets: Sequence[str]) -> list[Row]:
+        """Documents not yet approved whose export to one of ``targets`` waits for approval."""
+        if not targets:
+            return []
+        marks = ",".join("?" * len(targets))
+        return [dict(r) for r in self._conn().execute(
+            f"SELECT DISTINCT d.id, d.filename, d.company FROM exports e JOIN documents d ON d.id = e.document_id "
+            f"WHERE e.target IN ({marks}) AND e.state IN ('pending', 'failed') AND d.approved_at IS NULL "
+            f"ORDER BY d.id", list(targets))]
+
     # -- IMAP state --------------------------------------------------------------
 
     def imap_folder(self, mailbox: str, folder: str) -> Row | None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from conftest import ROOT, Gateway, make_mail, wait_for
+from test_notify import SECRET, Receivers
 from test_web_pages import PASSWORD, FakePoller, invoice_pdf, seed, settle, site_config
 
 import playwright.sync_api as playwright  # noqa: E402
@@ -37,11 +38,20 @@ assert Path(CHROMIUM).exists(), "Debian's chromium is missing: `make test` insta
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, dict[str, int]]]:
+def receivers() -> Iterator[Receivers]:
+    """A real HTTP endpoint for the notifications (json://)."""
+    r = Receivers().start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, receivers: Receivers) -> Iterator[tuple[Gateway, dict[str, int]]]:
     workdir = tmp_path_factory.mktemp("browser")
     for d in ("data", "rules", "exports"):
         (workdir / d).mkdir()
     cfg = site_config(workdir)
+    cfg["notify"] = {"urls": [{"url": receivers.json}], "check_every": "1h"}
     (workdir / "rules" / "suppliers.yaml").write_text(SUPPLIERS, encoding="utf-8")
     cfg["mailboxes"] = [
         {"name": "gmail", "provider": "gmail", "host": "127.0.0.1", "port": 1, "username": "john@example.test",
@@ -280,3 +290,30 @@ def test_mailboxes_and_fetch_now(page: Page, site: tuple[Gateway, dict[str, int]
     page.shoot("mailboxes")
     page.goto("/mailboxes/office")
     page.shoot("mailbox")
+
+
+def test_health_banner_on_every_page(page: Page, site: tuple[Gateway, dict[str, int]]) -> None:
+    # the "office" mailbox failed three polls in a row (seeded): every page says so, with a link
+    for path in ("/", "/documents", "/rules"):
+        page.goto(path)
+        banner = page.page.locator("#health-banner")
+        assert banner.is_visible() and "Mailbox office keeps failing" in banner.inner_text()
+        assert "app password" in banner.inner_text()  # the hint, not only the error
+    page.goto("/")
+    assert page.page.locator(".pill.ok").count() == 0  # not "All parts running" while something needs you
+    assert "need you" in page.page.locator(".page-head .pill").inner_text()
+    page.shoot("banner")
+    page.page.click("#health-banner a:has-text('Mailbox office')")
+    page.page.wait_for_url(page.base + "/mailboxes/office")
+
+
+def test_notification_test_button(page: Page, site: tuple[Gateway, dict[str, int]], receivers: Receivers) -> None:
+    page.goto("/notifications")
+    text = page.page.inner_text("main")
+    assert "json://hook:" in text and SECRET not in page.page.content()  # the URL without its password
+    before = len(receivers.posts)
+    page.page.click("#notify-test")
+    page.page.wait_for_url(page.base + "/notifications")
+    assert "sent" in page.page.locator(".flash-ok").inner_text()
+    assert len(receivers.posts) == before + 1 and "test notification" in receivers.posts[-1]["title"]
+    page.shoot("notifications")

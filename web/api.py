@@ -7,12 +7,14 @@ web.login checks both before any route here runs.
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, abort, current_app, jsonify, request, send_file
 from werkzeug.exceptions import BadRequest
 
+from gateway.notify import configured
 from web import actions, data
 from web.rulegen import rule_from_message
 from web.rulefiles import relative_rule_file, rules_file_text
@@ -341,3 +343,20 @@ def export_retry(name: str) -> Any:
         except (TypeError, ValueError):
             raise BadRequest("ids: a list of export ids") from None
     return jsonify({"target": name, "retried": actions.retry_exports(_service(), name, ids)})
+
+
+@bp.get("/notifications")
+def notifications() -> Any:
+    """The notification URLs (privacy form) and what needs a person now."""
+    svc = _service()
+    pending = svc.notifier.pending(dt.datetime.now(dt.timezone.utc))
+    return jsonify({"urls": configured(svc.settings.notify.urls), "admin_url": svc.notifier.admin_url(),
+                    "pending": [{"event": a.event, "title": a.title, "detail": a.detail, "link": a.link}
+                                for a in pending]})
+
+
+@bp.post("/notifications/test")
+def notifications_test() -> Any:
+    """Send a test notification to every URL; per URL whether it was delivered."""
+    results = _service().notifier.test()
+    return jsonify({"results": [{"url": d.url, "ok": d.ok, "error": d.error or None} for d in results]})

@@ -11,6 +11,7 @@ from flask import Flask, current_app, g, jsonify, render_template, request, url_
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
+from gateway import health
 from web import metrics
 from web.actions import Jobs
 from web.auth import SESSION_LIFETIME, secret_key
@@ -81,7 +82,15 @@ def create_app(service: Any) -> Flask:
     @app.context_processor
     def template_globals() -> dict[str, Any]:
         return {"csrf_token": current_csrf, "asset": lambda name: url_for("static", filename=name, v=version),
-                "auth": g.get("auth"), "nav": request.blueprint or request.endpoint}
+                "auth": g.get("auth"), "nav": request.blueprint or request.endpoint,
+                "banner": attention_banner}
+
+    def attention_banner() -> list[Any]:
+        """What the banner on every page shows (computed only where a page asks for it)."""
+        if g.get("auth") is None:
+            return []
+        return health.banner(settings, service.store, list(service.rules.problems),
+                             now=dt.datetime.now(dt.timezone.utc))
 
     @app.template_filter("when")
     def when(value: str | None, fmt: str = "%Y-%m-%d %H:%M") -> str:

@@ -15,9 +15,9 @@ PAGE_SIZE = 25
 
 def register(app: Flask) -> None:
     """Register every page blueprint."""
-    from web.pages import dashboard, documents, exports, mailboxes, messages, rules
+    from web.pages import dashboard, documents, exports, mailboxes, messages, notifications, rules
 
-    for module in (dashboard, messages, documents, mailboxes, rules, exports):
+    for module in (dashboard, messages, documents, mailboxes, rules, exports, notifications):
         app.register_blueprint(module.bp)
 
 
