@@ -162,6 +162,38 @@ def invoice_hint(att: Attachment, parsed: ParsedMessage) -> str | None:
     return None
 
 
+def bulk_reason(parsed: ParsedMessage) -> str | None:
+    """Why a mail is mailing-list or bulk mail (a newsletter, an automatic notice), or None.
+
+    RFC 2369 (List-*), RFC 2919 (List-Id), RFC 3834 (Auto-Submitted) and the
+    de-facto Precedence header. Suppliers' invoices carry none of them as a rule;
+    newsletters and shop notices carry at least one.
+    """
+    for name in ("List-Id", "List-Unsubscribe", "List-Post"):
+        if parsed.header(name):
+            return f"mailing-list mail ({name})"
+    for value in parsed.header("Precedence"):
+        if value.strip().lower() in ("bulk", "list", "junk"):
+            return f"bulk mail (Precedence: {value.strip().lower()})"
+    for value in parsed.header("Auto-Submitted"):
+        if value.strip().lower().split(";")[0] not in ("", "no"):
+            return f"automatic mail (Auto-Submitted: {value.strip()[:40]})"
+    return None
+
+
+_TAG_RE = re.compile(r"<[^>]{0,2000}>")
+
+
+def body_invoice_hint(parsed: ParsedMessage) -> str | None:
+    """Why a mail's body looks like an invoice or receipt (an invoice word), or None."""
+    html_text = _TAG_RE.sub(" ", (parsed.html or "")[:200_000])
+    for where, text in (("subject", parsed.subject), ("text", parsed.text[:200_000]), ("HTML", html_text)):
+        m = _INVOICE_RE.search(text)
+        if m:
+            return f"{where} contains {m.group(0)!r}"
+    return None
+
+
 def mail_view(parsed: ParsedMessage, row: Mapping[str, Any], einvoice_fields: Mapping[str, str] | None) -> MailView:
     """What rules see of a parsed message and its stored envelope."""
     from gateway.models import Address
@@ -457,12 +489,21 @@ class Pipeline:
             policy = self.settings.unmatched.for_source(row["source"])
             why = f"no rule matched; the {row['source'].split(':')[0]} policy is {policy!r}"
             out.decision["policy"] = policy
-            if policy in ("import", "attachments"):
+            bulk = bulk_reason(parsed) if policy in ("import", "attachments") else None
+            if bulk:  # a newsletter's PDF is a brochure unless it looks like an invoice
+                out.notes.append(f"{bulk}: only documents that look like invoices are imported")
+            if policy in ("import", "attachments") and not bulk:
                 if candidates:
                     self._add_attachments(out, candidates, exams)
                 elif policy == "import" and (parsed.text.strip() or (parsed.html or "").strip()):
-                    self._add_body(out, parsed)
-            elif policy == "recognize":
+                    hint = body_invoice_hint(parsed)
+                    if hint:
+                        out.notes.append(f"the mail body looks like an invoice ({hint})")
+                        self._add_body(out, parsed)
+                    else:
+                        out.notes.append("the mail body has no sign of an invoice (no invoice word in subject "
+                                         "or text), so it was not rendered; a rule with `import: body` imports it")
+            elif policy == "recognize" or bulk:
                 picked = []
                 for a in candidates:
                     if einvoices.get(id(a)) is not None:
@@ -476,6 +517,8 @@ class Pipeline:
                         else:
                             out.notes.append(f"{a.filename}: not recognised as an invoice (no invoice word in subject, name or text)")
                 self._add_attachments(out, picked, exams)
+                if bulk and not candidates and (parsed.text.strip() or (parsed.html or "").strip()):
+                    out.notes.append("the mail body was not rendered: a rule with `import: body` imports it")
         names = [d.filename for d in out.documents]
         detail = "; ".join(out.notes + skipped)
         if out.documents:
@@ -489,6 +532,8 @@ class Pipeline:
                 out.reason = f"{why} matched, but the mail has no document to import"
             elif not parsed.attachments and policy == "recognize":
                 out.reason = f"{why}: the mail has no attachment"
+            elif not candidates and policy == "import" and (parsed.text.strip() or (parsed.html or "").strip()):
+                out.reason = f"{why}: nothing imported"
             else:
                 out.reason = f"{why}: no document attachment found" + (f" ({len(parsed.attachments)} other part(s))" if parsed.attachments else "")
         if detail:

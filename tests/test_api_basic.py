@@ -18,7 +18,7 @@ def test_api_requires_the_bearer_token(gateway: Gateway) -> None:
 def test_messages_and_documents_newest_first_with_export_state(gateway: Gateway) -> None:
     pdf = unique_pdf("api")
     gateway.send(make_mail(subject="first", attachments=[("a.pdf", pdf, "application/pdf")]))
-    gateway.send(make_mail(subject="second, no attachment", body="just text"))
+    gateway.send(make_mail(subject="second, no attachment", body="Invoice 7: just text"))
     wait_for(lambda: "received" not in gateway.store.status_counts()
              and sum(gateway.store.status_counts().values()) == 2, timeout=30)
     wait_for(gateway.exported_files, timeout=10)
@@ -36,7 +36,7 @@ def test_messages_and_documents_newest_first_with_export_state(gateway: Gateway)
     assert got.status_code == 200 and got.content == pdf
     docs = gateway.api("/api/documents").json()
     assert docs["items"][0]["exports"][0]["target"] == "nas"
-    # a mail without attachment sent to an import address is the invoice itself: rendered to PDF
+    # a mail without attachment whose body looks like an invoice is the invoice itself: rendered to PDF
     assert gateway.api("/api/messages?status=imported").json()["total"] == 2
     body_doc = newest["documents"][0]
     assert body_doc["origin"] == "body" and body_doc["filename"] == "second, no attachment.pdf"

@@ -163,7 +163,7 @@ def test_a_mail_that_renders_too_long_is_quarantined_and_the_next_mail_goes_thro
     row = "<tr>" + ("<td>" * 100 + "\n") * 4  # 200,000 cells in 800 KB (HTML needs no closing tags)
     html = f"<table>{row * 500}</table>"
     assert html.count("<td>") == 200_000
-    hostile = make_mail(subject="Huge table", body="see html", html=html)
+    hostile = make_mail(subject="Huge table", body="see the invoice in html", html=html)
     assert len(hostile.as_bytes()) < 1_000_000  # the test gateway's max_message_size
     gw.send(hostile)
     gw.send(make_mail(subject="Receipt 5", body="Total 12.00 EUR"))
