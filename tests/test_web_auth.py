@@ -142,6 +142,46 @@ def test_failed_logins_are_rate_limited(gateway: Gateway) -> None:
     c.close()
 
 
+def _logins_from(url: str, source: str, passwords: list[str], forwarded_for: str | None = None) -> list[int]:
+    """Log in with each password over a real connection from ``source`` (a loopback address); the statuses."""
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=source), timeout=30, headers=headers) as c:
+        page = c.get(url).text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        return [c.post(url, data={"csrf_token": token, "password": pw, "next": "/"}).status_code for pw in passwords]
+
+
+def test_failed_logins_from_elsewhere_never_lock_out_the_admin(gateway_factory: Any) -> None:
+    """35 wrong passwords from 7 addresses (5 each) used to lock out everyone for 15 minutes (30 overall)."""
+    gw = gateway_factory(web={"listen": f"127.0.0.1:{free_port()}", "password": PASSWORD})
+    url = f"http://127.0.0.1:{gw.web_port}/login"
+    for n in range(2, 9):
+        # each stranger is limited (429 also for the right password), each on its own
+        assert _logins_from(url, f"127.0.0.{n}", ["guess"] * 5 + [PASSWORD]) == [401] * 5 + [429]
+    assert _logins_from(url, "127.0.0.1", [PASSWORD]) == [302]  # the admin is not
+    # behind a trusted proxy the same holds per forwarded address
+    gw = gateway_factory(web={"listen": f"127.0.0.1:{free_port()}", "password": PASSWORD, "trusted_proxy": "127.0.0.1"})
+    url = f"http://127.0.0.1:{gw.web_port}/login"
+    for n in range(7):
+        assert _logins_from(url, "127.0.0.1", ["guess"] * 5 + [PASSWORD], f"203.0.113.{n}") == [401] * 5 + [429]
+    assert _logins_from(url, "127.0.0.1", [PASSWORD], "198.51.100.2") == [302]
+
+
+def test_login_limit_is_bounded_and_per_client() -> None:
+    """The lockout ends when the oldest failure is 15 minutes old; IPv6 clients count per /64."""
+    from web.auth import LoginLimiter
+
+    now = [1000.0]
+    limiter = LoginLimiter(clock=lambda: now[0])
+    for _ in range(5):
+        limiter.failed("2001:db8:1:2::10")
+        now[0] += 10
+    assert limiter.retry_after("2001:db8:1:2::99") == 900 - 50  # the same /64
+    assert limiter.retry_after("2001:db8:1:3::10") == 0 and limiter.retry_after("192.0.2.1") == 0
+    now[0] += 850
+    assert limiter.retry_after("2001:db8:1:2::10") == 0  # bounded: the oldest failure left the window
+
+
 def test_security_headers(gateway: Gateway) -> None:
     c = Browserless(gateway)
     c.login()
