@@ -57,8 +57,19 @@ def parse_duration(value: Any) -> int:
     return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2).lower()]
 
 
+def parse_seconds(value: Any) -> float:
+    """``1.5`` / ``2s`` / ``1m`` -> seconds (fractions allowed, unlike a Duration)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    try:
+        return float(str(value))
+    except ValueError:
+        return float(parse_duration(value))
+
+
 Size = Annotated[int, BeforeValidator(parse_size)]
 Duration = Annotated[int, BeforeValidator(parse_duration)]
+Seconds = Annotated[float, BeforeValidator(parse_seconds)]
 
 
 _HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$", re.I)
@@ -231,8 +242,15 @@ class SMTPLimits(_Model):
 
     connections_per_ip: Annotated[int, Field(ge=0)] = 20  # 0: no limit
     messages_per_minute_per_ip: Annotated[int, Field(ge=0)] = 300  # MAIL commands; 0: no limit
-    # clients the limits do not apply to (this host; add a trusted relay here)
+    # clients the limits above do not apply to (this host; add a trusted relay here)
     exempt: tuple[str, ...] = ("127.0.0.0/8", "::1")
+    # Failed AUTH per client address (IPv6: per /64), for every client (exempt or not): each
+    # failure makes the client's next AUTH wait auth_delay longer (at most 30 s); after
+    # auth_failures_per_ip of them within auth_failure_window, AUTH from that address gets 454
+    # until the oldest is auth_failure_window old. 0: no limit.
+    auth_failures_per_ip: Annotated[int, Field(ge=0)] = 10
+    auth_failure_window: Annotated[Duration, Field(gt=0, le=86400)] = 900
+    auth_delay: Annotated[Seconds, Field(ge=0, le=30)] = 1.0
 
     @field_validator("exempt")
     @classmethod
