@@ -132,6 +132,48 @@ def test_posts_without_the_csrf_token_are_refused(gateway: Gateway) -> None:
     c.close()
 
 
+HUGE = 99999999999999999999999  # past SQLite's 64-bit integers
+
+
+def test_an_id_out_of_range_is_404_on_every_route(gateway: Gateway) -> None:
+    """Every route with an integer in its URL, each method, logged in (pages) or with the token (API):
+    an id no row can have is 404, never 500 (it was 500: SQLite cannot even take it)."""
+    app = gateway.service.web.app
+    urls = app.url_map.bind("localhost")
+    c = Browserless(gateway)
+    assert c.login().status_code == 302
+    token = {"Authorization": f"Bearer {API_TOKEN}"}
+    seen = 0
+    for rule in app.url_map.iter_rules():
+        ints = set(re.findall(r"<int:(\w+)>", rule.rule))
+        if not ints:
+            continue
+        for huge in (HUGE, 2**63):  # 2**63: the first past the largest rowid
+            path = urls.build(rule.endpoint, {a: huge if a in ints else SAMPLE[a] for a in rule.arguments})
+            for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+                if path.startswith("/api/"):
+                    r = httpx.request(method, f"{c.base}{path}", headers=token, json={} if method != "GET" else None)
+                elif method == "GET":
+                    r = c.get(path)
+                else:
+                    r = c.post(path)
+                assert r.status_code == 404, (method, path, r.status_code, r.text[:300])
+                seen += 1
+    assert seen >= 2 * 20
+    # ids in a query or a body are no different
+    api = f"{c.base}/api"
+    assert httpx.post(f"{api}/rules/test", headers=token, json={"message": HUGE}).status_code == 404
+    assert httpx.post(f"{api}/exports/nas/retry", headers=token, json={"ids": [HUGE]}).status_code == 404
+    r = c.get(f"/rules/test?message={HUGE}")  # the tester page shows its form errors with 400
+    assert r.status_code == 400 and f"there is no message {HUGE}" in r.text
+    # and an offset past any table is an empty page
+    r = httpx.get(f"{api}/messages?offset={HUGE}", headers=token)
+    assert r.status_code == 200 and r.json()["items"] == []
+    assert httpx.get(f"{api}/documents?offset={HUGE}", headers=token).json()["items"] == []
+    assert c.get(f"/messages?offset={HUGE}").status_code == 200 and c.get(f"/documents?offset={HUGE}").status_code == 200
+    c.close()
+
+
 def test_failed_logins_are_rate_limited(gateway: Gateway) -> None:
     c = Browserless(gateway)
     for _ in range(5):
