@@ -120,8 +120,11 @@ def _check_host(host: str, value: str) -> None:
 def _listen_address(default_port: int) -> Any:
     """A field validator that checks a listen address (``host:port``)."""
 
-    def check(v: str | None) -> str | None:
-        if v is not None:
+    def check(v: Any) -> Any:
+        if isinstance(v, int) or (isinstance(v, str) and v.strip().isdigit()):
+            raise ValueError(f"{v!r} is a port alone; write host:port, e.g. 0.0.0.0:{v} (every address) "
+                             f"or 127.0.0.1:{v} (this machine only)")
+        if isinstance(v, str):
             _split_listen(v, default_port)
         return v
 
@@ -222,7 +225,7 @@ class TLSConfig(_Model):
     # a second port that speaks TLS from the first byte (what port 465 does), e.g. "0.0.0.0:4650"
     implicit_listen: str | None = None
 
-    _check_implicit_listen = field_validator("implicit_listen")(_listen_address(4650))
+    _check_implicit_listen = field_validator("implicit_listen", mode="before")(_listen_address(4650))
 
     @property
     def implicit_host_port(self) -> tuple[str, int] | None:
@@ -280,7 +283,7 @@ class SMTPConfig(_Model):
     auth: AuthConfig | None = None
     limits: SMTPLimits = SMTPLimits()
 
-    _check_listen = field_validator("listen")(_listen_address(2525))
+    _check_listen = field_validator("listen", mode="before")(_listen_address(2525))
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -521,7 +524,7 @@ class WebConfig(_WithPassword):
         # ``${ADMIN_PASSWORD:-}`` in a container: an empty value means "not set"
         return v or None
 
-    _check_listen = field_validator("listen")(_listen_address(8080))
+    _check_listen = field_validator("listen", mode="before")(_listen_address(8080))
 
     @property
     def host_port(self) -> tuple[str, int]:
