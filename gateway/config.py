@@ -8,9 +8,11 @@ allowed (``exports[1].url: must start with http:// or https://``).
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import ipaddress
 import os
 import re
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -55,15 +57,78 @@ def parse_duration(value: Any) -> int:
     return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2).lower()]
 
 
+def parse_seconds(value: Any) -> float:
+    """``1.5`` / ``2s`` / ``1m`` -> seconds (fractions allowed, unlike a Duration)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    try:
+        return float(str(value))
+    except ValueError:
+        return float(parse_duration(value))
+
+
 Size = Annotated[int, BeforeValidator(parse_size)]
 Duration = Annotated[int, BeforeValidator(parse_duration)]
+Seconds = Annotated[float, BeforeValidator(parse_seconds)]
+
+
+_HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$", re.I)
 
 
 def _split_listen(value: str, default_port: int) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    if not host:
-        return value or "127.0.0.1", default_port
-    return host.strip("[]"), int(port)
+    """``host:port`` (``[v6]:port``, a bare host or IPv6 address, ``:port`` for every address) -> (host, port).
+
+    Raises ValueError naming what is wrong: asyncio and waitress take a port
+    over 65535 modulo 65536 or as "any free port", so it must never get that far.
+    """
+    text = value.strip()
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{value!r} is not an address; write an IPv6 address as [::1]:{default_port}")
+        port_text: str | None = rest[1:] if rest else None
+    elif text.count(":") > 1:  # a bare IPv6 address: no port can be told apart from it
+        host, port_text = text, None
+    else:
+        host, colon, port_text = text.rpartition(":")
+        if not colon:
+            host, port_text = text, None
+    host = host or "0.0.0.0"
+    _check_host(host, value)
+    if port_text is None:
+        return host, default_port
+    if not port_text.isdigit():
+        raise ValueError(f"port {port_text!r} in {value!r} is not a number; a port is 1-65535 (e.g. 0.0.0.0:{default_port})")
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} in {value!r} is out of range; a port is 1-65535 (e.g. 0.0.0.0:{default_port})")
+    return host, port
+
+
+def _check_host(host: str, value: str) -> None:
+    """An IP address or a host name (``localhost``), else ValueError."""
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    if ":" in host or not _HOSTNAME_RE.match(host):
+        raise ValueError(f"{host!r} in {value!r} is neither an IP address nor a host name "
+                         "(e.g. 0.0.0.0 for every address, 127.0.0.1 for this machine only)")
+
+
+def _listen_address(default_port: int) -> Any:
+    """A field validator that checks a listen address (``host:port``)."""
+
+    def check(v: Any) -> Any:
+        if isinstance(v, int) or (isinstance(v, str) and v.strip().isdigit()):
+            raise ValueError(f"{v!r} is a port alone; write host:port, e.g. 0.0.0.0:{v} (every address) "
+                             f"or 127.0.0.1:{v} (this machine only)")
+        if isinstance(v, str):
+            _split_listen(v, default_port)
+        return v
+
+    return check
 
 
 class _Model(BaseModel):
@@ -160,6 +225,8 @@ class TLSConfig(_Model):
     # a second port that speaks TLS from the first byte (what port 465 does), e.g. "0.0.0.0:4650"
     implicit_listen: str | None = None
 
+    _check_implicit_listen = field_validator("implicit_listen", mode="before")(_listen_address(4650))
+
     @property
     def implicit_host_port(self) -> tuple[str, int] | None:
         """The implicit-TLS listen address split into host and port, or None."""
@@ -178,8 +245,15 @@ class SMTPLimits(_Model):
 
     connections_per_ip: Annotated[int, Field(ge=0)] = 20  # 0: no limit
     messages_per_minute_per_ip: Annotated[int, Field(ge=0)] = 300  # MAIL commands; 0: no limit
-    # clients the limits do not apply to (this host; add a trusted relay here)
+    # clients the limits above do not apply to (this host; add a trusted relay here)
     exempt: tuple[str, ...] = ("127.0.0.0/8", "::1")
+    # Failed AUTH per client address (IPv6: per /64), for every client (exempt or not): each
+    # failure makes the client's next AUTH wait auth_delay longer (at most 30 s); after
+    # auth_failures_per_ip of them within auth_failure_window, AUTH from that address gets 454
+    # until the oldest is auth_failure_window old. 0: no limit.
+    auth_failures_per_ip: Annotated[int, Field(ge=0)] = 10
+    auth_failure_window: Annotated[Duration, Field(gt=0, le=86400)] = 900
+    auth_delay: Annotated[Seconds, Field(ge=0, le=30)] = 1.0
 
     @field_validator("exempt")
     @classmethod
@@ -208,6 +282,8 @@ class SMTPConfig(_Model):
     tls: TLSConfig | None = None
     auth: AuthConfig | None = None
     limits: SMTPLimits = SMTPLimits()
+
+    _check_listen = field_validator("listen", mode="before")(_listen_address(2525))
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -448,6 +524,8 @@ class WebConfig(_WithPassword):
         # ``${ADMIN_PASSWORD:-}`` in a container: an empty value means "not set"
         return v or None
 
+    _check_listen = field_validator("listen", mode="before")(_listen_address(8080))
+
     @property
     def host_port(self) -> tuple[str, int]:
         """The listen address split into host and port."""
@@ -614,6 +692,44 @@ def _substitute(node: Any, path: str, env: dict[str, str]) -> Any:
     return node
 
 
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The settings model that holds the last key of ``loc`` (None where it is no model)."""
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        if isinstance(part, int) or str(part).startswith(("function-", "json-or-python")):
+            continue
+        field = next((f for name, f in model.model_fields.items() if (f.alias or name) == part), None)
+        if field is None:
+            return None
+        inner = _inner_model(field.annotation)
+        if inner is None:
+            return None
+        model = inner
+    return model
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    """The model inside ``X``, ``X | None``, ``tuple[X, ...]``, ``Annotated[X, ...]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    """``unknown key; did you mean 'listen'? allowed: ...`` (as the rules checker says it)."""
+    model = _model_at(loc)
+    if model is None:
+        return "unknown key"
+    allowed = [f.alias or name for name, f in model.model_fields.items() if not f.exclude]
+    close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ";"
+    return f"unknown key{hint} allowed: {', '.join(allowed)}"
+
+
 def _format_error(err: Any) -> str:
     loc = ""
     for part in err["loc"]:
@@ -625,7 +741,7 @@ def _format_error(err: Any) -> str:
             loc += f".{part}" if loc else str(part)
     msg = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
-        msg = "unknown key"
+        msg = _unknown_key(err["loc"])
     elif err["type"] == "literal_error":
         msg = f"must be one of {err['ctx']['expected']}" if "ctx" in err else msg
     # a validator that names its own key (``url: ...``) extends the path

@@ -11,6 +11,7 @@ records it all in one transaction.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -83,12 +84,12 @@ class Spool:
         name = uuid.uuid4().hex
         month = envelope.received.strftime("%Y-%m")
         final_dir = self.root / month
+        tmp = self.tmp / name
         try:
             if final_dir not in self._dirs_synced:
                 final_dir.mkdir(exist_ok=True)
                 _fsync_dir(self.root)
                 self._dirs_synced.add(final_dir)
-            tmp = self.tmp / name
             with open(tmp, "wb") as fh:
                 fh.write(raw)
                 fh.flush()
@@ -96,6 +97,9 @@ class Spool:
             final = final_dir / f"{name}.eml"
             os.rename(tmp, final)
         except OSError as exc:
+            # a disk that filled up keeps the partial file until the next start: free it now
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise SpoolError(f"cannot write the message to {self.root}: {exc.strerror or exc}") from exc
         return Spooled(final, f"mail/{month}/{name}.eml", len(raw), hashlib.sha256(raw).hexdigest(), envelope)
 

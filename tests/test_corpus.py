@@ -10,6 +10,8 @@ import pytest
 
 from conftest import CORPUS, base_config, run_cli, write_config
 
+pytestmark = pytest.mark.corpus
+
 EMAILS = sorted(p for p in (CORPUS / "emails").rglob("*") if p.is_file())
 
 

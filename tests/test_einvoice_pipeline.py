@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pypdf import PdfWriter
 
 from conftest import CORPUS, Gateway, make_mail, wait_for
@@ -47,6 +48,7 @@ def settled(gw: Gateway, count: int, timeout: float = 30) -> list[dict[str, Any]
     return result
 
 
+@pytest.mark.corpus
 def test_facturx_pdf_is_named_by_seller_and_number_and_shows_its_fields(gateway_factory) -> None:  # type: ignore[no-untyped-def]
     gw: Gateway = gateway_factory(exports=[{"name": "nas", "type": "folder", "path": "exports",
                                             "filename": "{company}/{invoice_number}"}])
@@ -62,6 +64,7 @@ def test_facturx_pdf_is_named_by_seller_and_number_and_shows_its_fields(gateway_
     assert einv["syntax"] == "CII" and einv["seller_vat_id"] == "FR11123456782"
 
 
+@pytest.mark.corpus
 def test_bare_xrechnung_gets_a_readable_pdf_beside_it(gateway_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     gw: Gateway = gateway_factory(exports=[{"name": "nas", "type": "folder", "path": "exports",
                                             "filename": "{seller}/{invoice_number}"}])
@@ -105,6 +108,7 @@ def test_hostile_xml_is_imported_as_a_plain_file_with_a_warning(gateway_factory,
     assert not any(secret.encode() in blob for blob in stored)
 
 
+@pytest.mark.corpus
 def test_naming_uses_the_total_currency_and_issue_date_of_the_einvoice(gateway_factory) -> None:  # type: ignore[no-untyped-def]
     gw: Gateway = gateway_factory(exports=[{"name": "nas", "type": "folder", "path": "exports",
                                             "filename": "{date:%Y-%m-%d} {seller} {total} {currency}"}])
@@ -157,6 +161,7 @@ def test_totals_that_do_not_add_up_are_warnings_in_the_api(gateway_factory) -> N
     assert any("not the grand total (BT-112) 283.00" in w for w in doc["warnings"]), doc["warnings"]
 
 
+@pytest.mark.corpus
 def test_corpus_negatives_are_imported_as_plain_documents(gateway_factory) -> None:  # type: ignore[no-untyped-def]
     gw: Gateway = gateway_factory()
     for name, path in NEGATIVES.items():
@@ -186,6 +191,7 @@ def test_utf16_xrechnung_is_examined_and_read(gateway_factory) -> None:  # type:
     assert xml["einvoice"]["grand_total"] == "238.00" and xml["company"] == "Muster Bürobedarf GmbH"
 
 
+@pytest.mark.corpus
 def test_document_type_defaults_to_invoice_or_credit_note(gateway_factory) -> None:  # type: ignore[no-untyped-def]
     gw: Gateway = gateway_factory()
     einvoices = CORPUS / "einvoices"

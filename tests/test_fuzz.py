@@ -15,11 +15,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from gateway import einvoice, mime
 from gateway.errors import ParseError
 from gateway.rules import load_rules_text
+
+from conftest import CORPUS
 
 HERE = Path(__file__).parent
 # The short run: a few seconds per target; FUZZ_EXAMPLES raises it (bench/fuzz_long.py does).
@@ -213,9 +216,9 @@ def test_generated_mail_never_breaks_parse_and_decide(raw: bytes) -> None:
     timed(target().mail, raw)
 
 
+@pytest.mark.corpus
 @FUZZ
-@given(st.sampled_from(sorted(p for p in (HERE.parent.parent / "shared" / "corpus" / "emails").rglob("*")
-                              if p.is_file())) if (HERE.parent.parent / "shared" / "corpus" / "emails").is_dir()
+@given(st.sampled_from(sorted(p for p in (CORPUS / "emails").rglob("*") if p.is_file())) if (CORPUS / "emails").is_dir()
        else st.just(None), st.integers(0, 2**32))
 def test_mutated_corpus_mail_never_breaks_parse_and_decide(path: Path | None, seed: int) -> None:
     raw = path.read_bytes() if path is not None else b"From: a@b\r\n\r\nhi"

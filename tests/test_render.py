@@ -412,6 +412,7 @@ def _corpus_html_mails() -> list[str]:
     return names
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("name", _corpus_html_mails())
 def test_corpus_html_mails_render(name: str) -> None:
     try:
@@ -430,6 +431,7 @@ def test_corpus_html_mails_render(name: str) -> None:
         assert pdf.startswith(b"%PDF-")
 
 
+@pytest.mark.corpus
 @needs_poppler
 @pytest.mark.parametrize(
     "name", ["emails/jhillyerd-enmime/mail/html-only-inline.raw", "emails/php-mime-mail-parser/m0129"]

@@ -132,6 +132,49 @@ def test_posts_without_the_csrf_token_are_refused(gateway: Gateway) -> None:
     c.close()
 
 
+HUGE = 99999999999999999999999  # past SQLite's 64-bit integers
+
+
+def test_an_id_out_of_range_is_404_on_every_route(gateway: Gateway) -> None:
+    """Every route with an integer in its URL, each method, logged in (pages) or with the token (API):
+    an id no row can have is 404, never 500 (it was 500: SQLite cannot even take it)."""
+    app = gateway.service.web.app
+    urls = app.url_map.bind("localhost")
+    c = Browserless(gateway)
+    assert c.login().status_code == 302
+    token = {"Authorization": f"Bearer {API_TOKEN}"}
+    csrf = c.csrf()
+    seen = 0
+    for rule in app.url_map.iter_rules():
+        ints = set(re.findall(r"<int:(\w+)>", rule.rule))
+        if not ints:
+            continue
+        for huge in (HUGE, 2**63):  # 2**63: the first past the largest rowid
+            path = urls.build(rule.endpoint, {a: huge if a in ints else SAMPLE[a] for a in rule.arguments})
+            for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+                if path.startswith("/api/"):
+                    r = httpx.request(method, f"{c.base}{path}", headers=token, json={} if method != "GET" else None)
+                elif method == "GET":
+                    r = c.get(path)
+                else:
+                    r = c.post(path, {"csrf_token": csrf}, token=False)
+                assert r.status_code == 404, (method, path, r.status_code, r.text[:300])
+                seen += 1
+    assert seen >= 2 * 20
+    # ids in a query or a body are no different
+    api = f"{c.base}/api"
+    assert httpx.post(f"{api}/rules/test", headers=token, json={"message": HUGE}).status_code == 404
+    assert httpx.post(f"{api}/exports/nas/retry", headers=token, json={"ids": [HUGE]}).status_code == 404
+    r = c.get(f"/rules/test?message={HUGE}")  # the tester page shows its form errors with 400
+    assert r.status_code == 400 and f"there is no message {HUGE}" in r.text
+    # and an offset past any table is an empty page
+    r = httpx.get(f"{api}/messages?offset={HUGE}", headers=token)
+    assert r.status_code == 200 and r.json()["items"] == []
+    assert httpx.get(f"{api}/documents?offset={HUGE}", headers=token).json()["items"] == []
+    assert c.get(f"/messages?offset={HUGE}").status_code == 200 and c.get(f"/documents?offset={HUGE}").status_code == 200
+    c.close()
+
+
 def test_failed_logins_are_rate_limited(gateway: Gateway) -> None:
     c = Browserless(gateway)
     for _ in range(5):
@@ -140,6 +183,46 @@ def test_failed_logins_are_rate_limited(gateway: Gateway) -> None:
     assert r.status_code == 429 and "Too many failed attempts" in r.text
     assert int(r.headers["Retry-After"]) > 60
     c.close()
+
+
+def _logins_from(url: str, source: str, passwords: list[str], forwarded_for: str | None = None) -> list[int]:
+    """Log in with each password over a real connection from ``source`` (a loopback address); the statuses."""
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=source), timeout=30, headers=headers) as c:
+        page = c.get(url).text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        return [c.post(url, data={"csrf_token": token, "password": pw, "next": "/"}).status_code for pw in passwords]
+
+
+def test_failed_logins_from_elsewhere_never_lock_out_the_admin(gateway_factory: Any) -> None:
+    """35 wrong passwords from 7 addresses (5 each) used to lock out everyone for 15 minutes (30 overall)."""
+    gw = gateway_factory(web={"listen": f"127.0.0.1:{free_port()}", "password": PASSWORD})
+    url = f"http://127.0.0.1:{gw.web_port}/login"
+    for n in range(2, 9):
+        # each stranger is limited (429 also for the right password), each on its own
+        assert _logins_from(url, f"127.0.0.{n}", ["guess"] * 5 + [PASSWORD]) == [401] * 5 + [429]
+    assert _logins_from(url, "127.0.0.1", [PASSWORD]) == [302]  # the admin is not
+    # behind a trusted proxy the same holds per forwarded address
+    gw = gateway_factory(web={"listen": f"127.0.0.1:{free_port()}", "password": PASSWORD, "trusted_proxy": "127.0.0.1"})
+    url = f"http://127.0.0.1:{gw.web_port}/login"
+    for n in range(7):
+        assert _logins_from(url, "127.0.0.1", ["guess"] * 5 + [PASSWORD], f"203.0.113.{n}") == [401] * 5 + [429]
+    assert _logins_from(url, "127.0.0.1", [PASSWORD], "198.51.100.2") == [302]
+
+
+def test_login_limit_is_bounded_and_per_client() -> None:
+    """The lockout ends when the oldest failure is 15 minutes old; IPv6 clients count per /64."""
+    from web.auth import LoginLimiter
+
+    now = [1000.0]
+    limiter = LoginLimiter(clock=lambda: now[0])
+    for _ in range(5):
+        limiter.failed("2001:db8:1:2::10")
+        now[0] += 10
+    assert limiter.retry_after("2001:db8:1:2::99") == 900 - 50  # the same /64
+    assert limiter.retry_after("2001:db8:1:3::10") == 0 and limiter.retry_after("192.0.2.1") == 0
+    now[0] += 850
+    assert limiter.retry_after("2001:db8:1:2::10") == 0  # bounded: the oldest failure left the window
 
 
 def test_security_headers(gateway: Gateway) -> None:

@@ -13,6 +13,9 @@ from werkzeug.exceptions import BadRequest, Conflict, NotFound
 
 from gateway.store import iso, utcnow
 
+# The largest id a row can have (SQLite's INTEGER is 64-bit signed): a larger one is no row (404), not a 500.
+MAX_ID = 2**63 - 1
+
 log = logging.getLogger(__name__)
 
 MAX_FIELD = 200
@@ -60,7 +63,7 @@ class Jobs:
 
 def message_or_404(service: Any, message_id: int) -> dict[str, Any]:
     """The message row, or 404."""
-    row = service.store.message(message_id)
+    row = service.store.message(message_id) if 0 < message_id <= MAX_ID else None
     if row is None:
         raise NotFound(f"there is no message {message_id}")
     return dict(row)
@@ -95,7 +98,7 @@ def reexamine(service: Any) -> int:
 
 def document_or_404(service: Any, document_id: int) -> dict[str, Any]:
     """The document row, or 404."""
-    row = service.store.document(document_id)
+    row = service.store.document(document_id) if 0 < document_id <= MAX_ID else None
     if row is None:
         raise NotFound(f"there is no document {document_id}")
     return dict(row)
@@ -215,7 +218,7 @@ def retry_exports(service: Any, name: str, ids: Sequence[int] | None = None) -> 
         ids = [int(r["id"]) for r in rows]
     done = 0
     for export_id in ids:
-        row = store.export_row(int(export_id))
+        row = store.export_row(int(export_id)) if 0 < int(export_id) <= MAX_ID else None
         if row is None or row["target"] != name:
             raise NotFound(f"export {export_id} is not an export to {name!r}")
         if row["state"] in ("failed", "error"):

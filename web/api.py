@@ -36,7 +36,7 @@ def _jobs() -> actions.Jobs:
 def _page() -> tuple[int, int]:
     try:
         limit = max(1, min(500, int(request.args.get("limit", 50))))
-        offset = max(0, int(request.args.get("offset", 0)))
+        offset = max(0, min(actions.MAX_ID, int(request.args.get("offset", 0))))  # past every row: an empty page
     except ValueError:
         abort(400, "limit and offset must be numbers")
     return limit, offset

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app, g, jsonify, render_template, request, url_for
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.routing import IntegerConverter
 from werkzeug.wrappers import Response
 
 from gateway import health
 from web import metrics
-from web.actions import Jobs
+from web.actions import MAX_ID, Jobs
 from web.auth import SESSION_LIFETIME, secret_key
 from web.data import parse_time, timezone
 from web.login import Gate, SessionInterface, current_csrf, guard
@@ -22,6 +23,18 @@ from web.thumbs import Thumbnails
 STATIC = Path(__file__).with_name("static")
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; object-src 'none'; "
        "frame-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+class RowIdConverter(IntegerConverter):
+    """``<int:...>`` in every route: a number no row can have is 404, never a 500 from SQLite."""
+
+    def to_python(self, value: str) -> Any:
+        number = super().to_python(value)
+        # NotFound, not werkzeug's ValidationError: that would let the matcher answer 405
+        # where another method's rule has the same path
+        if number > MAX_ID:
+            raise NotFound(f"{value} is not an id here: ids go up to {MAX_ID}")
+        return number
 
 
 def _asset_version() -> str:
@@ -35,6 +48,7 @@ def _asset_version() -> str:
 def create_app(service: Any) -> Flask:
     """The app for a running (or CLI-built) Service."""
     app = Flask(__name__)
+    app.url_map.converters["int"] = RowIdConverter  # before any route is added
     settings = service.settings
     app.config.update(
         SERVICE=service,

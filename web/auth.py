@@ -13,23 +13,27 @@ Design (docs/admin.md, "Security"):
 - CSRF: a form's token is an HMAC of the session id under the app's secret
   key; every POST from a session (form field ``csrf_token`` or header
   ``X-CSRF-Token``) must carry it. Bearer-token API calls need none.
-- Failed logins are limited per client address and overall.
+- Failed logins are limited per client address (IPv6: per /64), never overall,
+  so nobody else can lock the admin out.
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import hmac
 import logging
+import math
 import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from werkzeug.security import check_password_hash, generate_password_hash
+
+from gateway.ratelimit import FailureLimiter
 
 log = logging.getLogger(__name__)
 
@@ -153,45 +157,27 @@ class Sessions:
 
 
 class LoginLimiter:
-    """Failed logins: at most ``per_client`` per address and ``overall`` in total per ``window`` seconds."""
+    """Failed logins: at most ``per_client`` per client address per ``window`` seconds.
 
-    def __init__(self, per_client: int = 5, overall: int = 30, window: float = 900.0) -> None:
-        self.per_client = per_client
-        self.overall = overall
-        self.window = window
-        self._fails: dict[str, collections.deque[float]] = {}
-        self._all: collections.deque[float] = collections.deque()
-        self._lock = threading.Lock()
+    Per client only (IPv6: per /64), never overall: failures from anywhere
+    else must not lock out the admin's own browser (gateway.ratelimit).
+    """
 
-    def _trim(self, q: collections.deque[float], now: float) -> None:
-        while q and q[0] <= now - self.window:
-            q.popleft()
+    def __init__(self, per_client: int = 5, window: float = 900.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.failures = FailureLimiter(per_client, window, clock)
 
-    def retry_after(self, client: str, now: float | None = None) -> int:
-        """Seconds until ``client`` may try again (0: now)."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            q = self._fails.get(client, collections.deque())
-            self._trim(q, now)
-            self._trim(self._all, now)
-            waits = []
-            if len(q) >= self.per_client:
-                waits.append(q[0] + self.window - now)
-            if len(self._all) >= self.overall:
-                waits.append(self._all[0] + self.window - now)
-            return max(1, int(max(waits)) + 1) if waits else 0
+    def retry_after(self, client: str) -> int:
+        """Whole seconds until ``client`` may try again (0: now)."""
+        wait = self.failures.retry_after(client)
+        return max(1, math.ceil(wait)) if wait else 0
 
-    def failed(self, client: str, now: float | None = None) -> None:
+    def failed(self, client: str) -> None:
         """Record a failed attempt."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            self._fails.setdefault(client, collections.deque()).append(now)
-            self._all.append(now)
+        self.failures.failed(client)
 
     def succeeded(self, client: str) -> None:
         """Forget a client's failures after it logged in."""
-        with self._lock:
-            self._fails.pop(client, None)
+        self.failures.forget(client)
 
 
 def csrf_token(key: bytes, sid: str) -> str:

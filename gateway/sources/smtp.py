@@ -12,7 +12,9 @@ Hardening (docs/security.md):
   optional second listener speaks TLS from the first byte
   (``tls.implicit_listen``).
 - AUTH PLAIN and LOGIN, offered only over TLS (``smtp.auth``);
-  ``auth.required`` refuses MAIL from clients that did not log in.
+  ``auth.required`` refuses MAIL from clients that did not log in. Failed
+  AUTH slows down and then locks out the one client address
+  (gateway.sources.smtp_auth).
 - Per-client limits (``smtp.limits``): concurrent connections (``421`` at
   connect) and transactions per minute (``450`` at MAIL).
 - Only ``<CRLF>.<CRLF>`` ends DATA (aiosmtpd 1.4.6 and later): a bare
@@ -28,7 +30,6 @@ import asyncio
 import collections
 import contextlib
 import fnmatch
-import hmac
 import ipaddress
 import logging
 import re
@@ -42,10 +43,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope as SMTPEnvelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, Envelope as SMTPEnvelope, Session
 
 from gateway.config import AddressConfig, SMTPConfig, SMTPLimits
 from gateway.models import Envelope
+from gateway.sources.smtp_auth import AuthThrottle, authenticator, peer_ip
 from gateway.spool import Spool
 from gateway.store import utcnow
 
@@ -159,11 +161,6 @@ def longest_line_exceeds(data: bytes, limit: int) -> bool:
     return False
 
 
-def peer_ip(peer: Any) -> str:
-    """The client's IP address from aiosmtpd's ``session.peer``."""
-    return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
-
-
 class ClientGate:
     """Per-IP connection counts and transaction rates, shared by every listener (thread-safe)."""
 
@@ -225,6 +222,8 @@ class IntakeHandler:
         self.book = AddressBook(config.addresses)
         self.spool = spool
         self.gate = ClientGate(config.limits)
+        # not "auth_...": aiosmtpd offers every handler attribute so named as an AUTH mechanism
+        self.login_throttle = AuthThrottle(config.limits)
         self.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="smtp-intake")
         self.stats = stats if stats is not None else {}
         self._matches: dict[int, list[AddressMatch]] = {}
@@ -361,6 +360,15 @@ class _GatewaySMTP(SMTP):
         finally:
             self.gate.disconnect(ip)
 
+    async def smtp_AUTH(self, arg: str) -> None:
+        # A client with recent failures waits before its attempt is read (in this session or
+        # another); the sleep holds up no other client, as a wait in the authenticator would.
+        assert self.session is not None
+        wait = self.event_handler.login_throttle.wait(peer_ip(self.session.peer)) if arg else 0.0
+        if wait:
+            await asyncio.sleep(wait)
+        await super().smtp_AUTH(arg)
+
     async def smtp_DATA(self, arg: str) -> None:
         # aiosmtpd reads DATA in pieces that end in CRLF and refuses any piece
         # over its line limit; a client that ends lines in bare LF sends one
@@ -432,26 +440,6 @@ def _tls_context(config: SMTPConfig) -> ssl.SSLContext | None:
     return ctx
 
 
-def _authenticator(users: Mapping[str, str]) -> Any:
-    """An aiosmtpd authenticator for PLAIN and LOGIN against ``users``."""
-    known = {name: secret.encode("utf-8") for name, secret in users.items()}
-
-    def authenticate(server: SMTP, session: Session, envelope: SMTPEnvelope, mechanism: str,
-                     auth_data: Any) -> AuthResult:
-        if mechanism not in ("PLAIN", "LOGIN") or not isinstance(auth_data, LoginPassword):
-            return AuthResult(success=False, handled=False)
-        user = auth_data.login.decode("utf-8", "replace")
-        expected = known.get(user)
-        # compare in constant time, also for unknown users
-        ok = hmac.compare_digest(auth_data.password, expected if expected is not None else b"\0" * 32)
-        ok = ok and expected is not None
-        if not ok:
-            log.warning("SMTP AUTH %s failed for %r from %s", mechanism, user, session.peer)
-        return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
-
-    return authenticate
-
-
 class SMTPSource:
     """Starts and stops the SMTP server threads (the main listener and, optionally, implicit TLS)."""
 
@@ -470,7 +458,8 @@ class SMTPSource:
             ident="invoice-gateway ESMTP",
         )
         if config.auth is not None and config.auth.users:
-            common.update(authenticator=_authenticator(config.auth.users), auth_required=config.auth.required,
+            common.update(authenticator=authenticator(config.auth.users, self.handler.login_throttle),
+                          auth_required=config.auth.required,
                           auth_require_tls=True)
         elif config.auth is not None and config.auth.required:
             common.update(auth_required=True, auth_require_tls=True)

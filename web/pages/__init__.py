@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from flask import Flask, abort, current_app, flash, redirect, request
 from werkzeug.exceptions import HTTPException
 
-from web.actions import Jobs
+from web.actions import MAX_ID, Jobs
 
 PAGE_SIZE = 25
 
@@ -35,7 +35,7 @@ def jobs() -> Jobs:
 def paging(total: int) -> dict[str, Any]:
     """Offset, limit and the links to the previous and next page, keeping the filters."""
     try:
-        offset = max(0, int(request.args.get("offset", 0)))
+        offset = max(0, min(MAX_ID, int(request.args.get("offset", 0))))  # past every row: an empty page
     except ValueError:
         abort(400, "offset must be a number")
     limit = PAGE_SIZE
