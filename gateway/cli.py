@@ -493,7 +493,9 @@ def rules() -> None:
 def rules_check(c: _Ctx, directory: Path | None) -> None:
     """Validate a rules folder; exit 1 on any error, naming file, line and key.
 
-    Made for a git pre-commit hook and the CI of a rules repository.
+    Made for a git pre-commit hook and the CI of a rules repository. Warnings
+    (exit 0) name a `from` that can never hold because it names no domain
+    where an authenticated sender is demanded.
 
     \b
     Example:
@@ -510,7 +512,13 @@ def rules_check(c: _Ctx, directory: Path | None) -> None:
     if problems or ruleset is None:
         click.echo(f"{len(problems)} problem(s) in {d}", err=True)
         sys.exit(1)
-    click.echo(f"{d}: {len(ruleset.rules)} rule(s) in {len(ruleset.files)} file(s), all valid")
+    require = c.settings.trust.require_authenticated_sender
+    warnings = [f"{d / rule.file}:{rule.line}: warning: rule {rule.name!r}: {w}"
+                for rule in ruleset.rules for w in rule.sender_warnings(require)]
+    for w in warnings:
+        click.echo(w)
+    more = f"; {len(warnings)} warning(s)" if warnings else ""
+    click.echo(f"{d}: {len(ruleset.rules)} rule(s) in {len(ruleset.files)} file(s), all valid{more}")
 
 
 @rules.command("test")
