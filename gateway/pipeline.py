@@ -442,10 +442,10 @@ class Pipeline:
         if decision.action == "import":
             chosen = candidates
             if decision.attachment_globs:
-                from gateway.rules import select_attachments
+                from gateway.rules.attachments import choose
 
-                allowed = set(select_attachments([a.filename for a in parsed.attachments], decision.attachment_globs))
-                chosen = [a for a in parsed.attachments if a.filename in allowed and a.data]
+                chosen, refused = choose(parsed.attachments, decision.attachment_globs)
+                out.notes.extend(refused)
             why = f"rule {decision.rule!r}"
             mode = decision.import_mode
             if mode in ("attachments", "both"):
