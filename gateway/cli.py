@@ -254,6 +254,42 @@ def approve(c: _Ctx, document_ids: tuple[int, ...]) -> None:
         click.echo(f"document {d} approved")
 
 
+@main.command("confirm-account")
+@click.argument("document_ids", nargs=-1, type=int, required=True)
+@click.option("--by", default=None, help="Who confirmed the account with the seller (recorded; default: the login name).")
+@pass_ctx
+def confirm_account(c: _Ctx, document_ids: tuple[int, ...], by: str | None) -> None:
+    """Confirm the bank account (IBAN) of documents: you checked it with the seller.
+
+    The IBAN guard learns a seller's account only from mail authenticated for
+    the seller or from a person; until then it flags every invoice with
+    another account. After this, the account is the seller's: invoices with it
+    are not flagged, invoices with another one are.
+
+    
+    Example:
+        invoice-gateway confirm-account 17
+        invoice-gateway confirm-account 17 18 --by anna
+    """
+    import getpass
+
+    from gateway.errors import StoreError
+    from gateway.payment_guard import PaymentGuard
+    from gateway.pipeline import pdf_text
+    from gateway.store import Store
+
+    settings = c.settings
+    store = Store(settings.data_dir)
+    guard = PaymentGuard(store, pdf_text, {a.address.rpartition("@")[2] for a in settings.smtp.addresses})
+    who = by or getpass.getuser()
+    for d in document_ids:
+        try:
+            ibans = guard.confirm(d, who, settings.data_dir)
+        except StoreError as exc:
+            _fail(str(exc))
+        click.echo(f"document {d}: {', '.join(ibans)} confirmed by {who}")
+
+
 @main.command()
 @click.argument("message_ids", nargs=-1, type=int, required=True)
 @click.option("--by", default=None, help="Who vouches for the sender (recorded; default: the login name).")
