@@ -18,6 +18,7 @@ with: an attacker's second invoice with the same new IBAN is flagged again.
 
 from __future__ import annotations
 
+import email.utils
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -120,6 +121,13 @@ def seller_keys(einvoice: Mapping[str, str] | None, sender_domain: str, own_doma
     return keys
 
 
+def _domain_of(text: str) -> str:
+    """The domain of a stored sender domain or From ("Name <a@b.example>" -> "b.example")."""
+    if "@" not in text:
+        return text
+    return email.utils.parseaddr(text)[1].rpartition("@")[2].strip().rstrip(".>").lower()
+
+
 def vouched_by(row: Mapping[str, Any]) -> str | None:
     """Who vouches for a stored message's sender: a person who released it, or its authentication; else None."""
     if row.get("released_at"):
@@ -160,7 +168,7 @@ class PaymentGuard:
         if not authenticated or not domain or domain in FREEMAIL or domain in {org_domain(d) for d in self.own_domains}:
             return False  # anyone can authenticate as somebody at a freemail domain
         known = self.store.seller_domains(key, before_message=message_id)
-        return known is None or domain in known
+        return known is None or domain in {org_domain(_domain_of(d)) for d in known}
 
     def review(self, message_id: int, docs: Sequence[tuple[dict[str, Any], list[str]]],
                sender_domain: str, vouched_by: str | None = None) -> list[tuple[str, str, str | None]]:

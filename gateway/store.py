@@ -481,15 +481,17 @@ class Store:
     def seller_domains(self, key: str, *, before_message: int) -> set[str] | None:
         """The sender domains a seller is known to write from (None: the seller was never seen).
 
-        Those of its confirmed accounts; without any, that of its first message.
+        Those of its confirmed accounts; without any, that of its first message. A row
+        recorded before database version 5 has no domain: its message's From stands in.
         """
         conn = self._conn()
-        rows = conn.execute("SELECT DISTINCT sender_domain FROM seller_ibans WHERE seller_key = ? AND message_id < ? "
-                            "AND confirmed_by IS NOT NULL", (key, before_message)).fetchall()
+        domain = ("coalesce(s.sender_domain, m.sender) FROM seller_ibans s LEFT JOIN messages m "
+                  "ON m.id = s.message_id WHERE s.seller_key = ? AND s.message_id < ?")
+        rows = conn.execute(f"SELECT DISTINCT {domain} AND s.confirmed_by IS NOT NULL",
+                            (key, before_message)).fetchall()
         if rows:
             return {r[0] for r in rows if r[0]}
-        first = conn.execute("SELECT sender_domain FROM seller_ibans WHERE seller_key = ? AND message_id < ? "
-                             "ORDER BY message_id LIMIT 1", (key, before_message)).fetchone()
+        first = conn.execute(f"SELECT {domain} ORDER BY s.message_id LIMIT 1", (key, before_message)).fetchone()
         return None if first is None else ({first[0]} if first[0] else set())
 
     def ibans_recorded(self, document_id: int, ibans: Sequence[str]) -> bool:

@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from conftest import Gateway, make_mail, run_cli, write_config
-from gateway.payment_guard import format_iban, mask_iban
+from gateway.payment_guard import format_iban, mask_iban, vouched_by
+from gateway.pipeline import Pipeline
 from gateway.senderauth import StubResolver
+from gateway.spool import Spool
+from gateway.store import Store
 from test_trust_hold import settled
-from test_trust_iban import CII, NEW, OLD, text_pdf
+from test_trust_iban import CII, NEW, OLD, feed, pipeline, text_pdf  # noqa: F401  (pipeline is a fixture)
 from test_trust_senderauth import key, signed  # noqa: F401  (key is a fixture)
 
 SUPPLIER = "rechnung@muster-buero.example"
@@ -102,3 +105,19 @@ def test_an_authenticated_stranger_does_not_teach_the_account_of_a_seller(
     s.send(("notes.pdf", text_pdf("no account here"), "application/pdf"))
     refused = gw.api(f"/api/documents/{s.last_doc}/confirm-account", "POST")
     assert refused.status_code == 409 and "carries no IBAN of a known seller" in refused.json()["error"]
+
+
+def test_who_speaks_for_a_seller(pipeline: tuple[Pipeline, Spool, Store]) -> None:  # noqa: F811
+    _, _, store = pipeline
+    feed(pipeline, "a.pdf", text_pdf(f"IBAN {format_iban(OLD)}"), "application/pdf")  # From muster-buero.example
+    [mid] = store.message_ids()
+    store.record_ibans(mid, [("vat:DE1", OLD, None)])  # as recorded before database version 5: no domain
+    guard = pipeline[0].payment_guard
+    assert guard.vouched("vat:DE1", mid + 1, "billing.muster-buero.example", True)  # the message's From stands in
+    assert not guard.vouched("vat:DE1", mid + 1, "evil.example", True)
+    assert not guard.vouched("vat:DE1", mid + 1, "muster-buero.example", False)
+    assert guard.vouched("vat:NEW", mid + 1, "evil.example", True)  # a seller never seen takes the domain
+    assert not guard.vouched("vat:NEW", mid + 1, "gmail.com", True)  # anyone authenticates at gmail.com
+    assert vouched_by({"released_at": "2026-12-01", "released_by": "anna"}) == "released by anna"
+    assert vouched_by({"auth": json.dumps({"authenticated": True})}) == "authenticated sender"
+    assert vouched_by({"auth": json.dumps({"authenticated": None})}) is None and vouched_by({"auth": "{"}) is None
