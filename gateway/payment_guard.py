@@ -141,7 +141,7 @@ def vouched_by(row: Mapping[str, Any]) -> str | None:
 
 
 class PaymentGuard:
-    """Compares the IBANs of new documents with the ones last seen for their seller."""
+    """Compares the IBANs of new documents with the account known for their seller, and learns only from proof."""
 
     def __init__(self, store: Store, text_of: Callable[[bytes], str], own_domains: Iterable[str] = ()) -> None:
         self.store = store
