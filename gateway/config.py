@@ -581,6 +581,18 @@ class TrustConfig(_Model):
     dns_servers: tuple[str, ...] = ()
     dns_timeout: Annotated[float, Field(gt=0, le=30)] = 3.0
 
+    @field_validator("dns_servers")
+    @classmethod
+    def _check_dns_servers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from gateway.senderauth.dns import split_server
+
+        for server in v:
+            try:
+                split_server(server)
+            except ValueError as exc:
+                raise ValueError(f"{exc}; give an IP address, optionally with :port (192.0.2.53:5353)") from exc
+        return v
+
 
 NotifyEvent = Literal["mailbox_failing", "export_failed", "suspicious", "bank_account_changed",
                       "rules_broken", "approval_digest", "disk_full"]

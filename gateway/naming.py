@@ -1,9 +1,11 @@
 """Safe file names, and naming patterns such as ``{date:%Y}/{company}_{invoice_number}``.
 
-Only what is unsafe goes: path separators, control characters, the
-characters SMB shares refuse (``<>:"/\\|?*``), leading dots, trailing dots and
-spaces, reserved device names. Spaces and non-ASCII letters stay: people read
-these names.
+Only what is unsafe goes: path separators, control characters, Unicode
+format characters (bidi controls such as U+202E, which make
+``invoice\u202efdp.exe`` show as "invoiceexe.pdf", zero-width characters),
+the characters SMB shares refuse (``<>:"/\\|?*``), leading dots, trailing
+dots and spaces; Windows' reserved device names get a leading ``_``. Spaces
+and non-ASCII letters stay: people read these names.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from collections.abc import Mapping
 from typing import Any
 
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*]')
-_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.I)
+# Windows reserves these names with any extension; it reads the superscript digits ¹²³ as digits
+_RESERVED = re.compile(r"^(con|prn|aux|nul|conin\$|conout\$|com[0-9\u00b9\u00b2\u00b3]|lpt[0-9\u00b9\u00b2\u00b3])"
+                       r" *(\..*)?$", re.I)
 MAX_NAME_BYTES = 200  # well below the 255 bytes of ext4/btrfs/SMB, leaving room for " (2)" and ".json"
 
 DEFAULT_PATTERN = "{received:%Y/%m}/{stem}"
@@ -29,6 +33,9 @@ FIELDS = (
 def sanitize_part(name: str, fallback: str = "unknown", max_bytes: int = MAX_NAME_BYTES) -> str:
     """One safe path component: never empty, never ``.``/``..``, never a path."""
     name = unicodedata.normalize("NFC", name)
+    # format characters (category Cf: bidi controls, zero-width characters) are invisible or
+    # reorder what a person sees: a name must read as what it is
+    name = "".join(c for c in name if unicodedata.category(c) != "Cf")
     name = _UNSAFE.sub("_", name.replace("\r", " ").replace("\n", " ").replace("\t", " "))
     name = re.sub(r"\s+", " ", name).strip()
     name = name.lstrip(".").rstrip(". ")

@@ -7,12 +7,22 @@ checked with ISO 13616 mod-97) and compares them with the IBANs last seen
 for the same seller, known by VAT ID, by name, or by the sender's domain.
 A difference flags the document (``payment_details_changed``, with the
 IBANs masked, and a warning); nothing is held or refused.
+
+The guard learns a seller's account only from mail whose sender is
+authenticated for that seller (the authenticated From domain is one the
+seller is known to write from, and no freemail domain) or from a person
+(``confirm-account``, or releasing a held mail). Until an account is
+confirmed, the first one seen for the seller is what new ones are compared
+with: an attacker's second invoice with the same new IBAN is flagged again.
 """
 
 from __future__ import annotations
 
+import email.utils
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from gateway.store import Store
@@ -111,8 +121,27 @@ def seller_keys(einvoice: Mapping[str, str] | None, sender_domain: str, own_doma
     return keys
 
 
+def _domain_of(text: str) -> str:
+    """The domain of a stored sender domain or From ("Name <a@b.example>" -> "b.example")."""
+    if "@" not in text:
+        return text
+    return email.utils.parseaddr(text)[1].rpartition("@")[2].strip().rstrip(".>").lower()
+
+
+def vouched_by(row: Mapping[str, Any]) -> str | None:
+    """Who vouches for a stored message's sender: a person who released it, or its authentication; else None."""
+    if row.get("released_at"):
+        return f"released by {row.get('released_by') or 'a person'}"
+    auth = row.get("auth")
+    try:
+        result = json.loads(auth) if isinstance(auth, str) else auth
+    except ValueError:
+        return None
+    return "authenticated sender" if isinstance(result, dict) and result.get("authenticated") is True else None
+
+
 class PaymentGuard:
-    """Compares the IBANs of new documents with the ones last seen for their seller."""
+    """Compares the IBANs of new documents with the account known for their seller, and learns only from proof."""
 
     def __init__(self, store: Store, text_of: Callable[[bytes], str], own_domains: Iterable[str] = ()) -> None:
         self.store = store
@@ -128,24 +157,41 @@ class PaymentGuard:
             return find_ibans(self.text_of(data))
         return []
 
-    def review(self, message_id: int, docs: Sequence[tuple[dict[str, Any], list[str]]],
-               sender_domain: str) -> list[tuple[str, str]]:
-        """Flag ``docs`` ((document row, its IBANs) pairs) whose IBAN is new for their seller.
+    def vouched(self, key: str, message_id: int, sender_domain: str, authenticated: bool) -> bool:
+        """Whether an authenticated sender speaks for the seller ``key``: its domain is the seller's.
 
-        Returns the (seller key, IBAN) pairs to record once the documents are stored.
+        A seller never seen before takes the authenticated domain as its own.
         """
-        records: list[tuple[str, str]] = []
+        from gateway.senderauth.dmarc import org_domain
+
+        domain = org_domain(sender_domain) if sender_domain else ""
+        if not authenticated or not domain or domain in FREEMAIL or domain in {org_domain(d) for d in self.own_domains}:
+            return False  # anyone can authenticate as somebody at a freemail domain
+        known = self.store.seller_domains(key, before_message=message_id)
+        return known is None or domain in {org_domain(_domain_of(d)) for d in known}
+
+    def review(self, message_id: int, docs: Sequence[tuple[dict[str, Any], list[str]]],
+               sender_domain: str, vouched_by: str | None = None) -> list[tuple[str, str, str | None]]:
+        """Flag ``docs`` ((document row, its IBANs) pairs) whose IBAN is not the one known for their seller.
+
+        ``vouched_by`` says who vouches for the sender ("authenticated", "released by anna"), None
+        for nobody. Returns the (seller key, IBAN, confirmed by or None) to record once the documents
+        are stored: confirmed only where the sender is vouched for as that seller (``vouched``).
+        """
+        records: list[tuple[str, str, str | None]] = []
         for doc, ibans in docs:
             if not ibans:
                 continue
             keys = seller_keys(doc.get("einvoice"), sender_domain, self.own_domains)
             if not keys:
                 continue
-            records += [(k, i) for k in keys for i in ibans]
-            last = self.store.last_ibans(keys, before_message=message_id)
-            if last is None:
+            for k in keys:
+                by = vouched_by if self.vouched(k, message_id, sender_domain, vouched_by is not None) else None
+                records += [(k, i, by) for i in ibans]
+            known = self.store.known_ibans(keys, before_message=message_id)
+            if known is None:
                 continue
-            key, before, seen_in = last
+            key, before, seen_in, confirmed = known
             new = [i for i in ibans if i not in before]
             if new:
                 previous = sorted(before)
@@ -158,8 +204,44 @@ class PaymentGuard:
                     "previous_seen_at": seen["received"] if seen is not None else None,
                 }
                 was = ", ".join(mask_iban(i) for i in previous)
+                where = (f"last confirmed for {key.replace(':', ' ', 1)} in message #{seen_in}" if confirmed else
+                         f"first seen for {key.replace(':', ' ', 1)} in message #{seen_in}; no account of this "
+                         "seller is confirmed yet")
                 doc["warnings"] = [*doc.get("warnings", []),
-                                   f"payment details changed: IBAN {mask_iban(new[0])} was {was} "
-                                   f"(last seen for {key.replace(':', ' ', 1)} in message #{seen_in}); "
-                                   "confirm the new account with the seller by phone before paying"]
+                                   f"payment details changed: IBAN {mask_iban(new[0])} was {was} ({where}); "
+                                   "confirm the new account with the seller by phone before paying "
+                                   "(then: invoice-gateway confirm-account DOCUMENT_ID)"]
         return list(dict.fromkeys(records))
+
+    def record(self, message_id: int, records: Sequence[tuple[str, str, str | None]], sender_domain: str) -> None:
+        """Remember what ``review`` returned, once the message's documents are stored."""
+        from gateway.senderauth.dmarc import org_domain
+
+        self.store.record_ibans(message_id, records, org_domain(sender_domain) if sender_domain else "")
+
+    def confirm(self, document_id: int, by: str, data_dir: Path) -> list[str]:
+        """A person confirmed a document's bank account(s) with the seller: remember them; returns them masked.
+
+        Raises StoreError when the document does not exist or carries no IBAN of a known seller.
+        """
+        from gateway.errors import StoreError
+
+        doc = self.store.document(document_id)
+        if doc is None:
+            raise StoreError(f"no document {document_id}")
+        inv = json.loads(doc["einvoice"]) if isinstance(doc.get("einvoice"), str) else doc.get("einvoice")
+        if inv and inv.get("iban"):
+            ibans = [normalize_iban(str(inv["iban"]))]
+        elif doc.get("kind") == "pdf":
+            try:
+                ibans = find_ibans(self.text_of((data_dir / doc["path"]).read_bytes()))
+            except OSError as exc:
+                raise StoreError(f"document {document_id}: its file cannot be read: {exc.strerror}") from exc
+        else:
+            ibans = []
+        # a second confirmation changes nothing and is fine; a document whose seller is not known
+        # (no VAT ID, name or own domain) has nothing the guard remembers
+        self.store.confirm_ibans(document_id, ibans, f"confirmed by {by or 'a person'}")
+        if not ibans or not self.store.ibans_recorded(document_id, ibans):
+            raise StoreError(f"document {document_id} carries no IBAN of a known seller: nothing to confirm")
+        return [mask_iban(i) for i in ibans]

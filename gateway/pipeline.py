@@ -26,7 +26,7 @@ from gateway import mime
 from gateway.config import ExportConfig, Settings
 from gateway.errors import GatewayError, ParseError, RenderError
 from gateway.models import Attachment, Decision, MailView, ParsedMessage
-from gateway.payment_guard import PaymentGuard
+from gateway.payment_guard import PaymentGuard, vouched_by
 from gateway.senderauth import SenderAuth, from_domain
 from gateway.senderauth.hold import claimed_rule, hold_reason
 from gateway.store import Row, Store
@@ -86,7 +86,7 @@ class Outcome:
     decision: dict[str, Any] = field(default_factory=dict)
     assign: dict[str, Any] = field(default_factory=dict)
     sender_domain: str = ""
-    iban_records: list[tuple[str, str]] = field(default_factory=list)
+    iban_records: list[tuple[str, str, str | None]] = field(default_factory=list)
 
 
 class RulesState:
@@ -390,7 +390,7 @@ class Pipeline:
         self.store.finish_message(mid, status=status, reason=reason, fields=fields, documents=docs,
                                   targets_for=targets_for)
         if outcome is not None and outcome.iban_records:
-            self.store.record_ibans(mid, outcome.iban_records)
+            self.payment_guard.record(mid, outcome.iban_records, outcome.sender_domain)
         self.stats["processed"] += 1
         if status == "quarantined":
             log.warning("message %d quarantined: %s", mid, reason)
@@ -426,7 +426,7 @@ class Pipeline:
             }
             docs.append(doc)
             payees.append((doc, self.payment_guard.ibans_of(d.kind, d.data, inv)))
-        outcome.iban_records = self.payment_guard.review(int(row["id"]), payees, outcome.sender_domain)
+        outcome.iban_records = self.payment_guard.review(int(row["id"]), payees, outcome.sender_domain, vouched_by(row))
         return docs
 
     # -- the decision ------------------------------------------------------------------
@@ -474,10 +474,10 @@ class Pipeline:
         if decision.action == "import":
             chosen = candidates
             if decision.attachment_globs:
-                from gateway.rules import select_attachments
+                from gateway.rules.attachments import choose
 
-                allowed = set(select_attachments([a.filename for a in parsed.attachments], decision.attachment_globs))
-                chosen = [a for a in parsed.attachments if a.filename in allowed and a.data]
+                chosen, refused = choose(parsed.attachments, decision.attachment_globs)
+                out.notes.extend(refused)
             why = f"rule {decision.rule!r}"
             mode = decision.import_mode
             if mode in ("attachments", "both"):

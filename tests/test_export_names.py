@@ -87,3 +87,40 @@ def test_sanitize_part_keeps_what_people_read() -> None:
     assert sanitize_part("Ærø Café 東京") == "Ærø Café 東京"
     assert sanitize_part("  ..hidden. ") == "hidden"
     assert sanitize_part("") == "unknown"
+
+
+INVISIBLE = ["\u202e", "\u202a", "\u202b", "\u202c", "\u202d", "\u2066", "\u2067", "\u2068", "\u2069",
+             "\u200e", "\u200f", "\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u061c", "\u00ad"]
+
+
+@pytest.mark.parametrize("mark", INVISIBLE)
+def test_format_characters_are_removed(mark: str) -> None:
+    assert sanitize_part(f"invoice{mark}fdp.exe") == "invoicefdp.exe"
+    assert sanitize_filename(f"in{mark}voice.pdf", ext="pdf") == "invoice.pdf"
+    assert render_pattern("{company}", {"company": f"Acme{mark} GmbH"}, "pdf") == "Acme GmbH.pdf"
+
+
+def test_bidi_override_cannot_disguise_an_extension() -> None:
+    # shown as "invoiceexe.pdf" with the override; the bytes are a PDF, so .pdf is added
+    assert sanitize_filename("invoice\u202efdp.exe", ext="pdf") == "invoicefdp.exe.pdf"
+
+
+@pytest.mark.parametrize("name", ["COM\u00b9", "com\u00b2.pdf", "LPT\u00b3", "lpt\u00b9.txt", "CONIN$", "conout$.pdf",
+                                  "COM0", "nul .pdf", "CON"])
+def test_windows_reserved_names_get_a_prefix(name: str) -> None:
+    assert sanitize_part(name) == "_" + name
+    assert render_pattern("{company}", {"company": name}, "").startswith("_")
+
+
+def test_names_like_reserved_ones_stay() -> None:
+    for name in ("COM10.pdf", "CONSOLE.pdf", "lpt.pdf", "conin.pdf", "COM\u2074.pdf", "company.pdf"):
+        assert sanitize_part(name) == name
+
+
+def test_invisible_and_reserved_names_export_as_plain_names(gateway: Gateway) -> None:
+    names = ["invoice\u202efdp.exe", "bill\u2066ing\u2069\u200e.pdf", "zero\u200bwidth\u200d.pdf", "COM\u00b9.pdf",
+             "CONIN$.pdf"]
+    gateway.send(_mail_with_names(names))
+    files = wait_for(lambda: len(gateway.exported_files()) == len(names) and gateway.exported_files(), timeout=15)
+    assert sorted(f.name for f in files) == sorted(
+        ["invoicefdp.exe.pdf", "billing.pdf", "zerowidth.pdf", "_COM\u00b9.pdf", "_CONIN$.pdf"])

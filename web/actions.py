@@ -88,6 +88,17 @@ def release(service: Any, message_id: int, by: str = "admin") -> None:
     service.pipeline.wake.set()
 
 
+def confirm_account(service: Any, document_id: int, by: str = "admin") -> list[str]:
+    """A person confirmed a document's bank account with the seller; returns the IBANs, masked."""
+    from gateway.errors import StoreError
+
+    document_or_404(service, document_id)
+    try:
+        return list(service.pipeline.payment_guard.confirm(document_id, by, service.settings.data_dir))
+    except StoreError as exc:
+        raise Conflict(str(exc)) from exc
+
+
 def reexamine(service: Any) -> int:
     """Run every unmatched message through the rules again; returns how many."""
     return int(service.reexamine())

@@ -203,6 +203,12 @@ def document_approve(document_id: int) -> Any:
     return jsonify(document_json(actions.document_or_404(svc, document_id)))
 
 
+@bp.post("/documents/<int:document_id>/confirm-account")
+def document_confirm_account(document_id: int) -> Any:
+    ibans = actions.confirm_account(_service(), document_id, by="api")
+    return jsonify({"id": document_id, "confirmed_ibans": ibans, "confirmed_by": "api"})
+
+
 @bp.post("/documents/<int:document_id>/unapprove")
 def document_unapprove(document_id: int) -> Any:
     svc = _service()

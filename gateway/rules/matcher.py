@@ -61,8 +61,10 @@ class _Mail:
 
     def __init__(self, mail: MailView, require_authenticated_sender: bool = False) -> None:
         self.mail = mail
-        # trust.require_authenticated_sender: a `from` holds only for an authenticated sender
+        # trust.require_authenticated_sender: a `from` holds only for an authenticated sender,
+        # and only by a value that names the domain that authenticated
         self.sender_unproven = require_authenticated_sender and mail.authenticated is not True
+        self.require_authenticated = require_authenticated_sender
         sender = mail.sender
         if sender is None:
             self.addr: str | None = None
@@ -137,11 +139,16 @@ def _regex(src: str, path: Path) -> re.Pattern[str]:
 
 @dataclass(frozen=True)
 class AddressPattern:
-    """A compiled from/to value; ``key`` is its sender-index key when it limits the domain."""
+    """A compiled from/to value; ``key`` is its sender-index key when it limits the domain.
+
+    ``names_domain``: the value names the address's domain (an address, ``@domain``,
+    a domain glob), so it binds to the domain that authenticated; a display name does not.
+    """
 
     raw: str
     test: AddrTest
     key: tuple[str, str] | None
+    names_domain: bool = False
 
 
 def address_pattern(raw: str, path: Path) -> AddressPattern:
@@ -163,22 +170,23 @@ def address_pattern(raw: str, path: Path) -> AddressPattern:
     local, _, domain = low.rpartition("@")
     if not domain:
         raise CompileError(path, f"{_q(raw)} has no domain after @")
+    named = bool(domain.strip("*?."))  # "@*" names no domain
     if not local:
         if not _is_glob(domain):
-            return AddressPattern(raw, lambda a, d, n: d == domain, ("domain", domain))
+            return AddressPattern(raw, lambda a, d, n: d == domain, ("domain", domain), named)
         parent = domain[2:]
         if domain.startswith("*.") and parent and not _is_glob(parent):
             suffix = "." + parent
-            return AddressPattern(raw, lambda a, d, n: d.endswith(suffix), ("parent", parent))
+            return AddressPattern(raw, lambda a, d, n: d.endswith(suffix), ("parent", parent), named)
         gx = glob_regex(domain)
-        return AddressPattern(raw, lambda a, d, n: gx.fullmatch(d) is not None, None)
+        return AddressPattern(raw, lambda a, d, n: gx.fullmatch(d) is not None, None, named)
     # Addresses are indexed by their domain, so that rules for other
     # addresses of the sender's domain are tried and explain near misses.
     key = None if _is_glob(domain) else ("domain", domain)
     if not _is_glob(low):
-        return AddressPattern(raw, lambda a, d, n: a == low, key)
+        return AddressPattern(raw, lambda a, d, n: a == low, key, named)
     gx = glob_regex(low)
-    return AddressPattern(raw, lambda a, d, n: gx.fullmatch(a) is not None, key)
+    return AddressPattern(raw, lambda a, d, n: gx.fullmatch(a) is not None, key, named)
 
 
 def source_test(raw: str, path: Path) -> SourceTest:
@@ -219,12 +227,20 @@ class Condition(Protocol):
 
 
 class _Address:
-    """from (the sender) or to (any recipient)."""
+    """from (the sender) or to (any recipient).
 
-    def __init__(self, key: str, pats: list[AddressPattern]) -> None:
+    A ``from`` under ``authenticated: true`` (``bound``) or
+    trust.require_authenticated_sender holds only by a value that names a
+    domain: authentication proves the From domain, never a display name.
+    """
+
+    def __init__(self, key: str, pats: list[AddressPattern], bound: bool = False) -> None:
         self.key = key
+        self.bound = bound and key == "from"
         self.tests = [p.test for p in pats]
+        self.domain_tests = [p.test for p in pats if p.names_domain]
         self.pairs = [(p.raw, p.test) for p in pats]
+        self.named = {p.raw for p in pats if p.names_domain}
         self.values = _qs([p.raw for p in pats])
 
     def miss(self, m: _Mail) -> str:
@@ -237,24 +253,37 @@ class _Address:
         return [] if m.addr is None else [(m.addr, m.domain, m.name)]
 
     def test(self, m: _Mail) -> bool:
-        if self.key == "from" and m.sender_unproven:
-            return False
+        tests = self.tests
+        if self.key == "from":
+            if m.sender_unproven:
+                return False
+            if self.bound or m.require_authenticated:
+                tests = self.domain_tests
         for a, d, n in self._people(m):
-            for t in self.tests:
+            for t in tests:
                 if t(a, d, n):
                     return True
         return False
 
     def judge(self, m: _Mail) -> tuple[bool, str]:
+        bound = self.key == "from" and (self.bound or m.require_authenticated)
+        by_name = ""
         for i, (a, d, n) in enumerate(self._people(m)):
             for raw, t in self.pairs:
                 if t(a, d, n):
                     shown = m.shown_sender if self.key == "from" else _q(str(m.mail.to[i]))
+                    if bound and raw not in self.named:
+                        by_name = by_name or raw
+                        continue
                     if self.key == "from" and m.sender_unproven:
                         state = "is not known to be authenticated" if m.mail.authenticated is None else "failed authentication"
                         return False, (f"from: {_q(raw)} matched {shown}, but the sender {state} "
                                        "(trust.require_authenticated_sender)")
                     return True, f"{self.key}: {_q(raw)} matched {shown}"
+        if by_name:
+            demand = "authenticated: true" if self.bound else "trust.require_authenticated_sender"
+            return False, (f"from: {_q(by_name)} matched {m.shown_sender}, but names no domain: with {demand} "
+                           f"only an address or @domain binds to the domain that authenticated ({m.domain or '?'})")
         if self.key == "from":
             return False, self.miss(m)
         shown = ", ".join(_q(str(a)) for a in m.mail.to[:5]) or "(no recipients)"
@@ -504,15 +533,21 @@ class _Not:
         return not ok, f"not: ({why})"
 
 
-def compile_when(spec: WhenModel, path: Path, errors: list[CompileError], label: str | None = None) -> AllOf:
-    """Compile a `when` mapping, its keys in CONDITION_KEYS order; problems go to ``errors``."""
+def compile_when(spec: WhenModel, path: Path, errors: list[CompileError], label: str | None = None,
+                 bound: bool = False) -> AllOf:
+    """Compile a `when` mapping, its keys in CONDITION_KEYS order; problems go to ``errors``.
+
+    ``bound``: an enclosing mapping says ``authenticated: true``, so its `from`
+    conditions bind to the authenticated domain (not through ``not:``).
+    """
     fields = WhenModel.model_fields
     given = {fields[f].alias or f for f in spec.model_fields_set if getattr(spec, f) is not None}
+    bound = bound or spec.authenticated is True
     parts: list[Condition] = []
     for key in CONDITION_KEYS:
         if key in given:
             try:
-                parts.extend(_compile_key(spec, key, (*path, key), errors))
+                parts.extend(_compile_key(spec, key, (*path, key), errors, bound))
             except CompileError as exc:
                 errors.append(exc)
     return AllOf(parts, label)
@@ -522,11 +557,12 @@ def _values(raws: tuple[str, ...], here: Path, make: Callable[[str, Path], Any])
     return [make(raw, (*here, i) if len(raws) > 1 else here) for i, raw in enumerate(raws)]
 
 
-def _compile_key(spec: WhenModel, key: str, here: Path, errors: list[CompileError]) -> list[Condition]:
+def _compile_key(spec: WhenModel, key: str, here: Path, errors: list[CompileError],
+                 bound: bool = False) -> list[Condition]:
     if key in ("from", "to"):
         raws = spec.from_ if key == "from" else spec.to
         assert raws is not None
-        return [_Address(key, _values(raws, here, address_pattern))]
+        return [_Address(key, _values(raws, here, address_pattern), bound)]
     if key in ("subject", "body", "contains", "attachment"):
         raws = getattr(spec, key)
         tests = _values(raws, here, text_pattern)
@@ -555,7 +591,7 @@ def _compile_key(spec: WhenModel, key: str, here: Path, errors: list[CompileErro
     if key in ("all", "any"):
         subs = spec.all_ if key == "all" else spec.any_
         assert subs is not None
-        compiled = [_bare(compile_when(s, (*here, i), errors)) for i, s in enumerate(subs)]
+        compiled = [_bare(compile_when(s, (*here, i), errors, bound=bound)) for i, s in enumerate(subs)]
         return [AllOf(compiled, "all") if key == "all" else _Any(compiled)]
     assert key == "not" and spec.not_ is not None
     return [_Not(_bare(compile_when(spec.not_, here, errors)))]
@@ -642,6 +678,9 @@ class Rule:
         senders: the sender domains that the rule's ``from`` limits it to:
             ``("domain", d)`` for d itself, ``("parent", d)`` for its
             subdomains; () when there is no ``from`` or it allows any domain.
+        name_only_froms: the key paths of ``from`` conditions that name no
+            domain (only display names), each with whether the rule's
+            ``authenticated: true`` applies to it (see ``sender_warnings``).
     """
 
     name: str
@@ -656,6 +695,15 @@ class Rule:
     assign: Mapping[str, Template] = field(default_factory=dict)
     tags: tuple[Template, ...] = ()
     senders: tuple[tuple[str, str], ...] = ()
+    name_only_froms: tuple[tuple[str, bool], ...] = ()
+
+    def sender_warnings(self, require_authenticated_sender: bool = False) -> list[str]:
+        """Why a `from` of this rule can never hold for an authenticated sender, in words ([] when none)."""
+        demand = "trust.require_authenticated_sender"
+        return [f"{path}: names no domain, so with {'authenticated: true' if bound else demand} it never holds: "
+                "authentication proves the sender's domain, not a display name; name the address or "
+                "@domain (from: billing@supplier.example)"
+                for path, bound in self.name_only_froms if bound or require_authenticated_sender]
 
     def matches(self, mail: MailView) -> bool:
         """Whether every condition holds for ``mail``."""
@@ -712,8 +760,21 @@ def compile_rule(spec: RuleModel, *, file: str, line: int, position: int) -> tup
         return None, errors
     rule = Rule(name=spec.name, file=file, line=line, position=position, priority=spec.priority,
                 action=spec.action, import_mode=spec.import_, attachment_globs=tuple(globs), when=when,
-                assign=MappingProxyType(assign), tags=tags, senders=_senders(spec.when))
+                assign=MappingProxyType(assign), tags=tags, senders=_senders(spec.when),
+                name_only_froms=tuple(_name_only_froms(spec.when, "when", False)))
     return rule, []
+
+
+def _name_only_froms(when: WhenModel, path: str, bound: bool) -> list[tuple[str, bool]]:
+    """The `from` conditions (outside ``not:``) without a value that names a domain: (key path, bound)."""
+    bound = bound or when.authenticated is True
+    out = []
+    if when.from_ and not any(address_pattern(raw, ()).names_domain for raw in when.from_):
+        out.append((f"{path}.from", bound))
+    for key, subs in (("all", when.all_), ("any", when.any_)):
+        for i, sub in enumerate(subs or ()):
+            out += _name_only_froms(sub, f"{path}.{key}[{i}]", bound)
+    return out
 
 
 def _senders(when: WhenModel) -> tuple[tuple[str, str], ...]:

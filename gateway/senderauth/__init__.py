@@ -129,7 +129,8 @@ class SenderAuth:
         else:
             authenticated = False
             words = [f"SPF {spf.result}" + (f" ({spf.ip} for {spf.domain})" if spf.domain and spf.ip else ""),
-                     "DKIM " + (", ".join(f"{d.result} ({d.domain or '?'})" for d in dkim) or "none"),
+                     "DKIM " + (", ".join(f"{d.result} ({d.domain or '?'})" + (f": {d.reason}" if d.result == "policy" else "")
+                                           for d in dkim) or "none"),
                      f"DMARC {dmarc.result}" + (f" (p={dmarc.policy})" if dmarc.policy else "")]
             reason = "not authenticated: " + "; ".join(words)
         results = [authres.ResInfo("spf", spf.result, {"smtp.mailfrom": mail_from.strip("<>") or spf.domain})]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dkim as dkimpy
+from dkim.canonicalization import CanonicalizationPolicy
 
 from gateway.senderauth.dns import DNSTempError, Resolver
 
@@ -20,7 +21,9 @@ class DKIMResult:
     """The verdict on one DKIM signature.
 
     Attributes:
-        result: pass, fail, neutral, temperror or permerror (RFC 8601 names).
+        result: pass, fail, policy, neutral, temperror or permerror (RFC 8601
+            names); ``policy`` is a signature that verified but covers only
+            part of the body (``l=``), which does not count as a pass.
         domain: the signing domain (d=), "" when unreadable.
         selector: the selector (s=), "" when unreadable.
         reason: why it did not pass ("" when it did).
@@ -87,6 +90,10 @@ def _verify(resolver: Resolver, raw: bytes, idx: int, timeout: float) -> DKIMRes
         return DKIMResult("temperror", *_ids(signer), reason=f"DKIM check failed: {type(exc).__name__}: {exc}")
     domain, selector = _ids(signer)
     if ok:
+        short = _unsigned_tail(signer)
+        if short:
+            # anyone may append a part (a PDF) after the signed length: the mail is not vouched for
+            return DKIMResult("policy", domain, selector, short)
         return DKIMResult("pass", domain, selector)
     if state["temp"]:
         return DKIMResult("temperror", domain, selector, f"key lookup failed: {state['temp']}")
@@ -94,6 +101,24 @@ def _verify(resolver: Resolver, raw: bytes, idx: int, timeout: float) -> DKIMRes
         return DKIMResult("permerror", domain, selector, f"no key published at {selector}._domainkey.{domain}")
     reason = "; ".join(notes.errors) or "signature did not verify"
     return DKIMResult("fail", domain, selector, reason)
+
+
+def _unsigned_tail(signer: Any) -> str:
+    """Why a verified signature does not cover the whole body (``l=`` shorter than it), or ""."""
+    fields = getattr(signer, "signature_fields", None) or {}
+    limit = fields.get(b"l")
+    if limit is None:
+        return ""
+    try:
+        policy = CanonicalizationPolicy.from_c_value(fields.get(b"c", b"simple/simple"))
+        body = len(policy.canonicalize_body(signer.body))
+        signed = int(limit)
+    except Exception:  # it verified, so the values were readable; be safe anyway
+        return "the signature's body length (l=) could not be read"
+    if signed >= body:
+        return ""
+    return (f"the signature covers only the first {signed} of {body} bytes of the body (l=); "
+            "what follows is not signed, so the signature does not count as a pass")
 
 
 def _ids(signer: Any) -> tuple[str, str]:

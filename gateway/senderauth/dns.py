@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -37,26 +38,63 @@ def _name(name: str) -> str:
     return name.strip().rstrip(".").lower()
 
 
+def split_server(server: str) -> tuple[str, int]:
+    """``"192.0.2.53"``, ``"192.0.2.53:5353"``, ``"2001:db8::53"`` or ``"[2001:db8::53]:5353"`` -> (address, port).
+
+    Raises ValueError for anything that is not an IP address with an optional port.
+    """
+    import ipaddress
+
+    text = server.strip()
+    host, port = text, 53
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":") or not rest[1:].isdigit():
+                raise ValueError(f"{server!r}: write [address]:port")
+            port = int(rest[1:])
+    elif text.count(":") == 1:
+        host, _, p = text.partition(":")
+        if not p.isdigit():
+            raise ValueError(f"{server!r}: the port must be a number")
+        port = int(p)
+    ipaddress.ip_address(host)  # raises ValueError: a DNS server is given by its IP address
+    if not 0 < port < 65536:
+        raise ValueError(f"{server!r}: port {port} is out of range")
+    return host, port
+
+
+def backoff_key(name: str) -> str:
+    """The zone a DNS name backs off with: its organizational domain (``_dmarc.x.example`` -> ``x.example``)."""
+    from gateway.senderauth.dmarc import org_domain  # dmarc imports this module
+
+    return org_domain(_name(name).lstrip("_")) or _name(name)
+
+
 class DnsPythonResolver:
     """The real resolver: dnspython with a timeout per question.
 
-    After three timeouts in a row it answers DNSTempError at once for 15
-    seconds, so that an unreachable DNS server costs seconds, not minutes,
-    while mail keeps coming (the checks then say ``temperror``).
+    Backs off per zone (the organizational domain of the name asked): after
+    three timeouts in a row for names of one zone it answers DNSTempError at
+    once for that zone for 15 seconds. A sender whose DNS never answers thus
+    costs seconds, not minutes, and never holds up the checks of any other
+    sender. Up to ``MAX_ZONES`` zones are remembered (the oldest are dropped).
     """
 
     BACKOFF_AFTER = 3
     BACKOFF_SECONDS = 15.0
+    MAX_ZONES = 4096
 
     def __init__(self, servers: Iterable[str] = (), timeout: float = 3.0) -> None:
         self.servers = tuple(servers)
         self.timeout = timeout
         self._resolver: Any = None
         self._lock = threading.Lock()
-        self._timeouts = 0
-        self._down_until = 0.0
+        # zone -> (timeouts in a row, monotonic time until which it is not asked)
+        self._zones: OrderedDict[str, tuple[int, float]] = OrderedDict()
 
     def _get(self) -> Any:
+        import dns.nameserver
         import dns.resolver
 
         with self._lock:
@@ -66,7 +104,7 @@ class DnsPythonResolver:
                 except dns.resolver.NoResolverConfiguration as exc:
                     raise DNSTempError("no DNS server is configured (/etc/resolv.conf; or set trust.dns_servers)") from exc
                 if self.servers:
-                    resolver.nameservers = list(self.servers)
+                    resolver.nameservers = [dns.nameserver.Do53Nameserver(*split_server(s)) for s in self.servers]
                 resolver.timeout = self.timeout
                 resolver.lifetime = self.timeout
                 # suppliers write again and again: answers (NXDOMAIN too) are kept for
@@ -75,23 +113,43 @@ class DnsPythonResolver:
                 self._resolver = resolver
             return self._resolver
 
+    def backing_off(self, name: str) -> bool:
+        """Whether lookups for ``name``'s zone are answered with DNSTempError at once, now."""
+        with self._lock:
+            state = self._zones.get(backoff_key(name))
+        return state is not None and time.monotonic() < state[1]
+
+    def _answered(self, zone: str) -> None:
+        with self._lock:
+            self._zones.pop(zone, None)
+
+    def _timed_out(self, zone: str) -> None:
+        with self._lock:
+            count, _ = self._zones.pop(zone, (0, 0.0))
+            count += 1
+            until = time.monotonic() + self.BACKOFF_SECONDS if count >= self.BACKOFF_AFTER else 0.0
+            self._zones[zone] = (count, until)
+            while len(self._zones) > self.MAX_ZONES:
+                self._zones.popitem(last=False)
+
     def lookup(self, name: str, rdtype: str) -> list[Any]:
         """The records of type ``rdtype`` at ``name`` (see Resolver)."""
         import dns.exception
         import dns.resolver
 
-        if time.monotonic() < self._down_until:
-            raise DNSTempError("DNS did not answer recently; not asking again yet")
+        zone = backoff_key(name)
+        with self._lock:
+            state = self._zones.get(zone)
+        if state is not None and time.monotonic() < state[1]:
+            raise DNSTempError(f"{rdtype} {name}: the DNS of {zone} did not answer recently; not asking again yet")
         resolver = self._get()
         try:
             answer = resolver.resolve(_name(name) + ".", rdtype, search=False, raise_on_no_answer=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            self._timeouts = 0
+            self._answered(zone)
             return []
         except (dns.exception.Timeout, dns.resolver.LifetimeTimeout) as exc:
-            self._timeouts += 1
-            if self._timeouts >= self.BACKOFF_AFTER:
-                self._down_until = time.monotonic() + self.BACKOFF_SECONDS
+            self._timed_out(zone)
             raise DNSTempError(f"{rdtype} {name}: no answer within {self.timeout:g} s") from exc
         except dns.resolver.NoNameservers as exc:
             raise DNSTempError(f"{rdtype} {name}: the DNS servers failed (SERVFAIL)") from exc
@@ -99,7 +157,7 @@ class DnsPythonResolver:
             raise DNSTempError("no DNS server is configured") from exc
         except dns.exception.DNSException:
             return []  # a malformed name (label too long, ...): it cannot exist
-        self._timeouts = 0
+        self._answered(zone)
         return [_convert(rdtype, r) for r in (answer.rrset or ())]
 
 
