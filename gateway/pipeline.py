@@ -194,6 +194,16 @@ def body_invoice_hint(parsed: ParsedMessage) -> str | None:
     return None
 
 
+def earlier_note(earlier: Sequence[Mapping[str, Any]], status: str) -> str:
+    """What a message's outcome change means for the documents it imported before."""
+    parts = []
+    for d in earlier:
+        where = f"delivered to {d['delivered']}, where it stays" if d.get("delivered") else "not delivered; its exports are withdrawn"
+        parts.append(f"document {d['id']} ({d['filename']}): {where}")
+    return (f"this mail was imported before and is {status} now; " + "; ".join(parts) +
+            " (listed under Documents, orphaned: delete a delivered copy by hand if it should not be there)")
+
+
 def mail_view(parsed: ParsedMessage, row: Mapping[str, Any], einvoice_fields: Mapping[str, str] | None) -> MailView:
     """What rules see of a parsed message and its stored envelope."""
     from gateway.models import Address
@@ -387,8 +397,15 @@ class Pipeline:
         def targets_for(doc: Row) -> list[str]:
             return [t.name for t in self.settings.exports if target_accepts(t, doc, source)]
 
+        earlier = self.store.earlier_documents(mid) if status != "imported" else []
+        if earlier:  # re-decided after it was imported: say what became of its documents
+            reason += " [" + earlier_note(earlier, status) + "]"
         self.store.finish_message(mid, status=status, reason=reason, fields=fields, documents=docs,
                                   targets_for=targets_for)
+        if earlier:
+            withdrawn = self.store.withdraw_exports([int(d["id"]) for d in earlier])
+            log.warning("message %d was imported before and is now %s: %d document(s) listed as orphaned, "
+                        "%d export(s) not yet delivered withdrawn", mid, status, len(earlier), withdrawn)
         if outcome is not None and outcome.iban_records:
             self.payment_guard.record(mid, outcome.iban_records, outcome.sender_domain)
         self.stats["processed"] += 1

@@ -616,10 +616,16 @@ class Store:
     def list_documents(
         self, *, limit: int = 50, offset: int = 0, company: str | None = None, document_type: str | None = None,
         tag: str | None = None, approved: bool | None = None, archived: bool | None = False,
-        export_state: str | None = None,
+        export_state: str | None = None, orphaned: bool | None = None,
     ) -> tuple[list[Row], int]:
-        """Documents, newest first, with the total count for paging."""
+        """Documents, newest first, with the total count for paging.
+
+        ``orphaned``: only documents no ``imported`` mail links any more (their
+        mail was re-decided after they were imported), or only the others.
+        """
         where, args = ["1=1"], []
+        if orphaned is not None:
+            where.append(("" if orphaned else "NOT ") + ORPHANED)
         if company:
             where.append("company LIKE ?")
             args.append(f"%{company}%")
@@ -866,6 +872,34 @@ class Store:
             f"WHERE e.target IN ({marks}) AND e.state IN ('pending', 'failed') AND d.approved_at IS NULL "
             f"ORDER BY d.id", list(targets))]
 
+    def earlier_documents(self, message_id: int) -> list[Row]:
+        """The documents a message imported before, each with the targets it was delivered to."""
+        return [dict(r) for r in self._conn().execute(
+            "SELECT d.id, d.filename, (SELECT group_concat(e.target, ', ') FROM exports e WHERE e.document_id = d.id "
+            "AND e.state = 'delivered') AS delivered FROM message_documents md JOIN documents d ON d.id = md.document_id "
+            "WHERE md.message_id = ? ORDER BY d.id", (message_id,))]
+
+    def is_orphaned(self, document_id: int) -> bool:
+        """Whether no imported (or not yet processed) mail links the document any more."""
+        return self._conn().execute(f"SELECT 1 FROM documents WHERE id = ? AND {ORPHANED}",
+                                    (document_id,)).fetchone() is not None
+
+    def withdraw_exports(self, document_ids: Sequence[int]) -> int:
+        """Drop the exports not yet delivered of documents no imported mail links any more; returns how many.
+
+        What was delivered stays delivered (the gateway does not delete files on
+        the targets); the documents are listed as orphaned for a person to handle.
+        """
+        if not document_ids:
+            return 0
+        marks = ",".join("?" * len(document_ids))
+        with self.write() as conn:
+            cur = conn.execute(
+                f"DELETE FROM exports WHERE state IN ('pending', 'failed') AND claimed_by IS NULL "
+                f"AND document_id IN ({marks}) AND document_id IN (SELECT id FROM documents WHERE {ORPHANED})",
+                list(document_ids))
+            return cur.rowcount
+
     # -- IMAP state --------------------------------------------------------------
 
     def imap_folder(self, mailbox: str, folder: str) -> Row | None:
@@ -1033,6 +1067,11 @@ class Store:
             rows = conn.execute(f"SELECT id, status FROM messages WHERE id IN ({','.join('?' * len(part))})", part)
             out.update({int(r[0]): str(r[1]) for r in rows})
         return out
+
+
+# a document that no imported mail links any more: its mail was re-decided (ignored, unmatched, ...)
+ORPHANED = ("NOT EXISTS (SELECT 1 FROM message_documents md JOIN messages m ON m.id = md.message_id "
+            "WHERE md.document_id = documents.id AND m.status IN ('imported', 'received'))")
 
 
 def _claim_alive(token: str | None) -> bool:

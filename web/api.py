@@ -154,7 +154,8 @@ def documents() -> Any:
     archived = {"true": True, "false": False, "any": None}.get(a.get("archived", "false"), False)
     rows, total = _service().store.list_documents(
         limit=limit, offset=offset, company=a.get("company"), document_type=a.get("document_type"),
-        tag=a.get("tag"), approved=approved, archived=archived, export_state=a.get("export_state"))
+        tag=a.get("tag"), approved=approved, archived=archived, export_state=a.get("export_state"),
+        orphaned={"true": True, "false": False}.get(a.get("orphaned", ""), None))
     return jsonify({"total": total, "limit": limit, "offset": offset,
                     "items": [document_json(r) for r in rows]})
 

@@ -91,6 +91,8 @@ def document_json(service: Any, doc: dict[str, Any]) -> dict[str, Any]:
         "payment_details_changed": loads(doc["payment_details_changed"], None),
         "approved": doc["approved_at"] is not None,
         "approved_at": doc["approved_at"],
+        # no imported mail links it any more (its mail was re-decided); the message's reason says more
+        "orphaned": service.store.is_orphaned(doc["id"]),
         "archived": doc["archived_at"] is not None,
         "exports": [
             {"id": e["id"], "target": e["target"], "state": e["state"], "attempts": e["attempts"],
@@ -333,6 +335,7 @@ def counts(service: Any, now: dt.datetime | None = None) -> dict[str, int]:
         "export_failures": sum(v.get("failed", 0) + v.get("error", 0) for v in exports.values()),
         "export_pending": sum(v.get("pending", 0) for v in exports.values()),
         "awaiting_approval": store.list_documents(limit=1, approved=False, export_state="pending")[1],
+        "orphaned": store.list_documents(limit=1, orphaned=True, archived=None)[1],
     }
 
 

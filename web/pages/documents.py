@@ -27,7 +27,8 @@ def index() -> Any:
     if state and state not in EXPORT_STATES:
         abort(400, f"export_state: one of {', '.join(EXPORT_STATES)}")
     filters = dict(company=a.get("company") or None, document_type=a.get("document_type") or None,
-                   tag=a.get("tag") or None, approved=approved, archived=archived, export_state=state)
+                   tag=a.get("tag") or None, approved=approved, archived=archived, export_state=state,
+                   orphaned=True if a.get("orphaned") == "yes" else None)
     _, total = svc.store.list_documents(limit=1, **filters)
     page = paging(total)
     rows, _ = svc.store.list_documents(limit=page["limit"], offset=page["offset"], **filters)
