@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
+import regex
+
 from gateway.models import Decision, MailView, RuleTrace
 from gateway.rules.model import CONDITION_KEYS, EINVOICE_FIELDS, PLACEHOLDERS, RuleModel, WhenModel
 
@@ -18,6 +20,9 @@ _HEADER_NAME = re.compile(r"[!-9;-~]+")
 _SHOW = 80
 _ESCAPE = re.compile(r'["\\\n\r\t]')
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# A re: condition runs on text a stranger wrote: a pattern that backtracks
+# catastrophically (re:^(a+)+$) stops after this long and counts as no match.
+REGEX_TIMEOUT = 0.1
 
 
 class CompileError(Exception):
@@ -106,7 +111,8 @@ class _Mail:
 
 # --- values -----------------------------------------------------------------
 
-TextTest = Callable[[str, str], bool]  # (original text, case-folded text) -> matched
+# (original text, case-folded text) -> matched; None: a re: timed out (counts as no match)
+TextTest = Callable[[str, str], bool | None]
 AddrTest = Callable[[str, str, str], bool]  # (address, domain, display name), case-folded
 SourceTest = Callable[[str, str | None], bool]  # (source, import address), case-folded
 
@@ -116,8 +122,7 @@ def text_pattern(raw: str, path: Path) -> TextTest:
     if not raw:
         raise CompileError(path, "must not be empty")
     if raw.startswith("re:"):
-        rx = _regex(raw[3:], path)
-        return lambda text, low: rx.search(text) is not None
+        return _timed(_regex(raw[3:], path))
     if _is_glob(raw):
         gx = glob_regex(raw.casefold())
         return lambda text, low: gx.fullmatch(low) is not None
@@ -125,14 +130,34 @@ def text_pattern(raw: str, path: Path) -> TextTest:
     return lambda text, low: needle in low
 
 
-def _regex(src: str, path: Path) -> re.Pattern[str]:
+def _regex(src: str, path: Path) -> regex.Pattern[str]:
+    """Compile a re: value with the ``regex`` engine (Python re syntax: VERSION0), which can time out."""
     if not src:
         raise CompileError(path, "re: needs a regular expression after it")
     try:
-        return re.compile(src, re.IGNORECASE)
-    except re.error as exc:
+        return regex.compile(src, regex.IGNORECASE | regex.VERSION0)
+    except regex.error as exc:
         where = f" at position {exc.pos}" if exc.pos is not None else ""
         raise CompileError(path, f"invalid regular expression {_q(src)}: {exc.msg}{where}") from exc
+
+
+def _search(rx: regex.Pattern[str], text: str) -> bool | None:
+    """Whether ``rx`` is found in ``text``; None when it ran longer than REGEX_TIMEOUT."""
+    try:
+        return rx.search(text, timeout=REGEX_TIMEOUT) is not None
+    except TimeoutError:
+        return None
+
+
+def _timed(rx: regex.Pattern[str]) -> TextTest:
+    return lambda text, low: _search(rx, text)
+
+
+def timed_out(where: list[str]) -> str:
+    """The warning an explanation carries when a re: ran out of time on ``where`` ("" if it never did)."""
+    if not where:
+        return ""
+    return f"; regex timed out after {REGEX_TIMEOUT:g} s on " + " and ".join(dict.fromkeys(where))
 
 
 @dataclass(frozen=True)
@@ -150,7 +175,7 @@ def address_pattern(raw: str, path: Path) -> AddressPattern:
         raise CompileError(path, "must not be empty")
     if raw.startswith("re:"):
         rx = _regex(raw[3:], path)
-        return AddressPattern(raw, lambda a, d, n: rx.search(a) is not None or rx.search(n) is not None, None)
+        return AddressPattern(raw, lambda a, d, n: bool(_search(rx, a) or _search(rx, n)), None)
     low = raw.strip().casefold()
     if "@" not in low:
         if _is_glob(low):
@@ -185,7 +210,7 @@ def source_test(raw: str, path: Path) -> SourceTest:
     """Compile a source value: smtp, import, imap[:<mailbox>], folder[:<name>], an import address, glob or re:."""
     if raw.startswith("re:"):
         rx = _regex(raw[3:], path)
-        return lambda src, addr: rx.search(src) is not None
+        return lambda src, addr: bool(_search(rx, src))
     if "@" in raw:
         pat = address_pattern(raw, path)
         return lambda src, addr: addr is not None and pat.test(addr, addr.rpartition("@")[2], "")
@@ -285,19 +310,26 @@ class _Text:
 
     def judge(self, m: _Mail) -> tuple[bool, str]:
         mail = m.mail
+        late: list[str] = []
         if self.key != "body":
             for raw, t in self.pairs:
-                if t(mail.subject, m.subject):
+                got = t(mail.subject, m.subject)
+                if got:
                     return True, f"{self.key}: {_q(raw)} matched subject {_q(mail.subject)}"
+                if got is None:
+                    late.append("the subject")
         if self.key != "subject":
             for raw, t in self.pairs:
-                if t(mail.body, m.body):
+                got = t(mail.body, m.body)
+                if got:
                     return True, f"{self.key}: {_q(raw)} found in the body"
+                if got is None:
+                    late.append("the body")
         if self.key == "subject":
-            return False, f"subject: {self.values} did not match {_q(mail.subject)}"
+            return False, f"subject: {self.values} did not match {_q(mail.subject)}{timed_out(late)}"
         if self.key == "body":
-            return False, f"body: {self.values} not found in the body ({len(mail.body)} characters)"
-        return False, f"contains: {self.values} found neither in subject {_q(mail.subject)} nor in the body"
+            return False, f"body: {self.values} not found in the body ({len(mail.body)} characters){timed_out(late)}"
+        return False, f"contains: {self.values} found neither in subject {_q(mail.subject)} nor in the body{timed_out(late)}"
 
 
 class _Attachment:
@@ -316,13 +348,17 @@ class _Attachment:
 
     def judge(self, m: _Mail) -> tuple[bool, str]:
         names = m.mail.attachments
+        late: list[str] = []
         for name in names:
             low = name.casefold()
             for raw, t in self.pairs:
-                if t(name, low):
+                got = t(name, low)
+                if got:
                     return True, f"attachment: {_q(raw)} matched {_q(name)}"
+                if got is None:
+                    late.append(f"the file name {_q(name)}")
         shown = ", ".join(_q(n) for n in names[:5]) if names else "(no attachments)"
-        return False, f"attachment: {self.values} did not match {shown}"
+        return False, f"attachment: {self.values} did not match {shown}{timed_out(late)}"
 
 
 class _HasAttachment:
@@ -356,14 +392,18 @@ class _Header:
 
     def judge(self, m: _Mail) -> tuple[bool, str]:
         found = m.mail.headers.get(self.low, ())
+        late: list[str] = []
         for value in found:
             low = value.casefold()
             for raw, t in self.pairs:
-                if t(value, low):
+                got = t(value, low)
+                if got:
                     return True, f"header {self.name}: {_q(raw)} matched {_q(value)}"
+                if got is None:
+                    late.append(f"the {self.name} header")
         if not found:
             return False, f"header {self.name}: the mail has no such header"
-        return False, f"header {self.name}: {self.values} did not match {_q(found[0])}"
+        return False, f"header {self.name}: {self.values} did not match {_q(found[0])}{timed_out(late)}"
 
 
 class _Source:
@@ -427,10 +467,14 @@ class _EInvoiceField:
         if not value:  # the e-invoice reader gives "" for a field it did not find
             return False, f"einvoice.{self.name}: the e-invoice has no {self.name}"
         low = value.casefold()
+        late: list[str] = []
         for raw, t in self.pairs:
-            if t(value, low):
+            got = t(value, low)
+            if got:
                 return True, f"einvoice.{self.name}: {_q(raw)} matched {_q(value)}"
-        return False, f"einvoice.{self.name}: {self.values} did not match {_q(value)}"
+            if got is None:
+                late.append(f"the e-invoice's {self.name}")
+        return False, f"einvoice.{self.name}: {self.values} did not match {_q(value)}{timed_out(late)}"
 
 
 class _Authenticated:
