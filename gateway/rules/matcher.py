@@ -66,6 +66,7 @@ class _Mail:
 
     def __init__(self, mail: MailView, require_authenticated_sender: bool = False) -> None:
         self.mail = mail
+        self.require = require_authenticated_sender
         # trust.require_authenticated_sender: a `from` holds only for an authenticated sender
         self.sender_unproven = require_authenticated_sender and mail.authenticated is not True
         sender = mail.sender
@@ -504,6 +505,13 @@ class AllOf:
                 return False
         return True
 
+    def first_failed(self, m: _Mail) -> int:
+        """The index of the first part that does not hold, -1 when every part holds (as fast as ``test``)."""
+        for k, part in enumerate(self.parts):
+            if not part.test(m):
+                return k
+        return -1
+
     def judge(self, m: _Mail) -> tuple[bool, str]:
         """(held, reason): the first failed part's reason, or what every part matched."""
         reasons = []
@@ -792,14 +800,18 @@ class RuleSet:
         rules: in the order they are tried (priority, then file path, then position).
         files: each rule file (relative to rules_dir) with the names of its rules.
         digest: a hash of the rule files' contents, to tell whether anything changed.
+        sources: (relative path, content) of each rule file it was loaded from,
+            so that an explanation stored with ``digest`` can be read after the rules change.
     """
 
     rules: tuple[Rule, ...]
     files: Mapping[str, tuple[str, ...]]
     digest: str
+    sources: tuple[tuple[str, bytes], ...] = field(default=(), repr=False, compare=False)
     _open: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _index: Mapping[tuple[str, str], tuple[int, ...]] = field(init=False, repr=False, compare=False)
     _from: tuple[_Address | None, ...] = field(init=False, repr=False, compare=False)
+    _skip: Mapping[int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         rules = tuple(sorted(self.rules, key=_sort_key))
@@ -818,6 +830,10 @@ class RuleSet:
             next((p for p in r.when.parts if isinstance(p, _Address) and p.key == "from"), None) if r.senders else None
             for r in rules))
         object.__setattr__(self, "_index", MappingProxyType({k: tuple(v) for k, v in index.items()}))
+        # the part an indexed rule fails at when the index skips it (its `from`), where that is not part 0
+        object.__setattr__(self, "_skip", MappingProxyType({
+            i: k for i, (r, part) in enumerate(zip(rules, self._from))
+            if part is not None and (k := r.when.parts.index(part)) != 0}))
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -865,56 +881,69 @@ class RuleSet:
             return Decision(rule=None, action="unmatched", explain=tuple(traces))
         near = self._for_sender(m)
         order = sorted(near.union(self._open)) if near else self._open
-        judged: dict[int, RuleTrace] = {}
+        failed: dict[int, int] = {}  # rule -> the part it failed at, where that is not part 0
         for i in order:
-            rule = rules[i]
-            if i not in near and not rule.when.test(m):
-                continue
-            ok, why = rule.when.judge(m)
-            judged[i] = RuleTrace(rule.name, rule.file, ok, why)
-            if ok:
-                return rule.decision(mail, Explanation(self, m, i + 1, judged))
-        return Decision(rule=None, action="unmatched", explain=Explanation(self, m, len(rules), judged))
+            k = rules[i].when.first_failed(m)
+            if k < 0:
+                failed[i] = MATCHED
+                return rules[i].decision(mail, Explanation(self, m, i + 1, failed, near))
+            if k:
+                failed[i] = k
+        return Decision(rule=None, action="unmatched", explain=Explanation(self, m, len(rules), failed, near))
+
+    def failed_part(self, i: int) -> int:
+        """The part rule ``i`` fails at when the sender index skips it (its `from`)."""
+        return self._skip.get(i, 0)
+
+
+# the code of the deciding rule in Explanation.failed (a part index otherwise)
+MATCHED = -1
 
 
 class Explanation(Sequence[RuleTrace]):
     """The traces of the first ``tried`` rules of a set for one mail, put into words on first read.
 
-    ``judged`` holds the traces ``RuleSet.decide`` already made (the rules for
-    the sender's domain, and the deciding rule); every other rule tried
-    failed: by its ``from`` when the sender index skipped it, else by the
-    condition its judgement names.
+    ``RuleSet.decide`` only tests; this holds what the words need: every rule
+    tried failed at part 0 of its conditions unless ``failed`` says another
+    part (or MATCHED, for the deciding rule). A rule the sender index skipped
+    failed by its ``from``; the rules for the sender's domain (``near``) and
+    the rules the index does not cover are judged in words here. ``digest``,
+    ``tried`` and ``failed`` are what the gateway stores (gateway.rules.trace).
     """
 
-    def __init__(self, ruleset: RuleSet, m: _Mail, tried: int, judged: Mapping[int, RuleTrace]) -> None:
-        self._ruleset = ruleset
-        self._mail = m
-        self._tried = tried
-        self._judged = judged
+    def __init__(self, ruleset: RuleSet, m: _Mail, tried: int, failed: Mapping[int, int],
+                 near: set[int] | frozenset[int] = frozenset()) -> None:
+        self.ruleset = ruleset
+        self.digest = ruleset.digest
+        self.tried = tried
+        self.failed = failed
+        self.authenticated = m.mail.authenticated
+        self.require_authenticated_sender = m.require
+        self._mail: _Mail | None = m
+        self._near = near
         self._traces: tuple[RuleTrace, ...] | None = None
 
     def _all(self) -> tuple[RuleTrace, ...]:
         if self._traces is None:
-            m, judged = self._mail, self._judged
-            rules, froms = self._ruleset.rules, self._ruleset._from
+            m, near = self._mail, self._near
+            assert m is not None
+            rules, froms = self.ruleset.rules, self.ruleset._from
             traces = []
-            for i in range(self._tried):
-                trace = judged.get(i)
-                if trace is None:
-                    rule = rules[i]
-                    part = froms[i]
-                    if part is not None:
-                        trace = RuleTrace(rule.name, rule.file, False, part.miss(m))
-                    else:
-                        ok, why = rule.when.judge(m)
-                        trace = RuleTrace(rule.name, rule.file, ok, why)
+            for i in range(self.tried):
+                rule = rules[i]
+                part = froms[i]
+                if part is not None and i not in near:
+                    trace = RuleTrace(rule.name, rule.file, False, part.miss(m))
+                else:
+                    ok, why = rule.when.judge(m)
+                    trace = RuleTrace(rule.name, rule.file, ok, why)
                 traces.append(trace)
             self._traces = tuple(traces)
-            self._ruleset = self._mail = self._judged = None  # type: ignore[assignment]
+            self._mail = None
         return self._traces
 
     def __len__(self) -> int:
-        return self._tried if self._traces is None else len(self._traces)
+        return self.tried if self._traces is None else len(self._traces)
 
     def __getitem__(self, index: Any) -> Any:
         return self._all()[index]
