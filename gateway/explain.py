@@ -90,8 +90,8 @@ def stored_explanation(decision: Mapping[str, Any], message: Mapping[str, Any], 
     ruleset = rules_for(digest, data_dir, current)
     if ruleset is None:
         out["explain"] = []
-        out["explain_note"] = (f"The rules this mail was decided by ({digest[:12]}) are no longer kept, so the "
-                               f"rules tried ({trace.get('tried')}) cannot be put into words.")
+        out["explain_note"] = (f"The rules this mail was decided by ({digest[:12]}) are no longer kept: "
+                               f"{trace.get('tried')} rule(s) were tried, but they cannot be put into words.")
         return out
     notes = []
     if current is not None and current.digest != digest:
