@@ -162,7 +162,7 @@ def main() -> None:
         assert back == list(full.explain) and differ == 0
 
     outcome = Counter(d.action for d in decisions)
-    listed = sum(len(d.explain) for d in decisions[:1000]) / min(1000, len(decisions))
+    listed = sum(len(d.explain) for d in decisions) / len(decisions)
     sizes = [len(stored(d).encode()) for d in decisions]
     in_words = [len(json.dumps([dataclasses.asdict(t) for t in full.explain],
                                ensure_ascii=False).encode()) for full in naive_decisions[:200]]
