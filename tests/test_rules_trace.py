@@ -11,6 +11,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -131,14 +132,16 @@ def test_explanations_stored_in_words_before_still_read(tmp_path: Path) -> None:
         assert back["explain"] == want and "explain_note" not in back
 
 
-def test_gateway_stores_a_trace_and_the_api_page_and_show_read_the_words(gateway_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    gw: Gateway = gateway_factory(unmatched={"smtp": "keep"})
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "worker-processes"])
+def test_gateway_stores_a_trace_and_the_api_page_and_show_read_the_words(gateway_factory, processes: bool) -> None:  # type: ignore[no-untyped-def]
+    """With worker processes the trace and the kept rule files are written by a child process, read by serve."""
+    gw: Gateway = gateway_factory(unmatched={"smtp": "keep"}, limits={"worker_processes": processes})
     rules_file = gw.settings.rules_dir / "suppliers.yaml"
     rules_file.write_text(_many())
     wait_for(lambda: gw.service.rules.ruleset is not None and len(gw.service.rules.ruleset.rules) == OTHERS + 2,
              timeout=20)
     gw.send(make_mail(subject="Invoice 42", attachments=[("inv-42.pdf", unique_pdf("trace"), "application/pdf")]))
-    mid = wait_for(lambda: gw.store.message_ids(status="imported"), timeout=20)[0]
+    mid = wait_for(lambda: gw.store.message_ids(status="imported"), timeout=60)[0]
     with sqlite3.connect(gw.settings.data_dir / "gateway.db") as conn:
         column = conn.execute("SELECT decision FROM messages WHERE id = ?", (mid,)).fetchone()[0]
     assert len(column.encode()) <= 1024, len(column)
