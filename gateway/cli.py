@@ -433,7 +433,9 @@ def show(c: _Ctx, message_id: int, as_json: bool) -> None:
     if row is None:
         _fail(f"no message #{message_id} in {settings.data_dir}")
         return
-    data = message_json(SimpleNamespace(store=store, settings=settings), row, full=True)
+    current, _ = _load_rules_quiet(settings)  # to say whether the rules changed since the mail was decided
+    data = message_json(SimpleNamespace(store=store, settings=settings, rules=SimpleNamespace(ruleset=current)),
+                        row, full=True)
     if as_json:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
         return
@@ -456,6 +458,8 @@ def show(c: _Ctx, message_id: int, as_json: bool) -> None:
         tags = f", tags {', '.join(d['tags'])}" if d.get("tags") else ""
         click.echo(f"imported:  document #{d['id']} {d['filename']} ({d['origin']}{', ' + meta if meta else ''}{tags})")
     explain = decision.get("explain") or []
+    if decision.get("explain_note"):
+        click.echo(f"note:      {decision['explain_note']}")
     if explain:
         click.echo(f"rules tried ({len(explain)}):")
     for t in explain:

@@ -65,3 +65,70 @@ def explain_raw(raw: bytes, rules_dir: Path, *, source: str = "smtp", settings: 
     out = explain_decision(raw, ruleset, source=source, settings=settings, authenticated=authenticated)
     out["problems"] = [str(p) for p in problems]
     return out
+
+
+def stored_explanation(decision: Mapping[str, Any], message: Mapping[str, Any], *, raw_path: Path | None,
+                       data_dir: Path | None, current: Any = None) -> dict[str, Any]:
+    """A stored decision as a person reads it: a stored trace put into words as ``explain``.
+
+    The words are the same as the gateway would have written when it decided
+    (gateway.rules.trace): the rules tried are judged again on the mail, by
+    the rule set of the trace (``current`` if it is that one, else the one
+    kept under data_dir). ``explain_note`` says when the rules have changed
+    since (the words are still those of the rules then), when the words
+    cannot be made (the rule set or the raw mail is gone), or when rules
+    judge the mail differently now. An explanation stored in words (older
+    mail) is returned as it is.
+    """
+    from gateway.rules.trace import rules_for, words
+
+    out = dict(decision)
+    trace = out.pop("trace", None)
+    if not isinstance(trace, dict):
+        return out
+    digest = str(trace.get("rules") or "")
+    ruleset = rules_for(digest, data_dir, current)
+    if ruleset is None:
+        out["explain"] = []
+        out["explain_note"] = (f"The rules this mail was decided by ({digest[:12]}) are no longer kept: "
+                               f"{trace.get('tried')} rule(s) were tried, but they cannot be put into words.")
+        return out
+    notes = []
+    if current is not None and current.digest != digest:
+        notes.append(f"The rules have changed since this mail was decided; shown as they were then ({digest[:12]}).")
+    view, problem = _view_of(raw_path, message, trace)
+    if view is None:
+        notes.append(f"{problem}: each rule tried is named with the condition it failed at.")
+    traces, differ = words(trace, ruleset, view)
+    if differ:
+        notes.append(f"Read again now, {differ} rule(s) judge this mail differently than when it was decided "
+                     "(a regular expression that ran out of time, or a change in how mail is read); "
+                     "the words are as read now.")
+    out["explain"] = [{"rule": t.rule, "file": t.file, "matched": t.matched, "reason": t.reason} for t in traces]
+    if notes:
+        out["explain_note"] = " ".join(notes)
+    return out
+
+
+def _view_of(raw_path: Path | None, message: Mapping[str, Any], trace: Mapping[str, Any]) -> tuple[Any, str]:
+    """The MailView the rules saw (authentication as the trace recorded it), or None and why not."""
+    import dataclasses
+    import logging
+
+    if raw_path is None:
+        return None, "The mail's raw file is gone"
+    try:
+        raw = raw_path.read_bytes()
+    except OSError as exc:
+        return None, f"The mail's raw file cannot be read ({exc.strerror or exc})"
+    try:
+        parsed = mime.parse(raw)
+        inv = next((i for i in (_einvoice_detect(a) for a in parsed.attachments if is_document(a)) if i is not None),
+                   None)
+        view = mail_view(parsed, message, inv.fields() if inv else None)
+    except Exception as exc:  # a mail that was decided once is read again; say so rather than fail the page
+        logging.getLogger(__name__).warning("message %s: reading it again for its explanation failed: %s",
+                                            message.get("id"), exc)
+        return None, f"The mail cannot be read again ({type(exc).__name__})"
+    auth = trace.get("auth")
+    return dataclasses.replace(view, authenticated=auth if isinstance(auth, bool) else None), ""

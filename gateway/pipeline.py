@@ -27,6 +27,7 @@ from gateway.config import ExportConfig, Settings
 from gateway.errors import GatewayError, ParseError, RenderError
 from gateway.models import Attachment, Decision, MailView, ParsedMessage
 from gateway.payment_guard import PaymentGuard, vouched_by
+from gateway.rules.trace import stored as stored_explanation
 from gateway.senderauth import SenderAuth, from_domain
 from gateway.senderauth.hold import claimed_rule, hold_reason
 from gateway.store import Row, Store
@@ -468,8 +469,7 @@ class Pipeline:
             out.status = "suspicious"
             out.reason = hold_reason(claimed, view, auth, require, int(row["id"]))
             out.decision = {"rule": None, "action": "hold", "claimed_rule": claimed.name,
-                            "explain": [{"rule": t.rule, "file": t.file, "matched": t.matched, "reason": t.reason}
-                                        for t in decision.explain]}
+                            **stored_explanation(decision.explain, self.settings.data_dir)}
             return out
         assign = dict(json.loads(row["assign"]) if isinstance(row.get("assign"), str) else (row.get("assign") or {}))
         for k, v in decision.assign.items():
@@ -481,7 +481,7 @@ class Pipeline:
         out.decision = {
             "rule": decision.rule, "action": decision.action, "import": decision.import_mode,
             "assign": dict(decision.assign),
-            "explain": [{"rule": t.rule, "file": t.file, "matched": t.matched, "reason": t.reason} for t in decision.explain],
+            **stored_explanation(decision.explain, self.settings.data_dir),  # a compact trace (gateway.rules.trace)
         }
         skipped = [f"{a.filename}: declared a PDF but its bytes are not a PDF ({len(a.data)} bytes)"
                    for a in parsed.attachments if declared_pdf(a) and a.kind != "pdf"]

@@ -1086,10 +1086,12 @@ def _claim_alive(token: str | None) -> bool:
     return host == socket.gethostname() and _pid_alive(int(pid)) and int(pid) != os.getpid()
 
 
-# An explanation lists every rule tried: with a large rule set that is ~150
-# bytes per rule for every mail, most of it the same words ("from: ... did not
-# match <sender>"). Above this size it is stored deflated (about a tenth), so
-# the messages table stays small and reading a list of messages stays fast.
+# An explanation in words lists every rule tried: with a large rule set that
+# is ~150 bytes per rule for every mail, most of it the same words ("from: ...
+# did not match <sender>"). The pipeline now stores a compact ``trace``
+# instead (gateway.rules.trace; put into words by gateway.explain when read);
+# words are still stored where there is no trace, and rows written before
+# hold them: above this size deflated (about a tenth).
 PACK_EXPLAIN_OVER = 4096
 
 

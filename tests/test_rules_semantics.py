@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from gateway.models import Address, MailView
 from gateway.rules import RuleFiles, RuleSet, load_rule_files, load_rules_text
+from gateway.rules.trace import compact, words
 
 
 def mail(headers: str = "From: Someone <someone@elsewhere.example>\nSubject: hello", body: str = "", *,
@@ -365,8 +366,14 @@ def test_fast_path_gives_the_same_decision_as_trying_every_rule(
     rs = rules("\n---\n".join(json.dumps(d) for d in docs))
     fast, full = rs.decide(m), rs.decide(m, trace_all=True)
     assert (fast.rule, fast.action) == (full.rule, full.action)
+    # what the gateway stores is a compact trace: read back, its words are a full trace of every rule
+    stored = json.loads(json.dumps(compact(fast.explain)))
+    assert words(stored, rs, m) == (list(full.explain), 0)
     assert tuple(fast.explain) == full.explain
     held = rs.decide(m, require_authenticated_sender=True)
-    assert tuple(held.explain) == rs.decide(m, trace_all=True, require_authenticated_sender=True).explain
+    held_stored = json.loads(json.dumps(compact(held.explain)))
+    full_held = rs.decide(m, trace_all=True, require_authenticated_sender=True).explain
+    assert words(held_stored, rs, m) == (list(full_held), 0)
+    assert tuple(held.explain) == full_held
     for rule in rs.rules:
         assert rule.matches(m) == rule.judge(m).matched

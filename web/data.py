@@ -126,7 +126,7 @@ def message_json(service: Any, msg: dict[str, Any], *, full: bool = False) -> di
         "processed_at": msg.get("processed_at"),
         "documents": [document_json(service, d) for d in service.store.documents_of(msg["id"])],
     }
-    decision = decision_of(msg["decision"]) if full else loads(msg["decision"], None)
+    decision = decision_json(service, msg) if full else loads(msg["decision"], None)
     if not isinstance(decision, dict):
         decision = None
     out["decision"] = decision if full else (
@@ -137,6 +137,18 @@ def message_json(service: Any, msg: dict[str, Any], *, full: bool = False) -> di
         out["raw"] = f"/api/messages/{msg['id']}/raw"
         out["headers"] = [[name, value] for name, value in headers_of(raw_path(service, msg))]
     return out
+
+
+def decision_json(service: Any, msg: dict[str, Any]) -> dict[str, Any] | None:
+    """A message's stored decision with its explanation in words (gateway.explain.stored_explanation)."""
+    from gateway.explain import stored_explanation
+
+    decision = decision_of(msg["decision"])
+    if decision is None:
+        return None
+    current = getattr(getattr(service, "rules", None), "ruleset", None)
+    return stored_explanation(decision, msg, raw_path=raw_path(service, msg),
+                              data_dir=Path(service.settings.data_dir), current=current)
 
 
 EINVOICE_LABELS = (

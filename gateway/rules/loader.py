@@ -152,7 +152,7 @@ def load_rule_files(rule_files: RuleFiles) -> tuple[RuleSet | None, list[LoadPro
     if problems:
         problems.sort(key=lambda p: (p.file, p.line or 0))
         return None, problems
-    return RuleSet(rules=tuple(rules), files=files, digest=rule_files.digest), []
+    return RuleSet(rules=tuple(rules), files=files, digest=rule_files.digest, sources=rule_files.files), []
 
 
 def _duplicate_names(names: Sequence[tuple[str, str, int, str]]) -> list[LoadProblem]:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
+import regex
+
 from gateway.models import Decision, MailView, RuleTrace
 from gateway.rules.model import CONDITION_KEYS, EINVOICE_FIELDS, PLACEHOLDERS, RuleModel, WhenModel
 
@@ -18,6 +20,9 @@ _HEADER_NAME = re.compile(r"[!-9;-~]+")
 _SHOW = 80
 _ESCAPE = re.compile(r'["\\\n\r\t]')
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# A re: condition runs on text a stranger wrote: a pattern that backtracks
+# catastrophically (re:^(a+)+$) stops after this long and counts as no match.
+REGEX_TIMEOUT = 0.1
 
 
 class CompileError(Exception):
@@ -61,6 +66,7 @@ class _Mail:
 
     def __init__(self, mail: MailView, require_authenticated_sender: bool = False) -> None:
         self.mail = mail
+        self.require = require_authenticated_sender
         # trust.require_authenticated_sender: a `from` holds only for an authenticated sender,
         # and only by a value that names the domain that authenticated
         self.sender_unproven = require_authenticated_sender and mail.authenticated is not True
@@ -108,7 +114,8 @@ class _Mail:
 
 # --- values -----------------------------------------------------------------
 
-TextTest = Callable[[str, str], bool]  # (original text, case-folded text) -> matched
+# (original text, case-folded text) -> matched; None: a re: timed out (counts as no match)
+TextTest = Callable[[str, str], bool | None]
 AddrTest = Callable[[str, str, str], bool]  # (address, domain, display name), case-folded
 SourceTest = Callable[[str, str | None], bool]  # (source, import address), case-folded
 
@@ -118,8 +125,7 @@ def text_pattern(raw: str, path: Path) -> TextTest:
     if not raw:
         raise CompileError(path, "must not be empty")
     if raw.startswith("re:"):
-        rx = _regex(raw[3:], path)
-        return lambda text, low: rx.search(text) is not None
+        return _timed(_regex(raw[3:], path))
     if _is_glob(raw):
         gx = glob_regex(raw.casefold())
         return lambda text, low: gx.fullmatch(low) is not None
@@ -127,14 +133,34 @@ def text_pattern(raw: str, path: Path) -> TextTest:
     return lambda text, low: needle in low
 
 
-def _regex(src: str, path: Path) -> re.Pattern[str]:
+def _regex(src: str, path: Path) -> regex.Pattern[str]:
+    """Compile a re: value with the ``regex`` engine (Python re syntax: VERSION0), which can time out."""
     if not src:
         raise CompileError(path, "re: needs a regular expression after it")
     try:
-        return re.compile(src, re.IGNORECASE)
-    except re.error as exc:
+        return regex.compile(src, regex.IGNORECASE | regex.VERSION0)
+    except regex.error as exc:
         where = f" at position {exc.pos}" if exc.pos is not None else ""
         raise CompileError(path, f"invalid regular expression {_q(src)}: {exc.msg}{where}") from exc
+
+
+def _search(rx: regex.Pattern[str], text: str) -> bool | None:
+    """Whether ``rx`` is found in ``text``; None when it ran longer than REGEX_TIMEOUT."""
+    try:
+        return rx.search(text, timeout=REGEX_TIMEOUT) is not None
+    except TimeoutError:
+        return None
+
+
+def _timed(rx: regex.Pattern[str]) -> TextTest:
+    return lambda text, low: _search(rx, text)
+
+
+def timed_out(where: list[str]) -> str:
+    """The warning an explanation carries when a re: ran out of time on ``where`` ("" if it never did)."""
+    if not where:
+        return ""
+    return f"; regex timed out after {REGEX_TIMEOUT:g} s on " + " and ".join(dict.fromkeys(where))
 
 
 @dataclass(frozen=True)
@@ -157,7 +183,7 @@ def address_pattern(raw: str, path: Path) -> AddressPattern:
         raise CompileError(path, "must not be empty")
     if raw.startswith("re:"):
         rx = _regex(raw[3:], path)
-        return AddressPattern(raw, lambda a, d, n: rx.search(a) is not None or rx.search(n) is not None, None)
+        return AddressPattern(raw, lambda a, d, n: bool(_search(rx, a) or _search(rx, n)), None)
     low = raw.strip().casefold()
     if "@" not in low:
         if _is_glob(low):
@@ -193,7 +219,7 @@ def source_test(raw: str, path: Path) -> SourceTest:
     """Compile a source value: smtp, import, imap[:<mailbox>], folder[:<name>], an import address, glob or re:."""
     if raw.startswith("re:"):
         rx = _regex(raw[3:], path)
-        return lambda src, addr: rx.search(src) is not None
+        return lambda src, addr: bool(_search(rx, src))
     if "@" in raw:
         pat = address_pattern(raw, path)
         return lambda src, addr: addr is not None and pat.test(addr, addr.rpartition("@")[2], "")
@@ -314,19 +340,26 @@ class _Text:
 
     def judge(self, m: _Mail) -> tuple[bool, str]:
         mail = m.mail
+        late: list[str] = []
         if self.key != "body":
             for raw, t in self.pairs:
-                if t(mail.subject, m.subject):
+                got = t(mail.subject, m.subject)
+                if got:
                     return True, f"{self.key}: {_q(raw)} matched subject {_q(mail.subject)}"
+                if got is None:
+                    late.append("the subject")
         if self.key != "subject":
             for raw, t in self.pairs:
-                if t(mail.body, m.body):
+                got = t(mail.body, m.body)
+                if got:
                     return True, f"{self.key}: {_q(raw)} found in the body"
+                if got is None:
+                    late.append("the body")
         if self.key == "subject":
-            return False, f"subject: {self.values} did not match {_q(mail.subject)}"
+            return False, f"subject: {self.values} did not match {_q(mail.subject)}{timed_out(late)}"
         if self.key == "body":
-            return False, f"body: {self.values} not found in the body ({len(mail.body)} characters)"
-        return False, f"contains: {self.values} found neither in subject {_q(mail.subject)} nor in the body"
+            return False, f"body: {self.values} not found in the body ({len(mail.body)} characters){timed_out(late)}"
+        return False, f"contains: {self.values} found neither in subject {_q(mail.subject)} nor in the body{timed_out(late)}"
 
 
 class _Attachment:
@@ -345,13 +378,17 @@ class _Attachment:
 
     def judge(self, m: _Mail) -> tuple[bool, str]:
         names = m.mail.attachments
+        late: list[str] = []
         for name in names:
             low = name.casefold()
             for raw, t in self.pairs:
-                if t(name, low):
+                got = t(name, low)
+                if got:
                     return True, f"attachment: {_q(raw)} matched {_q(name)}"
+                if got is None:
+                    late.append(f"the file name {_q(name)}")
         shown = ", ".join(_q(n) for n in names[:5]) if names else "(no attachments)"
-        return False, f"attachment: {self.values} did not match {shown}"
+        return False, f"attachment: {self.values} did not match {shown}{timed_out(late)}"
 
 
 class _HasAttachment:
@@ -385,14 +422,18 @@ class _Header:
 
     def judge(self, m: _Mail) -> tuple[bool, str]:
         found = m.mail.headers.get(self.low, ())
+        late: list[str] = []
         for value in found:
             low = value.casefold()
             for raw, t in self.pairs:
-                if t(value, low):
+                got = t(value, low)
+                if got:
                     return True, f"header {self.name}: {_q(raw)} matched {_q(value)}"
+                if got is None:
+                    late.append(f"the {self.name} header")
         if not found:
             return False, f"header {self.name}: the mail has no such header"
-        return False, f"header {self.name}: {self.values} did not match {_q(found[0])}"
+        return False, f"header {self.name}: {self.values} did not match {_q(found[0])}{timed_out(late)}"
 
 
 class _Source:
@@ -456,10 +497,14 @@ class _EInvoiceField:
         if not value:  # the e-invoice reader gives "" for a field it did not find
             return False, f"einvoice.{self.name}: the e-invoice has no {self.name}"
         low = value.casefold()
+        late: list[str] = []
         for raw, t in self.pairs:
-            if t(value, low):
+            got = t(value, low)
+            if got:
                 return True, f"einvoice.{self.name}: {_q(raw)} matched {_q(value)}"
-        return False, f"einvoice.{self.name}: {self.values} did not match {_q(value)}"
+            if got is None:
+                late.append(f"the e-invoice's {self.name}")
+        return False, f"einvoice.{self.name}: {self.values} did not match {_q(value)}{timed_out(late)}"
 
 
 class _Authenticated:
@@ -488,6 +533,13 @@ class AllOf:
             if not part.test(m):
                 return False
         return True
+
+    def first_failed(self, m: _Mail) -> int:
+        """The index of the first part that does not hold, -1 when every part holds (as fast as ``test``)."""
+        for k, part in enumerate(self.parts):
+            if not part.test(m):
+                return k
+        return -1
 
     def judge(self, m: _Mail) -> tuple[bool, str]:
         """(held, reason): the first failed part's reason, or what every part matched."""
@@ -809,14 +861,18 @@ class RuleSet:
         rules: in the order they are tried (priority, then file path, then position).
         files: each rule file (relative to rules_dir) with the names of its rules.
         digest: a hash of the rule files' contents, to tell whether anything changed.
+        sources: (relative path, content) of each rule file it was loaded from,
+            so that an explanation stored with ``digest`` can be read after the rules change.
     """
 
     rules: tuple[Rule, ...]
     files: Mapping[str, tuple[str, ...]]
     digest: str
+    sources: tuple[tuple[str, bytes], ...] = field(default=(), repr=False, compare=False)
     _open: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _index: Mapping[tuple[str, str], tuple[int, ...]] = field(init=False, repr=False, compare=False)
     _from: tuple[_Address | None, ...] = field(init=False, repr=False, compare=False)
+    _skip: Mapping[int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         rules = tuple(sorted(self.rules, key=_sort_key))
@@ -835,6 +891,10 @@ class RuleSet:
             next((p for p in r.when.parts if isinstance(p, _Address) and p.key == "from"), None) if r.senders else None
             for r in rules))
         object.__setattr__(self, "_index", MappingProxyType({k: tuple(v) for k, v in index.items()}))
+        # the part an indexed rule fails at when the index skips it (its `from`), where that is not part 0
+        object.__setattr__(self, "_skip", MappingProxyType({
+            i: k for i, (r, part) in enumerate(zip(rules, self._from))
+            if part is not None and (k := r.when.parts.index(part)) != 0}))
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -882,56 +942,69 @@ class RuleSet:
             return Decision(rule=None, action="unmatched", explain=tuple(traces))
         near = self._for_sender(m)
         order = sorted(near.union(self._open)) if near else self._open
-        judged: dict[int, RuleTrace] = {}
+        failed: dict[int, int] = {}  # rule -> the part it failed at, where that is not part 0
         for i in order:
-            rule = rules[i]
-            if i not in near and not rule.when.test(m):
-                continue
-            ok, why = rule.when.judge(m)
-            judged[i] = RuleTrace(rule.name, rule.file, ok, why)
-            if ok:
-                return rule.decision(mail, Explanation(self, m, i + 1, judged))
-        return Decision(rule=None, action="unmatched", explain=Explanation(self, m, len(rules), judged))
+            k = rules[i].when.first_failed(m)
+            if k < 0:
+                failed[i] = MATCHED
+                return rules[i].decision(mail, Explanation(self, m, i + 1, failed, near))
+            if k:
+                failed[i] = k
+        return Decision(rule=None, action="unmatched", explain=Explanation(self, m, len(rules), failed, near))
+
+    def failed_part(self, i: int) -> int:
+        """The part rule ``i`` fails at when the sender index skips it (its `from`)."""
+        return self._skip.get(i, 0)
+
+
+# the code of the deciding rule in Explanation.failed (a part index otherwise)
+MATCHED = -1
 
 
 class Explanation(Sequence[RuleTrace]):
     """The traces of the first ``tried`` rules of a set for one mail, put into words on first read.
 
-    ``judged`` holds the traces ``RuleSet.decide`` already made (the rules for
-    the sender's domain, and the deciding rule); every other rule tried
-    failed: by its ``from`` when the sender index skipped it, else by the
-    condition its judgement names.
+    ``RuleSet.decide`` only tests; this holds what the words need: every rule
+    tried failed at part 0 of its conditions unless ``failed`` says another
+    part (or MATCHED, for the deciding rule). A rule the sender index skipped
+    failed by its ``from``; the rules for the sender's domain (``near``) and
+    the rules the index does not cover are judged in words here. ``digest``,
+    ``tried`` and ``failed`` are what the gateway stores (gateway.rules.trace).
     """
 
-    def __init__(self, ruleset: RuleSet, m: _Mail, tried: int, judged: Mapping[int, RuleTrace]) -> None:
-        self._ruleset = ruleset
-        self._mail = m
-        self._tried = tried
-        self._judged = judged
+    def __init__(self, ruleset: RuleSet, m: _Mail, tried: int, failed: Mapping[int, int],
+                 near: set[int] | frozenset[int] = frozenset()) -> None:
+        self.ruleset = ruleset
+        self.digest = ruleset.digest
+        self.tried = tried
+        self.failed = failed
+        self.authenticated = m.mail.authenticated
+        self.require_authenticated_sender = m.require
+        self._mail: _Mail | None = m
+        self._near = near
         self._traces: tuple[RuleTrace, ...] | None = None
 
     def _all(self) -> tuple[RuleTrace, ...]:
         if self._traces is None:
-            m, judged = self._mail, self._judged
-            rules, froms = self._ruleset.rules, self._ruleset._from
+            m, near = self._mail, self._near
+            assert m is not None
+            rules, froms = self.ruleset.rules, self.ruleset._from
             traces = []
-            for i in range(self._tried):
-                trace = judged.get(i)
-                if trace is None:
-                    rule = rules[i]
-                    part = froms[i]
-                    if part is not None:
-                        trace = RuleTrace(rule.name, rule.file, False, part.miss(m))
-                    else:
-                        ok, why = rule.when.judge(m)
-                        trace = RuleTrace(rule.name, rule.file, ok, why)
+            for i in range(self.tried):
+                rule = rules[i]
+                part = froms[i]
+                if part is not None and i not in near:
+                    trace = RuleTrace(rule.name, rule.file, False, part.miss(m))
+                else:
+                    ok, why = rule.when.judge(m)
+                    trace = RuleTrace(rule.name, rule.file, ok, why)
                 traces.append(trace)
             self._traces = tuple(traces)
-            self._ruleset = self._mail = self._judged = None  # type: ignore[assignment]
+            self._mail = None
         return self._traces
 
     def __len__(self) -> int:
-        return self._tried if self._traces is None else len(self._traces)
+        return self.tried if self._traces is None else len(self._traces)
 
     def __getitem__(self, index: Any) -> Any:
         return self._all()[index]

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, abort, render_template, request, url_for
 
-from gateway.store import MESSAGE_STATUSES, decision_of, iso
+from gateway.store import MESSAGE_STATUSES, iso
 from web import actions, data
 from web.api import send_raw
 from web.pages import act, paging, service
@@ -55,7 +55,7 @@ def detail(message_id: int) -> Any:
     svc = service()
     msg = actions.message_or_404(svc, message_id)
     documents = [data.document_json(svc, d) for d in svc.store.documents_of(message_id)]
-    decision = decision_of(msg["decision"])
+    decision = data.decision_json(svc, msg)
     path = data.raw_path(svc, msg)
     headers = data.headers_of(path)
     ruleset = svc.rules.ruleset
