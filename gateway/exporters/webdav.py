@@ -53,6 +53,7 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _PROPFIND_LENGTH = (b'<?xml version="1.0" encoding="utf-8"?>'
                     b'<d:propfind xmlns:d="DAV:"><d:prop><d:getcontentlength/></d:prop></d:propfind>')
 _MAX_PROPFIND_ANSWER = 1 << 20  # Depth 0 on one file: a few hundred bytes
+UNKNOWN = -1  # _length: the file is there, but the server tells no size
 
 
 def redact(url: str) -> str:
@@ -234,7 +235,7 @@ class _Session:
             # would overwrite; the header still closes the gap on servers that honour it.
             length = self._length(rel)
             if length is not None:
-                if keep or self._same(rel, size, sha256, length):
+                if keep or self._same(rel, size, sha256, None if length == UNKNOWN else length):
                     return rel
                 continue
             resp = self._put(rel, source, size, content_type, if_none_match=True)
@@ -269,21 +270,25 @@ class _Session:
         if resp.status_code in (404, 409):
             raise _Missing(f"{what} failed: {resp.status_code}")
         error = self._error(resp, what)
-        self._delete(rel)  # rclone keeps an empty file where a PUT failed
+        if rel.rpartition("/")[2].startswith(TMP_PREFIX):
+            self._delete(rel)  # rclone keeps an empty file where a PUT failed
         raise error
 
     def _verify(self, rel: str, size: int) -> None:
         """Raise a retryable error (and remove the file) unless the server kept ``size`` bytes of ``rel``."""
         stored = self._length(rel)
-        if stored is None or stored == size:
-            return  # None: the server tells no size (the PUT's answer is all there is)
+        if stored in (size, UNKNOWN):
+            return  # UNKNOWN: the server tells no size, its answer to the PUT is all there is
+        if stored is None:
+            raise ExportError(f"{self.shown} answered the upload of {rel} but does not have the file; "
+                              "it is sent again later")
         self._delete(rel)
         space = " (is its disk full?)" if stored < size else ""
         raise ExportError(f"{self.shown} kept {stored} of the {size} bytes of {rel}{space}; "
                           "the file was removed and is sent again later")
 
     def _length(self, rel: str) -> int | None:
-        """The size of the file ``rel`` on the server, or None when there is none (or it tells none).
+        """The size of the file ``rel`` on the server; None when there is none, UNKNOWN when it tells none.
 
         PROPFIND ``getcontentlength`` is what WebDAV servers report (Nextcloud: the
         size before encryption); HEAD's Content-Length where the server has no PROPFIND.
@@ -305,7 +310,7 @@ class _Session:
         if head.status_code >= 400:
             raise self._error(head, what)
         value = head.headers.get("Content-Length", "")
-        return int(value) if value.isdigit() else None
+        return int(value) if value.isdigit() else UNKNOWN
 
     def _same(self, rel: str, size: int, sha256: str, length: int | None = None) -> bool:
         """Whether the file at ``rel`` holds these bytes: the size first, then a GET and SHA-256."""
@@ -389,10 +394,10 @@ class _Session:
             # Nextcloud (and Apache's Require rules) answer 403 also for one file: a read-only
             # share, a forbidden name, an antivirus block. Reading the folder tells them apart.
             if self._login_accepted():
-                return ExportError(f"{reason} for {request} while {what}: the server refused this file "
-                                   "(a read-only share, "
-                                   "a forbidden file name, or an antivirus block); the login itself was accepted",
-                                   retryable=False)
+                thing = "folder" if resp.request.method == "MKCOL" else "file"
+                return ExportError(f"{reason} for {request} while {what}: the server refused this {thing} (a "
+                                   "read-only share, a forbidden file name, or an antivirus block); the login "
+                                   "itself was accepted", retryable=False)
             return ExportError(f"authentication failed for {self.shown}: check username and app password, "
                                f"and that the account may write there ({reason} for {request})", retryable=False)
         if code in _REDIRECTS:
