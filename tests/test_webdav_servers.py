@@ -100,29 +100,39 @@ def test_a_second_document_of_the_same_name_never_overwrites_the_first(
     assert (server.root / "Invoices/same/invoice (2).pdf").read_bytes() == second
 
 
-@pytest.mark.parametrize("name", ["sabre", "rclone"])
+@pytest.mark.parametrize("name", KINDS)
 def test_an_upload_the_full_server_did_not_keep_is_retried_not_delivered(tmp_path: Path, name: str) -> None:
-    """SabreDAV answers 201 and keeps 0 bytes, rclone answers 405: both retried, nothing left behind."""
+    """Each server fails differently on a full disk: all are retried, none leaves a short file under the final name.
+
+    SabreDAV answers 201 and keeps 0 bytes (only the size check finds out), rclone 405,
+    Apache 507, nginx 500.
+    """
     data = unique_pdf(f"full-{name}") + b"%" * 20_000
     it = item(tmp_path, data, "2026/full.pdf")
+    tmp = f"2026/.invoice-gateway-1-{it.sha256[:16]}.tmp"
+    said = {"sabre": f"kept 0 of the {len(data)} bytes of {tmp} (is its disk full?); the file was removed",
+            "rclone": f"405 Method Not Allowed for PUT /Invoices/{tmp} while uploading 2026/full.pdf (as "
+                      f"{tmp[5:]}), although the server takes uploads: it may be out of space",
+            "apache": "is out of space (507 Insufficient Storage while uploading 2026/full.pdf",
+            "nginx": "uploading 2026/full.pdf (as .invoice-gateway-1-"}[name]
     with KINDS[name](full_disk=True) as server:
         ex = exporter(server.url())
         with pytest.raises(ExportError) as err:
             ex.deliver(it)
-        assert err.value.retryable, str(err.value)
-        if name == "sabre":
-            assert f"kept 0 of the {len(data)} bytes of 2026/.invoice-gateway-1-" in str(err.value)
-            assert "is its disk full?" in str(err.value)
-        else:
-            assert "405 Method Not Allowed for PUT /Invoices/2026/.invoice-gateway-1-" in str(err.value)
-            assert "although the server takes uploads: it may be out of space" in str(err.value)
-        # no short file under the final name; rclone keeps the empty temporary file although it
-        # answers 204 to its DELETE: hidden, and reused by the next attempt
-        left = [] if name == "sabre" else [f"2026/.invoice-gateway-1-{it.sha256[:16]}.tmp"]
-        assert server.files() == left
+        assert err.value.retryable and said in str(err.value), str(err.value)
+        if name == "nginx":
+            assert str(err.value).endswith("failed: 500 Internal Server Error")
+        # Nothing under the final name. What the servers leave is theirs and hidden: rclone
+        # keeps the empty temporary file although it answers 204 to its DELETE (the next
+        # attempt reuses the name), nginx an empty copy of it beside (<name>.0000000002).
+        left = server.files()
+        assert "2026/full.pdf" not in left
+        assert all(f == tmp or (name == "nginx" and f.startswith(tmp + ".")) for f in left), left
+        assert all((server.root / "Invoices" / f).stat().st_size == 0 for f in left)
+        assert (left == []) == (name in ("sabre", "apache"))
         server.make_room()
         assert ex.deliver(it) == f"{server.url()}/2026/full.pdf"
-        assert server.files() == ["2026/full.pdf"]
+        assert "2026/full.pdf" in server.files() and tmp not in server.files()
         assert (server.root / "Invoices/2026/full.pdf").read_bytes() == data
 
 

@@ -409,8 +409,8 @@ class _Session:
         if code == 405 and resp.request.method == "PUT":
             # rclone answers 405 to a PUT when its disk is full; a server without uploads always does
             if self._takes_uploads(str(resp.request.url)):
-                return ExportError(f"{self.shown}: {reason} for {request} although the server takes uploads: "
-                                   "it may be out of space (rclone answers so on a full disk)")
+                return ExportError(f"{self.shown}: {reason} for {request} while {what}, although the server "
+                                   "takes uploads: it may be out of space (rclone answers so on a full disk)")
             return ExportError(f"{self.shown} does not take uploads ({reason} for {request}): "
                                "a read-only share, or WebDAV without PUT; allow uploads or use another url",
                                retryable=False)
