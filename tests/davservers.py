@@ -19,16 +19,19 @@ auth with ``USER`` / ``PASSWORD`` everywhere.
 - ``Sabre``: SabreDAV (php-sabre-dav) with a filesystem collection, served by ``php -S``.
 
 ``full_disk=True`` puts the served root on a full 64 KiB tmpfs (as root), or, where
-mounting is not allowed, gives the server a file size limit of 0 bytes, so its writes
-fail as on a full disk; ``make_room()`` ends either.
+mounting is not allowed, gives rclone and SabreDAV a file size limit of 0 bytes, so
+their writes fail as on a full disk (nginx and Apache cannot start so: skipped);
+``make_room()`` ends either.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import grp
 import hashlib
 import os
+import pwd
 import resource
 import shutil
 import signal
@@ -36,6 +39,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from conftest import free_port, wait_port
 
@@ -60,10 +65,16 @@ $server->exec();
 """
 
 
+def _no_file_size() -> None:
+    """In the child before exec: a file size limit of 0 bytes (lowering one's own limit needs no privilege)."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+
+
 class DavServer:
     """A WebDAV server process serving ``root`` on a free port; subclasses say how to run it."""
 
     name = "webdav"
+    limit_works = True  # a file size limit of 0 stands in for a full disk (nginx and Apache cannot start so)
 
     def __init__(self, *, full_disk: bool = False, folders: tuple[str, ...] = ("Invoices", "readonly")) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix=f"dav-{self.name}-"))
@@ -75,6 +86,7 @@ class DavServer:
         self.mounted = False
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
+        self._command: list[str] = []
 
     # -- what a subclass provides ----------------------------------------------------------
 
@@ -93,6 +105,9 @@ class DavServer:
         if self.full_disk and AS_ROOT:
             self.mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs",
                                            str(self.root)], capture_output=True).returncode == 0
+        if self.full_disk and not self.mounted and not self.limit_works:
+            self.stop()
+            pytest.skip(f"a full disk for {self.name} needs a tmpfs mount (root with CAP_SYS_ADMIN)")
         for folder in self.folders:
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         (self.dir / "htpasswd").write_text(
@@ -100,27 +115,31 @@ class DavServer:
         command = self.configure()
         (self.dir / "server.log").touch()
         if AS_ROOT:
+            uid, gid = pwd.getpwnam(RUN_AS["user"]).pw_uid, grp.getgrnam(RUN_AS["group"]).gr_gid
             for path in [self.dir, *self.dir.rglob("*")]:
-                os.chown(path, 65534, 65534)  # nobody:nogroup
+                os.chown(path, uid, gid)
         if self.mounted:
             self._fill()
-        limited = self.full_disk and not self.mounted
+        self._command = command
+        self._spawn(limited=self.full_disk and not self.mounted)
+        return self
+
+    def _spawn(self, limited: bool) -> None:
+        """Run the server process; ``limited``: with a file size limit of 0 (a full disk without a mount)."""
         self._log = subprocess.DEVNULL if limited else open(self.dir / "server.log", "ab")
         self.proc = subprocess.Popen(
-            command, cwd=self.dir, **RUN_AS,  # type: ignore[call-overload]
+            self._command, cwd=self.dir, **RUN_AS,  # type: ignore[call-overload]
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.dir), **self.environment()},
-            stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT, restore_signals=not limited, start_new_session=True)
-        if limited:
-            # no mount allowed: a file size limit of 0 makes every write fail as on a full
-            # disk (Python ignores SIGXFSZ and, with restore_signals off, so does the server)
-            resource.prlimit(self.proc.pid, resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            # every write past 0 bytes fails as on a full disk; SIGXFSZ stays ignored (as in
+            # Python, with restore_signals off) so the write fails instead of killing the server
+            restore_signals=not limited, preexec_fn=_no_file_size if limited else None)
         try:
             wait_port(self.port, timeout=20)
         except AssertionError:
+            log = self.log()
             self.stop()
-            raise AssertionError(f"{self.name} did not start: {self.log()}") from None
-        return self
+            raise AssertionError(f"{self.name} did not start: {log}") from None
 
     def _fill(self) -> None:
         """Fill the tmpfs to the last byte."""
@@ -129,14 +148,23 @@ class DavServer:
                 fh.write(b"\0" * 4096)
 
     def make_room(self) -> None:
-        """End the full disk: grow the tmpfs, or lift the file size limit."""
+        """End the full disk: grow the tmpfs, or restart the server without its file size limit."""
         if self.mounted:
             subprocess.run(["mount", "-o", "remount,size=4m", str(self.root)], check=True)
-        elif self.proc is not None:
-            resource.prlimit(self.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+        else:  # raising another user's limit needs CAP_SYS_RESOURCE, which a container may lack
+            self._end_process()
+            self._spawn(limited=False)
 
     def stop(self) -> None:
-        """Stop the server (its whole process group) and remove its folder."""
+        """Stop the server and remove its folder."""
+        self._end_process()
+        if self.mounted:
+            subprocess.run(["umount", str(self.root)], check=False)
+            self.mounted = False
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _end_process(self) -> None:
+        """Stop the server process (its whole process group)."""
         if self.proc is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -149,10 +177,6 @@ class DavServer:
         if self._log not in (None, subprocess.DEVNULL):
             self._log.close()
         self._log = None
-        if self.mounted:
-            subprocess.run(["umount", str(self.root)], check=False)
-            self.mounted = False
-        shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> DavServer:
         return self.start()
@@ -182,6 +206,7 @@ class Nginx(DavServer):
     """nginx without MOVE (``dav_methods PUT DELETE MKCOL``), PROPFIND from dav-ext."""
 
     name = "nginx"
+    limit_works = False
 
     def configure(self) -> list[str]:
         d = self.dir
@@ -219,6 +244,7 @@ class Apache(DavServer):
     """apache2 with mod_dav_fs; ``/readonly/`` may only be read, ``/moved`` redirects to https."""
 
     name = "apache"
+    limit_works = False
 
     def configure(self) -> list[str]:
         d, mods = self.dir, "/usr/lib/apache2/modules"

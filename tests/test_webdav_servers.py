@@ -129,7 +129,8 @@ def test_an_upload_the_full_server_did_not_keep_is_retried_not_delivered(tmp_pat
         assert "2026/full.pdf" not in left
         assert all(f == tmp or (name == "nginx" and f.startswith(tmp + ".")) for f in left), left
         assert all((server.root / "Invoices" / f).stat().st_size == 0 for f in left)
-        assert (left == []) == (name in ("sabre", "apache"))
+        if name in ("sabre", "apache"):
+            assert left == []
         server.make_room()
         assert ex.deliver(it) == f"{server.url()}/2026/full.pdf"
         assert "2026/full.pdf" in server.files() and tmp not in server.files()
