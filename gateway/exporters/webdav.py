@@ -420,7 +420,8 @@ class _Session:
                                "PHP upload_max_filesize)", retryable=False)
         if code >= 500 or code in _RETRYABLE_4XX:
             return ExportError(f"{self.shown}: {what} failed: {reason}")
-        return ExportError(f"{self.shown}: {what} was refused: {reason} for {request}", retryable=False)
+        return ExportError(f"{self.shown}: {what} was refused: {reason} for {request}; no retry can help "
+                           "until this is changed on the server or in the target's settings", retryable=False)
 
     def _login_accepted(self) -> bool:
         """Whether these credentials may read the base folder (PROPFIND Depth 0)."""
