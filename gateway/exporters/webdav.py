@@ -7,8 +7,9 @@ So a half-written file is never visible under its final name, and a file
 that is already there is never replaced: a different file gets a counter
 suffix (``name (2).pdf``), the same content counts as delivered (its size,
 then a GET and SHA-256, decide). A server that refuses MOVE gets the file
-straight under its final name, after a HEAD found the name free, and with
-``If-None-Match: *``: nginx and rclone ignore that header and would overwrite.
+straight under its final name, once a PROPFIND (or HEAD) found the name free,
+and with ``If-None-Match: *``: nginx and rclone ignore that header and would
+overwrite.
 
 Before a file counts as delivered, the server is asked how many bytes it
 kept (PROPFIND ``getcontentlength``, else HEAD): SabreDAV on a full disk
