@@ -214,25 +214,39 @@ def _rules_state(settings: Settings) -> Any:
 
 @main.command()
 @click.argument("targets", nargs=-1)
+@click.option("--backfill", "backfill_target", metavar="TARGET",
+              help="First give TARGET the documents that already exist (those its filter takes), then deliver.")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="With --backfill: only documents dated on or after this day (default: all).")
 @pass_ctx
-def export(c: _Ctx, targets: tuple[str, ...]) -> None:
+def export(c: _Ctx, targets: tuple[str, ...], backfill_target: str | None, since: dt.datetime | None) -> None:
     """Deliver now what is waiting for the named targets (default: all).
 
     Ignores the targets' intervals but not approval or retry back-off. Safe
     beside a running serve: each document still reaches each target once.
+    A new target starts empty; --backfill gives it the existing documents.
 
     \b
     Example:
         invoice-gateway export
         invoice-gateway export nas nextcloud
+        invoice-gateway export --backfill nextcloud --since 2026-01-01
     """
+    from gateway.exporters.backfill import backfill
     from gateway.exporters.runner import ExportRunner
     from gateway.store import Store
 
     settings = c.settings
     store = Store(settings.data_dir)
     runner = ExportRunner(settings, store)
+    if since is not None and backfill_target is None:
+        _fail("--since goes with --backfill TARGET", 2)
     try:
+        if backfill_target is not None:
+            done = backfill(settings, store, backfill_target, since=since.date() if since else None)
+            click.echo(f"{done.target}: {done.queued} existing document(s) queued"
+                       f" ({done.left_out} left out by its filter, {done.already} it already had)")
+            targets = targets or (backfill_target,)
         names = [t.name for t in runner.targets(targets)]
     except ConfigError as exc:
         _fail(str(exc), 2)

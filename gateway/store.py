@@ -706,6 +706,17 @@ class Store:
             )
             return conn.total_changes - before
 
+    def backfill_candidates(self, target: str, since: str | None) -> list[Row]:
+        """Documents whose mail is imported, dated ``since`` or later, with their first mail's source.
+
+        ``has_export``: the target already has a row for it (delivered, queued or failed).
+        """
+        return [dict(r) for r in self._conn().execute(
+            f"SELECT documents.*, m.source, EXISTS (SELECT 1 FROM exports e WHERE e.document_id = documents.id "
+            f"AND e.target = ?) AS has_export FROM documents JOIN messages m ON m.id = documents.message_id "
+            f"WHERE NOT {ORPHANED} AND (? IS NULL OR COALESCE(documents.doc_date, substr(documents.created, 1, 10)) >= ?) "
+            f"ORDER BY documents.id", (target, since, since))]
+
     def claim_export(self, target: str, *, now: dt.datetime, require_approval: bool,
                      token: str = PROCESS_TOKEN, exclude: Sequence[int] = ()) -> Row | None:
         """Claim one export of ``target`` that is due; None when nothing is."""

@@ -219,6 +219,22 @@ def run_export(service: Any, jobs: Jobs, name: str) -> bool:
     return jobs.start(f"export:{name}", lambda: service.exports.run_target(target))
 
 
+def backfill_export(service: Any, name: str, since: str | None) -> Any:
+    """Give a target the existing documents it takes (dated ``since`` or later), and wake the exports."""
+    import datetime as dt
+
+    from gateway.exporters.backfill import backfill
+
+    target_or_404(service, name)
+    try:
+        day = dt.date.fromisoformat(since) if since else None
+    except ValueError:
+        raise BadRequest("since: a date like 2026-01-01") from None
+    done = backfill(service.settings, service.store, name, since=day)
+    service.exports.wake.set()
+    return done
+
+
 def retry_exports(service: Any, name: str, ids: Sequence[int] | None = None) -> int:
     """Make failed exports of a target due now (the given ids, or all); returns how many."""
     target_or_404(service, name)

@@ -367,3 +367,12 @@ def notifications_test() -> Any:
     """Send a test notification to every URL; per URL whether it was delivered."""
     results = _service().notifier.test()
     return jsonify({"results": [{"url": d.url, "ok": d.ok, "error": d.error or None} for d in results]})
+
+
+@bp.post("/exports/<name>/backfill")
+def export_backfill(name: str) -> Any:
+    """Queue the existing documents the target takes (``{"since": "2026-01-01"}`` optional)."""
+    since = _body().get("since")
+    done = actions.backfill_export(_service(), name, str(since) if since else None)
+    return jsonify({"target": done.target, "queued": done.queued, "left_out": done.left_out,
+                    "already": done.already})

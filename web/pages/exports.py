@@ -72,3 +72,14 @@ def retry(name: str) -> Any:
         abort(400, "export_id: a number")
     return act(lambda: actions.retry_exports(service(), name, ids), "{result} export(s) will be tried again now.",
                back_to(_page_of(name)))
+
+
+@bp.post("/<name>/backfill")
+def backfill(name: str) -> Any:
+    """Give the target the documents that already exist (from a date on, if given)."""
+    def work() -> str:
+        done = actions.backfill_export(service(), name, request.form.get("since") or None)
+        return (f"{done.queued} existing document(s) queued for {name} ({done.left_out} left out by its filter, "
+                f"{done.already} it already had)")
+
+    return act(work, "{result}.", back_to(_page_of(name)))
