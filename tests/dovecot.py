@@ -14,6 +14,10 @@ processes as its own users, so the folder must be traversable by the
 ``dovecot`` user and the mail folders owned by it. Run as another user than
 root, the server runs as that user instead. ``dovecot`` daemonizes and keeps
 the standard streams it inherited, so it is started with them on /dev/null.
+
+``ImapRelay`` stands in front of it to play servers that behave otherwise:
+Exchange (sizes reported inexactly) and Cyrus (silent when a selected folder
+is deleted).
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ class MailboxPoller:
 
     def __init__(self, mailbox: MailboxConfig, *, store: Store, spool: Spool, settings: Settings,
                  rules: Any = None, process: Callable[[list[int]], object] | None = None,
-                 clock: Callable[[], dt.datetime] = utcnow, idle_renew: float = 300.0,
+                 clock: Callable[[], dt.datetime] = utcnow, idle_renew: float | None = None,
                  tokens: Any = None) -> None:
         self.mb = mailbox
         self.name = mailbox.name
@@ -76,7 +76,7 @@ class MailboxPoller:
         self.process = process
         self.clock = clock
         self.tz = ZoneInfo(settings.timezone) if settings.timezone else None
-        self.idle_renew = idle_renew
+        self.idle_renew = float(mailbox.idle_recheck) if idle_renew is None else idle_renew
         self.action = after_import_action(mailbox.after_import)
         if tokens is None and mailbox.oauth2 is not None:
             from gateway.oauth import AccessTokens
