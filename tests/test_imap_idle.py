@@ -1,4 +1,5 @@
-"""IDLE hears a watched folder that was deleted and created again (Dovecot says NO or BYE, a Cyrus-like server nothing)."""
+"""IDLE hears a watched folder that was deleted and created again: Dovecot (NO or BYE), Cyrus (EXPUNGE or nothing),
+and a relay that keeps Dovecot's words back."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from typing import Any
 import pytest
 
 from conftest import wait_for
+from cyrus import Cyrus, cyrus_available
 from dovecot import Dovecot, ImapRelay, dovecot_available
 from test_imap import Rig, invoice, mailbox_cfg
 
 assert dovecot_available(), "dovecot is missing: `make test` installs dovecot-imapd"
+assert cyrus_available(), "cyrus is missing: `make test` installs cyrus-imapd"
 
 FOLDER = "Invoices"
 
@@ -34,7 +37,7 @@ def watching(rig: Rig, **kw: Any) -> Any:
     return poller
 
 
-def recreate(dc: Dovecot, user: str, mail: bytes, *, pause: float) -> None:
+def recreate(dc: Dovecot | Cyrus, user: str, mail: bytes, *, pause: float) -> None:
     """Delete the watched folder, create it again after ``pause`` seconds, and put a new mail in it."""
     c = dc.client(user)
     try:
@@ -65,6 +68,7 @@ def test_mail_in_a_watched_folder_deleted_and_created_again_is_imported_within_s
         assert watcher.reopens == 1 and watcher.uidvalidity != old
         # NO: the folder is opened again on the same connection; BYE: on a new one
         assert watcher.connects == (1 if pause == 0 else 2)
+        assert watcher.ended["no"] == (1 if pause == 0 else 0) and watcher.ended["renew"] == 0
         assert rig.store.imap_folder("box", FOLDER)["uidvalidity"] == watcher.uidvalidity
         assert len(rig.messages()) == 2
 
@@ -89,7 +93,42 @@ def test_a_silent_server_is_rechecked_and_the_recreated_folder_watched(dovecot: 
             wait_for(lambda: len(rig.docs()) == 2, 10)  # before the fix: only at the next hourly poll
             assert time.monotonic() - started < 10
             assert cyrus.dropped, "the server was expected to say something the relay kept back"
+            assert watcher.ended["no"] == 0 and watcher.ended["renew"] > 0  # found by the re-check
             assert watcher.reopens == 1 and len(rig.messages()) == 2
+        finally:
+            poller.stop()
+
+
+# Cyrus tells a watcher only that the old folder's mail is gone (EXPUNGE), and nothing at all when the
+# old folder was empty: then only the periodic re-check (idle_recheck) finds the new folder
+@pytest.mark.parametrize("emptied", [False, True], ids=["expunge", "silent"])
+def test_cyrus_folder_deleted_and_created_again_is_watched_again(workdir: Path, emptied: bool) -> None:
+    with Cyrus() as cyrus:
+        user = cyrus.add_user()
+        cyrus.append(user, FOLDER, [invoice("before", folder_tag=f"-cy{emptied}")])
+        rig = Rig(workdir, [mailbox_cfg(cyrus, user, folders=[FOLDER])])
+        poller = watching(rig, idle_renew=2.0 if emptied else None)
+        try:
+            watcher = poller.watchers[FOLDER]
+            if emptied:
+                c = cyrus.client(user)
+                c.select_folder(FOLDER)
+                c.move([1], "INBOX")
+                c.logout()
+                wait_for(lambda: watcher.idles >= 2, 10)  # the EXPUNGE was heard, IDLE sent again
+            before = dict(watcher.ended)
+            recreate(cyrus, user, invoice("after", folder_tag=f"-cy{emptied}"), pause=0)
+            started = time.monotonic()
+            wait_for(lambda: len(rig.docs()) == 2, 10)  # before the fix: only at the next hourly poll
+            assert time.monotonic() - started < 10
+            assert watcher.reopens == 1 and len(rig.messages()) == 2
+            assert watcher.ended["no"] == 0 and watcher.connects == 1  # Cyrus never says NO or BYE here
+            if emptied:  # nothing was said: the periodic re-check found it
+                assert watcher.ended["expunge"] == before.get("expunge", 0) and watcher.ended["renew"] > 0
+            else:  # the EXPUNGE of the old folder's mail, long before the 5-minute re-check
+                assert watcher.ended["expunge"] > before.get("expunge", 0) and watcher.ended["renew"] == 0
+            cyrus.append(user, FOLDER, [invoice("later", folder_tag=f"-cy{emptied}")])
+            wait_for(lambda: len(rig.docs()) == 3, 10)
         finally:
             poller.stop()
 

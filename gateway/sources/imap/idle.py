@@ -8,10 +8,11 @@ window the watcher holds no connection.
 
 A folder can change under a watcher without a word about new mail: deleted
 and created again, Dovecot sends an untagged ``NO`` (or ``BYE``) and Cyrus
-nothing at all, and neither announces mail in the new folder. So IDLE is
-ended every ``renew`` seconds (the mailbox's ``idle_recheck``; RFC 2177 asks
-for less than 29 minutes, and it also finds dead connections), at once on an
-untagged ``NO`` and after new mail, and the folder is EXAMINEd again: a new
+only ``EXPUNGE`` for the mail the old folder held, or nothing at all; none
+announces mail in the new folder. So IDLE is ended every ``renew`` seconds
+(the mailbox's ``idle_recheck``; RFC 2177 asks for less than 29 minutes, and
+it also finds dead connections), at once on an untagged ``NO`` or an
+``EXPUNGE`` and after new mail, and the folder is EXAMINEd again: a new
 UIDVALIDITY (the folder was replaced), a UIDNEXT that grew without an
 ``EXISTS``, or mail above what the poller has handled wakes the poller. A
 ``BYE`` reconnects, and the same checks run on the new connection. STATUS
@@ -21,6 +22,7 @@ old view.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import threading
@@ -51,6 +53,7 @@ class FolderWatcher:
         self.connects = 0
         self.rechecks = 0  # the folder EXAMINEd again (after each IDLE)
         self.reopens = 0  # ... and found replaced (a new UIDVALIDITY)
+        self.ended: collections.Counter[str] = collections.Counter()  # why IDLE ended: new, no, expunge, renew
         self.uidvalidity: int | None = None  # of the folder as last opened
         self.uidnext: int | None = None
         self._stop = threading.Event()
@@ -143,19 +146,22 @@ class FolderWatcher:
                     _, late = client.idle_done()
                     if _has_new_mail(late):
                         outcome = "new"
-                    elif outcome == "renew" and _said_no(late):
-                        outcome = "no"
+                    elif outcome == "renew":
+                        outcome = _changed(late) or outcome
             if outcome == "new":
                 self.notifications += 1
                 self.poller.trigger(self.folder)
             elif outcome == "no":
                 log.info("mailbox %s: the server said NO while watching %s; opening it again",
                          self.poller.name, self.folder)
+            elif outcome == "expunge":
+                log.debug("mailbox %s: mail was removed from %s; opening it again", self.poller.name, self.folder)
+            self.ended[outcome] += 1
             self.rechecks += 1
             self._open(client, announced=outcome == "new")
 
     def _wait(self, client: Any) -> str:
-        """Wait in IDLE up to ``renew`` seconds: ``new`` (mail arrived), ``no`` (untagged NO) or ``renew``."""
+        """Wait in IDLE up to ``renew`` seconds: ``new`` (mail arrived), ``no``, ``expunge`` or ``renew``."""
         started = time.monotonic()
         quick_empty = 0
         while not self._stop.is_set() and time.monotonic() - started < self.renew:
@@ -166,8 +172,9 @@ class FolderWatcher:
                 raise ConnectionResetError("the server said BYE")
             if _has_new_mail(responses):
                 return "new"
-            if _said_no(responses):
-                return "no"
+            changed = _changed(responses)
+            if changed:
+                return changed
             # a closed socket reads as "ready" with nothing in it, again and again
             quick = not responses and time.monotonic() - t0 < timeout / 2
             quick_empty = quick_empty + 1 if quick else 0
@@ -176,9 +183,16 @@ class FolderWatcher:
         return "renew"
 
 
-def _said_no(responses: Any) -> bool:
-    """Whether an untagged ``NO`` is among the responses (Dovecot: the selected folder went away)."""
-    return any(isinstance(r, tuple) and r and r[0] == b"NO" for r in responses or ())
+def _changed(responses: Any) -> str | None:
+    """``no`` for an untagged NO (Dovecot: the folder went away), ``expunge`` for an EXPUNGE (Cyrus: the
+    folder's mail went away, with the folder or not), else None."""
+    out: str | None = None
+    for r in responses or ():
+        if isinstance(r, tuple) and r and r[0] == b"NO":
+            return "no"
+        if isinstance(r, tuple) and len(r) >= 2 and r[1] == b"EXPUNGE":
+            out = "expunge"
+    return out
 
 
 def _has_new_mail(responses: Any) -> bool:
