@@ -43,7 +43,17 @@ def recreate(dc: Dovecot | Cyrus, user: str, mail: bytes, *, pause: float) -> No
     try:
         c.delete_folder(FOLDER)
         time.sleep(pause)
-        c.create_folder(FOLDER)
+        for attempt in range(5):
+            try:
+                c.create_folder(FOLDER)
+                break
+            except c.Error as exc:
+                # Dovecot: the session that had the folder open (and was told BYE) may write
+                # its index once more as it ends, making the folder again; delete that one too
+                if "ALREADYEXISTS" not in str(exc) or attempt == 4:
+                    raise
+                c.delete_folder(FOLDER)
+                time.sleep(0.2)
         c.append(FOLDER, mail)
     finally:
         c.logout()
