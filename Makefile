@@ -40,6 +40,7 @@ deb-runtime:
 
 deb-test:
 	@./deps/apt-install.sh $(DEB_TEST)
+	@./deps/cyrus-imapd.sh $(VENV)/cyrus
 
 run: install
 	$(VENV)/bin/invoice-gateway serve

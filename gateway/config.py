@@ -361,6 +361,9 @@ class MailboxConfig(_WithPassword):
     since: dt.date | None = None
     schedule: Schedule = Schedule(every=3600)
     idle: bool = True
+    # how often an IDLE watcher re-opens its folder (finds a folder deleted and created again
+    # when the server says nothing); RFC 2177: re-issue IDLE within 29 minutes
+    idle_recheck: Duration = 300
     after_import: str = "none"
     tls: MailboxTLS = MailboxTLS()
     timeout: Duration = 60
@@ -368,6 +371,13 @@ class MailboxConfig(_WithPassword):
     # whose Authentication-Results header to believe (globs; "" = a header without authserv-id);
     # None: the provider's default (gateway.senderauth.PROVIDER_AUTHSERV_IDS), else none
     trusted_authserv_ids: tuple[str, ...] | None = None
+
+    @field_validator("idle_recheck")
+    @classmethod
+    def _check_recheck(cls, v: int) -> int:
+        if not 1 <= v <= 29 * 60:
+            raise ValueError(f"must be between 1s and 29m (RFC 2177: IDLE is re-issued within 29 minutes), not {v} s")
+        return v
 
     @field_validator("after_import")
     @classmethod

@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -181,6 +181,14 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE seller_ibans ADD COLUMN confirmed_by TEXT;
     ALTER TABLE seller_ibans ADD COLUMN sender_domain TEXT;
+    """,
+    # 6: the RFC822.SIZE the IMAP server reported for each mail it sent: Exchange may report a
+    # stored size, not the real one, and a mail seen again is recognised by what the server says
+    """
+    CREATE TABLE imap_reported_sizes (
+        message INTEGER PRIMARY KEY REFERENCES messages(id),
+        size INTEGER NOT NULL
+    );
     """,
 ]
 
@@ -997,13 +1005,19 @@ class Store:
         return {int(r[0]) for r in rows}
 
     def mark_imap_spooled(self, mailbox: str, folder: str, uidvalidity: int, items: Sequence[tuple[int, int]],
-                          *, state: str = "spooled") -> None:
-        """Record downloaded UIDs with their message ids ((uid, message id) pairs), in one transaction."""
+                          *, state: str = "spooled", reported_sizes: Mapping[int, int] | None = None) -> None:
+        """Record downloaded UIDs with their message ids ((uid, message id) pairs), in one transaction.
+
+        ``reported_sizes``: message id -> the RFC822.SIZE the server reported for it.
+        """
         with self.write() as conn:
             conn.executemany(
                 "INSERT OR REPLACE INTO imap_seen VALUES (?, ?, ?, ?, ?, ?)",
                 [(mailbox, folder, uidvalidity, uid, message, state) for uid, message in items],
             )
+            if reported_sizes:
+                conn.executemany("INSERT OR REPLACE INTO imap_reported_sizes VALUES (?, ?)",
+                                 sorted(reported_sizes.items()))
 
     def imap_spooled_origins(self, source: str, folder: str, uidvalidity: int) -> dict[int, int]:
         """UID -> message id of messages spooled from a folder generation (their origin names it)."""
@@ -1055,14 +1069,20 @@ class Store:
         return [_row_required(r) for r in rows]
 
     def imap_known_messages(self, source: str, message_ids: Sequence[str]) -> dict[str, list[int]]:
-        """Message-ID -> sizes of messages already stored from ``source`` (``imap:<mailbox>``)."""
+        """Message-ID -> sizes of messages already stored from ``source`` (``imap:<mailbox>``).
+
+        A size is the RFC822.SIZE the server reported when it sent the mail; the
+        real size for mail recorded before reported sizes were kept.
+        """
         out: dict[str, list[int]] = {}
         ids = list(dict.fromkeys(message_ids))
         conn = self._conn()
         for i in range(0, len(ids), 500):
             part = ids[i:i + 500]
             rows = conn.execute(
-                f"SELECT message_id, size FROM messages WHERE source = ? AND message_id IN ({','.join('?' * len(part))})",
+                "SELECT m.message_id, COALESCE(r.size, m.size) FROM messages m "
+                "LEFT JOIN imap_reported_sizes r ON r.message = m.id "
+                f"WHERE m.source = ? AND m.message_id IN ({','.join('?' * len(part))})",
                 [source, *part],
             )
             for r in rows:

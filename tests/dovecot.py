@@ -14,6 +14,10 @@ processes as its own users, so the folder must be traversable by the
 ``dovecot`` user and the mail folders owned by it. Run as another user than
 root, the server runs as that user instead. ``dovecot`` daemonizes and keeps
 the standard streams it inherited, so it is started with them on /dev/null.
+
+``ImapRelay`` stands in front of it to play servers that behave otherwise:
+Exchange (sizes reported inexactly) and Cyrus (silent when a selected folder
+is deleted).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -387,3 +392,110 @@ class _Closing:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.client.logout()
+
+
+class ImapRelay:
+    """An IMAP server on loopback that relays to another one and behaves like Exchange or Cyrus.
+
+    Every connection is relayed to ``upstream_port`` byte for byte, except in
+    the server's answers (outside literals, so mail bodies pass unchanged):
+
+    - ``size_offset``: every ``RFC822.SIZE n`` becomes ``n + size_offset``, as
+      Exchange reports a stored size that differs from the real one;
+    - ``silent``: untagged ``NO`` and ``BYE`` are dropped, as Cyrus says nothing
+      when a selected folder is deleted and created again.
+
+    Usage::
+
+        with ImapRelay(dc.port, size_offset=57) as relay:
+            ... connect to 127.0.0.1:relay.port ...
+
+    Attributes:
+        port: the port it listens on.
+        rewritten: how many sizes were rewritten.
+        dropped: the untagged lines dropped.
+    """
+
+    def __init__(self, upstream_port: int, *, size_offset: int = 0, silent: bool = False) -> None:
+        self.upstream_port = upstream_port
+        self.size_offset = size_offset
+        self.silent = silent
+        self.rewritten = 0
+        self.dropped: list[bytes] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, name="imap-relay", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                down, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                up = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=10)
+            except OSError:
+                down.close()
+                continue
+            up.settimeout(None)
+            with self._lock:
+                if self._closed:
+                    down.close()
+                    up.close()
+                    return
+                self._sockets += [down, up]
+            threading.Thread(target=self._client_to_server, args=(down, up), daemon=True).start()
+            threading.Thread(target=self._server_to_client, args=(up, down), daemon=True).start()
+
+    @staticmethod
+    def _client_to_server(down: socket.socket, up: socket.socket) -> None:
+        try:
+            while data := down.recv(65536):
+                up.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (down, up):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def _server_to_client(self, up: socket.socket, down: socket.socket) -> None:
+        reader = up.makefile("rb")
+        try:
+            while line := reader.readline():
+                if self.silent and re.match(rb"\* (NO|BYE)\b", line):
+                    self.dropped.append(line)
+                    continue
+                line, n = re.subn(rb"RFC822\.SIZE (\d+)",
+                                  lambda m: b"RFC822.SIZE %d" % (int(m.group(1)) + self.size_offset), line)
+                self.rewritten += n if self.size_offset else 0
+                down.sendall(line)
+                literal = re.search(rb"\{(\d+)\}\r\n$", line)
+                if literal:  # the next n bytes are data (a mail): passed unchanged
+                    down.sendall(reader.read(int(literal.group(1))))
+        except (OSError, ValueError):
+            pass
+        finally:
+            if not self.silent:  # a silent server keeps the client's connection open
+                with contextlib.suppress(OSError):
+                    down.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """Stop listening and drop every relayed connection."""
+        with self._lock:
+            self._closed = True
+            sockets, self._sockets = self._sockets, []
+        self._listener.close()
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def __enter__(self) -> ImapRelay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

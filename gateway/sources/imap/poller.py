@@ -9,7 +9,9 @@ handled is recorded (``imap_seen``: spooled, done, skipped, known) and the
 last UID advances per chunk, so an interrupted poll resumes without gaps or
 doubles. A changed UIDVALIDITY starts the folder over; mail already stored
 from this mailbox (same Message-ID and size) is not downloaded again, and the
-pipeline's own dedupe catches the rest. Then the spooled mail is processed
+pipeline's own dedupe catches the rest. The size compared is the RFC822.SIZE
+the server reported when it sent the mail (kept beside the message), never the
+bytes received: Exchange reports a stored size that differs from them. Then the spooled mail is processed
 (``process``), and only then the after-import action runs on the UIDs whose
 message was imported, in a read-write SELECT.
 """
@@ -62,7 +64,7 @@ class MailboxPoller:
 
     def __init__(self, mailbox: MailboxConfig, *, store: Store, spool: Spool, settings: Settings,
                  rules: Any = None, process: Callable[[list[int]], object] | None = None,
-                 clock: Callable[[], dt.datetime] = utcnow, idle_renew: float = 300.0,
+                 clock: Callable[[], dt.datetime] = utcnow, idle_renew: float | None = None,
                  tokens: Any = None) -> None:
         self.mb = mailbox
         self.name = mailbox.name
@@ -74,7 +76,7 @@ class MailboxPoller:
         self.process = process
         self.clock = clock
         self.tz = ZoneInfo(settings.timezone) if settings.timezone else None
-        self.idle_renew = idle_renew
+        self.idle_renew = float(mailbox.idle_recheck) if idle_renew is None else idle_renew
         self.action = after_import_action(mailbox.after_import)
         if tokens is None and mailbox.oauth2 is not None:
             from gateway.oauth import AccessTokens
@@ -309,6 +311,7 @@ class MailboxPoller:
             with conn.translated(self.mb, f"downloading mail from {folder!r}"):
                 data = client.fetch([m.uid for m in batch], ["BODY.PEEK[]"])
             spooled: list[tuple[int, int]] = []
+            reported: dict[int, int] = {}
             try:
                 for m in batch:
                     raw = data.get(m.uid, {}).get(b"BODY[]")
@@ -318,6 +321,7 @@ class MailboxPoller:
                                         assign=dict(self.mb.assign))
                     mid = self.spool.accept(bytes(raw), envelope)
                     spooled.append((m.uid, mid))
+                    reported[mid] = m.size
                     if m.message_id:
                         self._spooled_now.add((m.message_id, m.size))
                     result.downloaded += 1
@@ -328,7 +332,8 @@ class MailboxPoller:
             finally:
                 # one transaction per batch; a crash before it is repaired from the messages' origin
                 if spooled:
-                    self.store.mark_imap_spooled(self.name, folder, uidvalidity, spooled, state=final)
+                    self.store.mark_imap_spooled(self.name, folder, uidvalidity, spooled, state=final,
+                                                 reported_sizes=reported)
 
     @staticmethod
     def _batches(metas: list[MailMeta]) -> Iterator[list[MailMeta]]:
