@@ -401,8 +401,13 @@ class Pipeline:
         earlier = self.store.earlier_documents(mid) if status != "imported" else []
         if earlier:  # re-decided after it was imported: say what became of its documents
             reason += " [" + earlier_note(earlier, status) + "]"
+        known = self.store.known_documents([d["sha256"] for d in docs])
         self.store.finish_message(mid, status=status, reason=reason, fields=fields, documents=docs,
                                   targets_for=targets_for)
+        for d in docs:
+            if d["sha256"] in known:
+                log.info("message %d: %s is already known as document %d; linked, not stored or exported again",
+                         mid, d["filename"], known[d["sha256"]], extra={"event": "known"})
         if earlier:
             withdrawn = self.store.withdraw_exports([int(d["id"]) for d in earlier])
             log.warning("message %d was imported before and is now %s: %d document(s) listed as orphaned, "
@@ -412,8 +417,9 @@ class Pipeline:
         self.stats["processed"] += 1
         if status == "quarantined":
             log.warning("message %d quarantined: %s", mid, reason)
-        else:
-            log.info("message %d %s: %s", mid, status, reason)
+        else:  # a duplicate is worth seeing on the log page: the mail came twice
+            log.info("message %d %s: %s", mid, status, reason,
+                     extra={"event": "duplicate"} if status == "duplicate" else None)
         if docs and self.on_exports:
             self.on_exports()
         return status

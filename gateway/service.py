@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.config import ExportConfig, Schedule, Settings
+from gateway.eventlog import EventLog
 from gateway.exporters.runner import ExportRunner
 from gateway.notify import Notifier
 from gateway.pipeline import Pipeline, RulesState
@@ -66,6 +67,7 @@ class Service:
         self.pollers: dict[str, Any] = {}
         self.folder_watchers: list[Any] = []
         self.started_at: dt.datetime | None = None
+        self.eventlog: EventLog | None = None
 
     # -- parts ---------------------------------------------------------------------
 
@@ -149,6 +151,7 @@ class Service:
     def start(self, *, web: bool = True, smtp: bool = True) -> None:
         """Recover, then start workers, SMTP, exports, watchers, pollers and the web server."""
         self.started_at = dt.datetime.now(dt.timezone.utc)
+        self.eventlog = EventLog(self.store, "serve").start()
         rec = self.spool.recover()
         freed = self.store.release_stale_claims()
         pending = len(self.store.message_ids(status="received"))
@@ -247,3 +250,5 @@ class Service:
         if self.workers is not None:
             self.workers.stop()
         self.spool.stop()
+        if self.eventlog is not None:
+            self.eventlog.close()

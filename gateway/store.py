@@ -190,7 +190,21 @@ _MIGRATIONS: list[str] = [
         size INTEGER NOT NULL
     );
     """,
+    # 7: the admin page's log: warnings and notable events (refused recipients, known documents)
+    # of serve and its worker processes, the newest EVENTS_KEPT of them
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        level TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        source TEXT NOT NULL,
+        text TEXT NOT NULL
+    );
+    CREATE INDEX events_kind ON events(kind, id);
+    """,
 ]
+EVENTS_KEPT = 20_000
 
 
 def utcnow() -> dt.datetime:
@@ -918,6 +932,41 @@ class Store:
                 f"AND document_id IN ({marks}) AND document_id IN (SELECT id FROM documents WHERE {ORPHANED})",
                 list(document_ids))
             return cur.rowcount
+
+    # -- the admin page's log ---------------------------------------------------------
+
+    def add_events(self, rows: Sequence[tuple[str, str, str, str, str]]) -> None:
+        """Append (at, level, kind, source, text) rows; only the newest EVENTS_KEPT are kept."""
+        if not rows:
+            return
+        with self.write(durable=False) as conn:
+            conn.executemany("INSERT INTO events (at, level, kind, source, text) VALUES (?, ?, ?, ?, ?)", rows)
+            conn.execute("DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?", (EVENTS_KEPT,))
+
+    def list_events(self, *, kind: str | None = None, level: str | None = None, limit: int = 100,
+                    offset: int = 0) -> tuple[list[Row], int]:
+        """Log events, newest first, with the total for paging."""
+        where, args = ["1=1"], []
+        if kind:
+            where.append("kind = ?")
+            args.append(kind)
+        if level:
+            where.append("level = ?")
+            args.append(level)
+        cond = " AND ".join(where)
+        conn = self._conn()
+        total = conn.execute(f"SELECT count(*) FROM events WHERE {cond}", args).fetchone()[0]
+        rows = conn.execute(f"SELECT * FROM events WHERE {cond} ORDER BY id DESC LIMIT ? OFFSET ?",
+                            [*args, limit, offset])
+        return [dict(r) for r in rows], int(total)
+
+    def known_documents(self, shas: Sequence[str]) -> dict[str, int]:
+        """sha256 -> id of the documents already stored among ``shas``."""
+        if not shas:
+            return {}
+        marks = ",".join("?" * len(shas))
+        return {str(r[0]): int(r[1]) for r in self._conn().execute(
+            f"SELECT sha256, id FROM documents WHERE sha256 IN ({marks})", list(shas))}
 
     # -- IMAP state --------------------------------------------------------------
 

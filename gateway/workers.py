@@ -29,6 +29,7 @@ import time
 from typing import IO, Any
 
 from gateway.config import Settings
+from gateway.eventlog import EventLog
 from gateway.logs import quiet_libraries
 from gateway.store import Store
 
@@ -195,6 +196,7 @@ def main() -> None:
     from gateway.rules import load_rules
 
     store = Store(settings.data_dir)
+    EventLog(store, str(job.get("name") or "worker")).start()  # warnings reach the admin page's log
 
     def load() -> None:
         ruleset, problems = load_rules(settings.rules_dir)

@@ -376,3 +376,11 @@ def export_backfill(name: str) -> Any:
     done = actions.backfill_export(_service(), name, str(since) if since else None)
     return jsonify({"target": done.target, "queued": done.queued, "left_out": done.left_out,
                     "already": done.already})
+
+
+@bp.get("/log")
+def log_events() -> Any:
+    """The log page's events (``?kind=refused|known|duplicate|warning|error``), newest first."""
+    limit, offset = _page()
+    rows, total = _service().store.list_events(kind=request.args.get("kind") or None, limit=limit, offset=offset)
+    return jsonify({"total": total, "limit": limit, "offset": offset, "items": rows})

@@ -97,7 +97,7 @@ def create_app(service: Any) -> Flask:
     def template_globals() -> dict[str, Any]:
         return {"csrf_token": current_csrf, "asset": lambda name: url_for("static", filename=name, v=version),
                 "auth": g.get("auth"), "nav": request.blueprint or request.endpoint,
-                "banner": attention_banner}
+                "banner": attention_banner, "tzname": dt.datetime.now(tz).tzname()}
 
     def attention_banner() -> list[Any]:
         """What the banner on every page shows (computed only where a page asks for it)."""

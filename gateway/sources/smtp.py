@@ -247,7 +247,8 @@ class IntakeHandler:
         match = self.book.match(address)
         if match is None:
             self._count("refused_rcpt")
-            log.info("refused RCPT %r from %s: not an import address", address, session.peer)
+            log.info("refused RCPT %r from %s: not an import address", address, session.peer,
+                     extra={"event": "refused"})
             return f"550 5.1.1 <{address}>: not an import address of this gateway (relaying denied)"
         if len(envelope.rcpt_tos) >= self.config.max_recipients:
             return "452 4.5.3 Too many recipients"
