@@ -331,7 +331,9 @@ class BoundedPolicy(email.policy.EmailPolicy):
                           "before that were read")
         if len(value) > MAX_HEADER_CHARS:
             self._cut(f"more than {MAX_HEADER_CHARS} characters in a {_label(name)} header; the rest was not read")
-            value = value[:MAX_HEADER_CHARS]
+            # at white space near the bound when there is some, so no encoded word is cut in two
+            space = max(value.rfind(ch, MAX_HEADER_CHARS - 1024, MAX_HEADER_CHARS) for ch in " \t\n")
+            value = value[:space if space > 0 else MAX_HEADER_CHARS].rstrip()
         return name, value
 
     def header_fetch_parse(self, name: str, value: str) -> Any:
