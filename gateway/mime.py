@@ -355,7 +355,7 @@ def parse(raw: bytes, *, max_parts: int = MAX_PARTS, max_depth: int = MAX_DEPTH,
     )
 
 
-_CONTAINER = re.compile(rb"^content-type:[ \t]*(?:multipart|message)/", re.I | re.M)
+_CONTAINER = re.compile(rb"content-type:[ \t]*(?:multipart|message)/", re.I)
 _HEADER_LINE = re.compile(rb"^(?:From |[\041-\071\073-\176]*:|[\t ])")
 _CONTENT_TYPE = re.compile(rb"content-type:", re.I)
 _BOUNDARY = re.compile(r"(?:^|;)\s*boundary\s*=\s*(\"(?:[^\"\\]|\\.)*\"?|[^;\s]*)", re.I)
@@ -381,6 +381,17 @@ def _entity(header: list[bytes], digest: bool) -> tuple[str, bytes | None]:
     return "", None
 
 
+def _boundary_hit(bare: bytes, stack: list[tuple[bytes | None, bool]]) -> tuple[int, bool] | None:
+    """The innermost open multipart whose boundary line ``bare`` is, and whether it closes it."""
+    for level in range(len(stack) - 1, -1, -1):
+        boundary = stack[level][0]
+        if boundary is not None and bare.startswith(b"--" + boundary):
+            rest = bare[len(boundary) + 2:]
+            if rest in (b"", b"--"):
+                return level, rest == b"--"
+    return None
+
+
 def _nesting_cut(raw: bytes, max_depth: int) -> bytes | None:
     """``raw`` without the bodies of containers nested deeper than ``max_depth``; None when none is.
 
@@ -398,14 +409,13 @@ def _nesting_cut(raw: bytes, max_depth: int) -> bytes | None:
     stack: list[tuple[bytes | None, bool]] = []  # (boundary, is a digest) per open container; None: message/*
     header: list[bytes] = []
     in_header, skipping, cut = True, False, False
-    for line in raw.splitlines(keepends=True):
+    for line in raw.splitlines(keepends=True):  # CR, LF or CRLF, as the stdlib parser splits
         if stack and line.startswith(b"--"):
             bare = line.rstrip(b"\r\n").rstrip(b" \t")
-            hit = next((i for i in range(len(stack) - 1, -1, -1) if stack[i][0] is not None
-                        and bare in (b"--" + stack[i][0], b"--" + stack[i][0] + b"--")), None)  # type: ignore[operator]
+            hit = _boundary_hit(bare, stack)
             if hit is not None:
-                closing = bare.endswith(b"--") and bare != b"--" + stack[hit][0]  # type: ignore[operator]
-                del stack[hit + (1 if not closing else 0):]
+                level, closing = hit
+                del stack[level + (0 if closing else 1):]
                 in_header, skipping, header = not closing, False, []
                 out.append(line)
                 continue
