@@ -182,6 +182,14 @@ def decode_words(value: str) -> str:
     return _RUN_RE.sub(lambda m: _decode_run(m.group(0)), value)
 
 
+def cut(value: str) -> str:
+    """``value`` within MAX_HEADER_CHARS, cut at white space near the bound so no encoded word is cut in two."""
+    if len(value) <= MAX_HEADER_CHARS:
+        return value
+    space = max(value.rfind(ch, MAX_HEADER_CHARS - 1024, MAX_HEADER_CHARS) for ch in " \t\n")
+    return value[:space if space > 0 else MAX_HEADER_CHARS].rstrip()
+
+
 def _quoted(text: str, specials: str) -> str:
     for ch in "\\" + specials:
         text = text.replace(ch, "\\" + ch)
@@ -331,9 +339,7 @@ class BoundedPolicy(email.policy.EmailPolicy):
                           "before that were read")
         if len(value) > MAX_HEADER_CHARS:
             self._cut(f"more than {MAX_HEADER_CHARS} characters in a {_label(name)} header; the rest was not read")
-            # at white space near the bound when there is some, so no encoded word is cut in two
-            space = max(value.rfind(ch, MAX_HEADER_CHARS - 1024, MAX_HEADER_CHARS) for ch in " \t\n")
-            value = value[:space if space > 0 else MAX_HEADER_CHARS].rstrip()
+            value = cut(value)
         return name, value
 
     def header_fetch_parse(self, name: str, value: str) -> Any:
