@@ -68,6 +68,7 @@ _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 _LINE_RE = re.compile(r"[\t\r\n\u0085\u2028\u2029]")
 _SPECIALS_RE = re.compile(r'[,;:<>()"@\[\]\\]')
 _SURROGATE_RE = re.compile("[\udc80-\udcff]")
+_NON_ASCII_RE = re.compile("[^\x00-\x7f]")
 _CHARSET_RE = re.compile(rb"charset\s*=\s*\"?([A-Za-z0-9_.:+-]{1,40})", re.I)
 # One token of an address field: a quoted string, a comment, an angle address, a comma, a run of
 # encoded words, other text. Unterminated quotes, comments and brackets run to the end.
@@ -109,7 +110,7 @@ def decode_8bit(data: bytes, charset: str | None) -> str:
     except UnicodeDecodeError:
         text = data.decode("utf-8", errors="replace")
         errors = text.count("\ufffd")
-        if sum(1 for ch in text if ch > "\x7f") - errors >= 10 * errors:
+        if len(_NON_ASCII_RE.findall(text)) - errors >= 10 * errors:
             return text
     if charset:
         try:
@@ -327,6 +328,8 @@ class BoundedPolicy(email.policy.EmailPolicy):
     def header_source_parse(self, sourcelines: list[str]) -> tuple[str, str]:
         """Name and value of one header field as read from the source, within the bounds."""
         name, value = super().header_source_parse(sourcelines)
+        # no work on what is cut anyway: four bytes make at least one character
+        value = value[:4 * MAX_HEADER_CHARS]
         if _SURROGATE_RE.search(value):  # raw 8-bit bytes, surrogate-escaped by the parser
             value = decode_8bit(value.encode("ascii", "surrogateescape"), self.charset)
         if name.strip().lower() in ADDRESS_HEADERS:
