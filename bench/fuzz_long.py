@@ -4,7 +4,8 @@ Run: .venv/bin/python bench/fuzz_long.py [--minutes 10] [--seed 1]
 
 Three targets share the time: MIME to documents (gateway.mime.parse, sender
 authentication against a stub resolver, Pipeline.decide) on mutated corpus
-mails and on mails built from random MIME trees; the rule loader
+mails and on mails built from random MIME trees, and on mutated header bombs (1 MB of
+encoded words, quotes, comments, addresses, parameters); the rule loader
 (load_rules_text) on random YAML; the e-invoice parser (einvoice.detect) on
 mutated corpus and sample e-invoices. A finding is an exception other than
 the documented ParseError, or one input taking longer than 5 s. Prints
@@ -31,7 +32,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 import test_fuzz  # noqa: E402
-from test_fuzz import YAML_BITS, Target, check_einvoice, check_rules, mails, mutate, text  # noqa: E402
+from test_fuzz import (  # noqa: E402
+    YAML_BITS, Target, check_einvoice, check_rules, header_bombs, mails, mutate, text,
+)
 
 CORPUS = ROOT.parent / "shared" / "corpus"
 
@@ -48,8 +51,9 @@ def main() -> None:
     invoices = [p.read_bytes() for p in sorted((CORPUS / "einvoices").rglob("*")) if p.is_file()]
     invoices += [p.read_bytes() for p in sorted((ROOT / "tests" / "data" / "einvoice").glob("*"))]
     rules = [p.read_text() for p in sorted((ROOT / "rules").glob("*.yaml"))]
+    bombs = list(header_bombs().values())
     stats = {name: {"inputs": 0, "seconds": 0.0, "slowest": 0.0, "findings": 0}
-             for name in ("mail-mutated", "mail-generated", "rules", "einvoice")}
+             for name in ("mail-mutated", "mail-generated", "mail-bombs", "rules", "einvoice")}
     findings: list[str] = []
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -102,6 +106,8 @@ def main() -> None:
     while time.monotonic() < deadline:
         run("mail-mutated", target.mail, mutate(rnd.choice(emails), rnd))
         run("einvoice", check_einvoice, mutate(rnd.choice(invoices), rnd, 30))
+        if rnd.random() < 0.05:  # a bomb takes about 0.2 s: one in twenty rounds
+            run("mail-bombs", target.mail, mutate(rnd.choice(bombs), rnd))
         if rules and rnd.random() < 0.5:
             run("rules", check_rules, mutate(rnd.choice(rules).encode(), rnd).decode("utf-8", "replace"))
     total = time.monotonic() - start

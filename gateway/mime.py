@@ -9,11 +9,8 @@ that is not a mail at all; every oddity becomes a defect string instead.
 from __future__ import annotations
 
 import binascii
-import codecs
 import datetime as dt
 import email
-import email.header
-import email.policy
 import email.utils
 import hashlib
 import itertools
@@ -22,7 +19,9 @@ import re
 from email.message import Message
 from typing import Any
 
+from gateway import mimeheaders
 from gateway.errors import ParseError
+from gateway.mimeheaders import decode_words, printable
 from gateway.models import Address, Attachment, ParsedMessage
 from gateway.naming import sanitize_filename
 
@@ -34,9 +33,10 @@ MAX_HEADERS = 1000
 # Decoded bytes of all parts together; base64 only shrinks, but uuencoded files in
 # text bodies are decoded a second time. Nothing is ever decompressed or unpacked.
 MAX_DECODED = 100 * 1024 * 1024
+# Containers the stdlib parser opens, at most: it recurses per level and raises RecursionError
+# at about a thousand; a larger limits.max_depth is read as this.
+MAX_PARSED_DEPTH = 200
 _UU_BEGIN = re.compile(rb"^begin [0-7]{3,4} (.+?)\r?$", re.M)
-_CHARSET_ALIASES = {"charset": "utf-8", "us-ascii": "ascii", "unknown-8bit": "latin-1", "x-unknown": "latin-1",
-                    "ks_c_5601-1987": "cp949", "iso-8859-8-i": "iso-8859-8"}
 
 
 def clean(value: str) -> str:
@@ -56,16 +56,6 @@ def clean(value: str) -> str:
             return data.decode("cp1252", errors="replace")
 
 
-def _decode_words(value: str) -> str:
-    """Decode RFC 2047 encoded words that a lenient parser left in place."""
-    if "=?" not in value:
-        return value
-    try:
-        return str(email.header.make_header(email.header.decode_header(value)))
-    except (LookupError, ValueError, UnicodeError, email.errors.HeaderParseError):
-        return value
-
-
 def _header_str(msg: Message, name: str, defects: list[str]) -> str | None:
     """A header's decoded value, falling back to the raw value when parsing raises."""
     try:
@@ -75,42 +65,19 @@ def _header_str(msg: Message, name: str, defects: list[str]) -> str | None:
         defects.append(f"header {name}: {type(exc).__name__}")
         for k, v in msg.raw_items():
             if k.lower() == name.lower():
-                return _decode_words(re.sub(r"\r?\n[ \t]", " ", str(v)))
+                return printable(decode_words(mimeheaders.unfold(str(v))))
         return None
 
 
-def _addresses(msg: Message, name: str, defects: list[str]) -> list[Address]:
-    try:
-        header = msg.get(name)
-        if header is None:
-            return []
-        out = []
-        for a in getattr(header, "addresses", ()):
-            addr = a.addr_spec if a.username or a.domain else ""
-            out.append(Address(clean(a.display_name or ""), clean(addr)))
-        if out:
-            return out
-    except Exception as exc:
-        defects.append(f"header {name}: {type(exc).__name__}")
+def _addresses(msg: Message, name: str) -> list[Address]:
+    """The addresses of the first ``name`` field (bounded and decoded by gateway.mimeheaders)."""
     raw = next((str(v) for k, v in msg.raw_items() if k.lower() == name.lower()), None)
-    if raw is None:
-        return []
-    try:
-        pairs = email.utils.getaddresses([raw])
-    except Exception as exc:  # the stdlib recurses per group on hostile lists (found by tests/test_fuzz.py)
-        defects.append(f"header {name}: {type(exc).__name__}")
-        return []
-    return [Address(clean(_decode_words(n)), clean(a)) for n, a in pairs if n or a]
+    return [] if raw is None else [Address(n, a) for n, a in mimeheaders.addresses(raw)]
 
 
 def _charset(part: Message) -> str:
-    cs = (part.get_content_charset() or "utf-8").strip().strip('"').lower()
-    cs = _CHARSET_ALIASES.get(cs, cs)
-    try:
-        codecs.lookup(cs)
-    except (LookupError, ValueError):  # ValueError: a NUL in the name (found by tests/test_fuzz.py)
-        return "utf-8"
-    return cs
+    # an unknown name (or one with a NUL, found by tests/test_fuzz.py) reads as UTF-8
+    return mimeheaders.codec(part.get_content_charset()) or "utf-8"
 
 
 def _payload(part: Message) -> bytes:
@@ -197,7 +164,7 @@ def _filename(part: Message, defects: list[str]) -> str | None:
             name = None
     if name is None:
         return None
-    return clean(_decode_words(str(name))).strip() or None
+    return printable(clean(decode_words(str(name)))).strip() or None
 
 
 def _uudecode(text: bytes) -> list[tuple[str, bytes]]:
@@ -338,11 +305,16 @@ def parse(raw: bytes, *, max_parts: int = MAX_PARTS, max_depth: int = MAX_DEPTH,
     if raw.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
         raise ParseError("this is an Outlook .msg file, not an e-mail in MIME format; "
                          "save or forward it as .eml instead")
-    cut = _boundary_cut(raw, 2 * max_parts + 10)
+    # deep trees first: the boundaries of what lies too deep must not count against the parts
+    depth = min(max_depth, MAX_PARSED_DEPTH)
+    shallow = _nesting_cut(raw, depth)
+    readable = raw if shallow is None else shallow
+    cut = _boundary_cut(readable, 2 * max_parts + 10)
     if cut is not None:
-        raw = raw[:cut]
+        readable = readable[:cut]
+    cuts: list[str] = []
     try:
-        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        msg = email.message_from_bytes(readable, policy=mimeheaders.policy(raw, cuts))
     except Exception as exc:  # the stdlib parser is lenient; this is a last resort
         raise ParseError(f"the MIME parser failed: {type(exc).__name__}: {exc}") from exc
     if not msg.keys() and b":" not in raw[:1000]:
@@ -350,6 +322,9 @@ def parse(raw: bytes, *, max_parts: int = MAX_PARTS, max_depth: int = MAX_DEPTH,
     defects: list[str] = []
     if cut is not None:
         defects.append(f"more than {max_parts} MIME parts; the rest was not read")
+    if shallow is not None:
+        defects.append(f"MIME nesting deeper than {depth}; deeper parts were not read")
+    defects += cuts
     headers: list[tuple[str, str]] = []
     if len(msg) > max_headers:
         defects.append(f"more than {max_headers} header fields; only the first {max_headers} were read")
@@ -358,13 +333,13 @@ def parse(raw: bytes, *, max_parts: int = MAX_PARTS, max_depth: int = MAX_DEPTH,
         try:
             value = str(msg.policy.header_fetch_parse(name, raw_value))
         except Exception as exc:
-            defects.append(f"header {name}: {type(exc).__name__}")
-            value = _decode_words(re.sub(r"\r?\n[ \t]", " ", str(raw_value)))
-        headers.append((clean(name), clean(value)))
+            defects.append(f"header {printable(name)[:60]}: {type(exc).__name__}")
+            value = decode_words(mimeheaders.unfold(str(raw_value)))
+        headers.append((printable(clean(name)), printable(clean(value))))
     walker = _Walker(max_parts, max_depth, max_headers, max_decoded)
     walker.walk(msg)
-    senders = _addresses(msg, "From", defects)
-    to = _addresses(msg, "To", defects) + _addresses(msg, "Cc", defects)
+    senders = _addresses(msg, "From")
+    to = _addresses(msg, "To") + _addresses(msg, "Cc")
     msgid = _header_str(msg, "Message-ID", defects)
     return ParsedMessage(
         message_id=msgid.strip().strip("<>").strip() or None if msgid else None,
@@ -378,6 +353,93 @@ def parse(raw: bytes, *, max_parts: int = MAX_PARTS, max_depth: int = MAX_DEPTH,
         attachments=tuple(walker.attachments),
         defects=tuple(dict.fromkeys(defects + walker.defects)),
     )
+
+
+_CONTAINER = re.compile(rb"content-type:[ \t]*(?:multipart|message)/", re.I)
+_HEADER_LINE = re.compile(rb"^(?:From |[\041-\071\073-\176]*:|[\t ])")
+_CONTENT_TYPE = re.compile(rb"content-type:", re.I)
+_BOUNDARY = re.compile(r"(?:^|;)\s*boundary\s*=\s*(\"(?:[^\"\\]|\\.)*\"?|[^;\s]*)", re.I)
+
+
+def _entity(header: list[bytes], digest: bool) -> tuple[str, bytes | None]:
+    """What a header block opens, as the stdlib parser sees it: ("multipart", boundary), ("message", None) or ("", None)."""
+    value = None
+    for i, line in enumerate(header):
+        if _CONTENT_TYPE.match(line):
+            more = itertools.takewhile(lambda l: l[:1] in (b" ", b"\t"), header[i + 1:])
+            value = (line[13:] + b"".join(more)).decode("latin-1")
+            break
+    if value is None:
+        return ("message", None) if digest else ("", None)
+    ctype = re.sub(r"\s+", "", value.split(";", 1)[0]).lower()
+    if ctype.startswith("message/") and ctype != "message/delivery-status":
+        return "message", None
+    if ctype.startswith("multipart/"):
+        m = _BOUNDARY.search(value)
+        if m and m.group(1).strip('"'):
+            return ctype, m.group(1).strip('"').rstrip().encode("latin-1")
+    return "", None
+
+
+def _boundary_hit(bare: bytes, stack: list[tuple[bytes | None, bool]]) -> tuple[int, bool] | None:
+    """The innermost open multipart whose boundary line ``bare`` is, and whether it closes it."""
+    for level in range(len(stack) - 1, -1, -1):
+        boundary = stack[level][0]
+        if boundary is not None and bare.startswith(b"--" + boundary):
+            rest = bare[len(boundary) + 2:]
+            if rest in (b"", b"--"):
+                return level, rest == b"--"
+    return None
+
+
+def _nesting_cut(raw: bytes, max_depth: int) -> bytes | None:
+    """``raw`` without the bodies of containers nested deeper than ``max_depth``; None when none is.
+
+    The stdlib parser recurses once per nested multipart or message/rfc822
+    and raises RecursionError at about a thousand levels, which would lose the
+    whole mail. This scan follows the nesting as that parser does (one line
+    at a time, boundaries of all enclosing multiparts end a part) and leaves
+    out what lies deeper, up to the next boundary of a level it kept, so
+    parts beside a hostile tree are still read.
+    """
+    found = itertools.islice(_CONTAINER.finditer(raw), max_depth + 1)
+    if sum(1 for _ in found) <= max_depth:
+        return None  # too few containers to nest that deep: the common case costs one scan
+    out: list[bytes] = []
+    stack: list[tuple[bytes | None, bool]] = []  # (boundary, is a digest) per open container; None: message/*
+    header: list[bytes] = []
+    in_header, skipping, cut = True, False, False
+    for line in raw.splitlines(keepends=True):  # CR, LF or CRLF, as the stdlib parser splits
+        if stack and line.startswith(b"--"):
+            bare = line.rstrip(b"\r\n").rstrip(b" \t")
+            hit = _boundary_hit(bare, stack)
+            if hit is not None:
+                level, closing = hit
+                del stack[level + (0 if closing else 1):]
+                in_header, skipping, header = not closing, False, []
+                out.append(line)
+                continue
+        if skipping:
+            continue
+        out.append(line)
+        if not in_header:
+            continue
+        if line.strip(b"\r\n") and _HEADER_LINE.match(line):
+            header.append(line)
+            continue
+        digest = bool(stack) and stack[-1][1]
+        kind, boundary = _entity(header, digest)
+        header, in_header = [], False
+        if not kind:
+            continue
+        if len(stack) >= max_depth + 1:
+            skipping = cut = True  # this container is already too deep to be read: so is all inside it
+        elif kind == "message":
+            stack.append((None, False))
+            in_header = True
+        elif boundary is not None:
+            stack.append((boundary, kind == "multipart/digest"))
+    return b"".join(out) if cut else None
 
 
 def _boundary_cut(raw: bytes, lines: int) -> int | None:

@@ -392,11 +392,31 @@ def _text_document(text: str) -> str:
     )
 
 
+def _shows_something(html: str) -> bool:
+    """Whether an HTML body shows anything once remote content is gone: text, or an image of the mail itself.
+
+    A newsletter-style body of remote images only would render as an empty
+    page (nothing is fetched), while its text/plain alternative holds the words.
+    """
+    try:
+        import lxml.html
+
+        doc = lxml.html.document_fromstring(html)
+    except Exception:  # unparsable here: let the renderer try it as before
+        return True
+    for element in list(doc.iter("script", "style", "head", "title", "noscript", "template")):
+        element.drop_tree()
+    if str(doc.text_content()).strip():
+        return True
+    return any(str(img.get("src", "")).strip().lower().startswith(("cid:", "data:"))
+               for img in doc.iter("img", "image", "input")) or next(doc.iter("svg"), None) is not None
+
+
 def _render_job(job: _Job) -> bytes:
     """Render one mail (header block and body) in this process."""
     if job.standalone:
         return _render(job.html or "", job.resources, "", title=job.title or None)
-    if job.html is not None and job.html.strip():
+    if job.html is not None and job.html.strip() and (not job.text.strip() or _shows_something(job.html)):
         body = job.html
     else:
         body = _text_document(job.text)

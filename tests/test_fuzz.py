@@ -113,7 +113,8 @@ header_values = st.one_of(
                      "attachment; filename*=utf-8''R%C3%A9chnung.pdf", "base64", "quoted-printable", "8bit",
                      "v=1; a=rsa-sha256; d=supplier.example; s=s1; h=from; bh=AAAA; b=AAAA", "Mon, 32 Foo 2024",
                      "mx.google.com; dkim=pass header.d=supplier.example; dmarc=pass header.from=supplier.example",
-                     "x" * 3000]),
+                     "x" * 3000, "=?utf-8?q?a?= " * 2000, '"' * 5000, "(" * 5000, "." * 5000,
+                     "p@example.com, " * 2000]),
 )
 LEAF_TYPES = ["text/plain", "text/html", "application/pdf", "application/xml", "application/octet-stream",
               "message/rfc822", "image/png", "text/calendar"]
@@ -234,6 +235,58 @@ def test_hostile_shapes_stay_bounded() -> None:
     parsed = mime.parse(b"From: a@b.example\r\n" + headers)
     assert len(parsed.headers) == mime.MAX_HEADERS and any("header fields" in d for d in parsed.defects)
     assert any("MIME parts" in d for d in mime.parse(b"From: a@b\r\n" + many).defects)
+
+
+def header_bombs(size: int = 1024 * 1024) -> dict[str, bytes]:
+    """Mails whose headers are hostile at scale (``size`` bytes each), by name.
+
+    Python's header parser with policy.default is quadratic in encoded words
+    and in quotes, dots and comments of an address field; its parameter
+    reader is quadratic in parameters. gateway.mimeheaders bounds them all.
+    """
+    def folded(unit: bytes, per_line: int = 60) -> bytes:
+        line = unit * per_line
+        return b"\r\n ".join([line] * (size // len(line) + 1))
+
+    def mail(head: bytes, body: bytes = b"hi\r\n") -> bytes:
+        return b"From: a@b.example\r\nTo: invoices@localhost\r\n" + head + b"\r\n\r\n" + body
+
+    count = size // 20  # addresses of about 20 bytes: 50,000 in 1 MB
+    def pdf_part(params: bytes) -> bytes:
+        return b'Content-Type: application/pdf\r\nContent-Disposition: attachment; filename="x.pdf"' + params \
+            + b"\r\n\r\n" + PDF
+
+    return {
+        "encoded words": mail(b"X-Note: " + folded(b"=?utf-8?q?a?= ")),
+        "encoded words in Subject": mail(b"Subject: " + folded(b"=?utf-8?b?w6Q=?= ")),
+        "encoded display names": mail(b"Cc: " + folded(b"=?utf-8?q?M=C3=BCller?= <m@x.example>, ", 20)),
+        "quotes in To": mail(b"To: " + folded(b'"', 500)),
+        "dots in To": mail(b"To: " + folded(b".", 500)),
+        "comments in From": mail(b"Reply-To: " + folded(b"(", 500)),
+        "unclosed encoded words": mail(b"To: " + folded(b"=?utf-8?q?a ", 50)),
+        "addresses": mail(b"Bcc: " + b",\r\n ".join(b"p%d@example.com" % i for i in range(count))),
+        "1 MB Message-ID": mail(b"Message-ID: <" + b"x" * size + b"@example.com>"),
+        "parameters": mail(b'Content-Type: multipart/mixed; boundary="b"\r\n',
+                           b"--b\r\n" + pdf_part(b"; a=b" * (size // 5)) + b"\r\n--b--\r\n"),
+        "encoded file name": mail(b'Content-Type: multipart/mixed; boundary="b"\r\n',
+                                  b"--b\r\n" + pdf_part(b'; name="' + folded(b"=?utf-8?q?a?= ") + b'"')
+                                  + b"\r\n--b--\r\n"),
+    }
+
+
+def test_header_and_address_bombs_stay_bounded() -> None:
+    """Each 1 MB header bomb: under SLOW seconds through parse and decide, and under 64 MB at its peak."""
+    import tracemalloc
+
+    for name, raw in header_bombs().items():
+        tracemalloc.start()
+        try:
+            timed(target().mail, raw)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 64 * 1024 * 1024, f"{name}: {peak / 2**20:.0f} MB"
+        assert mime.limit_defects(mime.parse(raw)), name  # the cut is stated
 
 
 YAML_BITS = ["name: ", "when:", " from: ", "{", "}", "[", "]", "- ", "---\n", "\n", "  ", "re:(", "re:.*", "*", "@",

@@ -7,13 +7,12 @@ shows something the API cannot give.
 from __future__ import annotations
 
 import datetime as dt
-import email.parser
-import email.policy
 import json
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from gateway import mimeheaders
 from gateway.store import EXPORT_STATES, MESSAGE_STATUSES, decision_of, iso
 
 PROBLEM_STATUSES = ("unmatched", "quarantined", "suspicious")
@@ -188,24 +187,19 @@ def raw_path(service: Any, msg: dict[str, Any]) -> Path | None:
 
 
 def headers_of(path: Path | None, limit: int = 300) -> list[tuple[str, str]]:
-    """The decoded header lines of a stored message (empty when unreadable)."""
+    """The decoded header lines of a stored message (empty when unreadable).
+
+    Read as the pipeline reads them (gateway.mimeheaders): every field is
+    bounded, so a hostile header costs this process no more than it cost a worker.
+    """
     if path is None:
         return []
     try:
         with path.open("rb") as fh:
-            msg = email.parser.BytesHeaderParser(policy=email.policy.default).parse(fh)
+            head = fh.read(mimeheaders.HEAD_READ)
     except OSError:
         return []
-    out: list[tuple[str, str]] = []
-    for name, value in msg.raw_items():
-        try:
-            text = str(msg.policy.header_fetch_parse(name, value))
-        except Exception:  # a broken header is shown as it came
-            text = str(value)
-        out.append((str(name), text.replace("\r", "").replace("\n", " ")[:2000]))
-        if len(out) >= limit:
-            break
-    return out
+    return [(name, value[:2000]) for name, value in mimeheaders.read_headers(head, limit)]
 
 
 # -- mailboxes, targets, rules -------------------------------------------------------

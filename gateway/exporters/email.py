@@ -27,6 +27,7 @@ from typing import Any
 from gateway.config import ExportConfig, ExportSMTP
 from gateway.errors import ExportError
 from gateway.exporters.base import ExportItem
+from gateway.mimeheaders import printable
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def render_subject(pattern: str, values: Mapping[str, Any], fallback: str) -> st
             out.append(str(value))
     if fields and not filled:
         out.append(" " + fallback)
-    text = " ".join("".join(out).split())  # no CR/LF, no doubled spaces where a field was empty
+    text = " ".join(printable("".join(out)).split())  # no CR/LF, no doubled spaces where a field was empty
     return text[:250] or fallback
 
 
@@ -126,19 +127,21 @@ class EmailExporter:
     @staticmethod
     def body(item: ExportItem, meta: Mapping[str, Any], values: Mapping[str, Any]) -> str:
         """The text part: the note, then one line per known field."""
+        # every value on its own line, whatever it holds: a subject with CR/LF in it
+        # (an encoded word can carry them) must not add lines such as "Bcc: ..."
         lines = []
         if meta.get("note"):
-            lines += [str(meta["note"]), ""]
-        lines.append(f"Document: {item.filename}")
+            lines += [printable(str(meta["note"])), ""]
+        lines.append(f"Document: {printable(item.filename)}")
         for label, key in _BODY_FIELDS:
             value = meta.get(key)
             if value not in (None, "", []):
-                lines.append(f"{label}: {value}")
+                lines.append(f"{label}: {printable(str(value))}")
         if values.get("total") not in (None, ""):
-            lines.append(f"Total: {values['total']} {values.get('currency') or ''}".rstrip())
+            lines.append(printable(f"Total: {values['total']} {values.get('currency') or ''}").rstrip())
         tags = meta.get("tags") or []
         if tags:
-            lines.append(f"Tags: {', '.join(str(t) for t in tags)}")
+            lines.append(f"Tags: {printable(', '.join(str(t) for t in tags))}")
         lines.append(f"SHA-256: {item.sha256}")
         lines += ["", "Sent by invoice-gateway."]
         return "\n".join(lines) + "\n"

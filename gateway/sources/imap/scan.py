@@ -23,14 +23,15 @@ downloaded (the policy's ``fingerprint`` changes).
 
 from __future__ import annotations
 
-import email.errors
-import email.header
 import hashlib
 import json
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from gateway.mimeheaders import cut, printable
+from gateway.mimeheaders import decode_words as mime_decode_words
 
 DOCUMENT_TYPES = frozenset({"application/pdf", "application/x-pdf", "application/octet-stream",
                             "application/xml", "text/xml", "message/rfc822"})
@@ -84,14 +85,13 @@ def _text(value: Any) -> str:
 
 
 def decode_words(value: Any) -> str:
-    """RFC 2047 encoded words (``=?utf-8?q?...?=``) decoded, best effort."""
-    text = _text(value)
-    if "=?" not in text:
-        return text
-    try:
-        return str(email.header.make_header(email.header.decode_header(text)))
-    except (ValueError, LookupError, email.errors.HeaderParseError):
-        return text
+    """RFC 2047 encoded words (``=?utf-8?q?...?=``) decoded as gateway.mime decodes them, in linear time.
+
+    The envelope comes from the server but its text from the sender: the
+    stdlib's decode_header took 20 s on a 1 MB subject of encoded words.
+    """
+    text = cut(_text(value))
+    return printable(mime_decode_words(text)) if "=?" in text else text
 
 
 def _params(raw: Any) -> dict[str, str]:
