@@ -207,6 +207,7 @@ class _Walker:
         self.max_headers = max_headers
         self.max_decoded = max_decoded
         self.decoded = 0
+        self.forwarded_from: list[Address] = []
 
     def _over_budget(self, part: Message, depth: int) -> bool:
         """Count a leaf's decoded size; True (with a defect) once the budget is spent."""
@@ -239,6 +240,9 @@ class _Walker:
             payload = part.get_payload()
             if isinstance(payload, list):
                 nested = ctype in ("message/rfc822", "message/global")
+                if nested and not self.forwarded_from:  # the original sender of a forwarded mail
+                    inner = next((sub for sub in payload if isinstance(sub, Message)), None)
+                    self.forwarded_from = _addresses(inner, "From")[:1] if inner is not None else []
                 for sub in payload:
                     if isinstance(sub, Message):
                         self.walk(sub, depth + 1, forwarded or nested)
@@ -352,6 +356,7 @@ def parse(raw: bytes, *, max_parts: int = MAX_PARTS, max_depth: int = MAX_DEPTH,
         html=walker.html[0] if walker.html else None,
         attachments=tuple(walker.attachments),
         defects=tuple(dict.fromkeys(defects + walker.defects)),
+        forwarded_from=walker.forwarded_from[0] if walker.forwarded_from else None,
     )
 
 

@@ -95,6 +95,8 @@ class ParsedMessage:
         html: the HTML body, or None.
         attachments: every leaf part that is not the body, in order.
         defects: what the parser found wrong, as short strings.
+        forwarded_from: the From of the first attached message/rfc822 (a mail
+            forwarded as an attachment), or None.
     """
 
     message_id: str | None
@@ -107,6 +109,7 @@ class ParsedMessage:
     html: str | None
     attachments: tuple[Attachment, ...]
     defects: tuple[str, ...] = ()
+    forwarded_from: Address | None = None
 
     def header(self, name: str) -> list[str]:
         """All values of header ``name`` (case-insensitive)."""
@@ -132,6 +135,8 @@ class MailView:
             (``seller``, ``seller_vat_id``, ``invoice_number``, ...), or None.
         authenticated: True when the sender was authenticated (DMARC or
             aligned DKIM pass), False when it failed, None when unknown.
+        forwarded_from: the original sender of a forwarded mail (the From of an
+            attached message, or of the forwarded header block in the body), or None.
         fields: values for ``{placeholders}`` in ``assign`` (``subject``,
             ``sender``, ``sender_domain``, ``tag``, ``einvoice.seller``, ...).
     """
@@ -148,6 +153,7 @@ class MailView:
     einvoice: Mapping[str, str] | None = None
     authenticated: bool | None = None
     fields: Mapping[str, str] = field(default_factory=dict)
+    forwarded_from: Address | None = None
 
 
 @dataclass(frozen=True)

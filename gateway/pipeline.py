@@ -25,6 +25,7 @@ from typing import Any
 from gateway import mime
 from gateway.config import ExportConfig, Settings
 from gateway.errors import GatewayError, ParseError, RenderError
+from gateway.forwarded import forwarded_sender
 from gateway.models import Attachment, Decision, MailView, ParsedMessage
 from gateway.payment_guard import PaymentGuard, vouched_by
 from gateway.rules.trace import stored as stored_explanation
@@ -228,6 +229,9 @@ def mail_view(parsed: ParsedMessage, row: Mapping[str, Any], einvoice_fields: Ma
         "import_address": row.get("import_address") or "",
         "date": parsed.date.date().isoformat() if parsed.date else "",
     }
+    forwarded = forwarded_sender(parsed)
+    fields["forwarded_from"] = forwarded.addr if forwarded else ""
+    fields["forwarded_from_name"] = forwarded.name if forwarded else ""
     for k, v in (einvoice_fields or {}).items():
         fields[f"einvoice.{k}"] = v
     auth = row.get("auth")
@@ -244,7 +248,7 @@ def mail_view(parsed: ParsedMessage, row: Mapping[str, Any], einvoice_fields: Ma
         attachments=tuple(a.filename for a in parsed.attachments if not a.inline or a.kind != "other"),
         headers=headers, source=row.get("source") or "", import_address=row.get("import_address"),
         tag=row.get("tag"), einvoice=dict(einvoice_fields) if einvoice_fields else None,
-        authenticated=authenticated, fields=fields,
+        authenticated=authenticated, fields=fields, forwarded_from=forwarded,
     )
 
 

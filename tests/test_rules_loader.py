@@ -300,7 +300,8 @@ def test_schema_is_json_and_describes_rule_files() -> None:
     when = defs["WhenModel"]
     assert when["additionalProperties"] is False
     assert set(when["properties"]) == {"from", "to", "subject", "body", "contains", "attachment", "has_attachment",
-                                       "header", "source", "einvoice", "authenticated", "all", "any", "not"}
+                                       "header", "forwarded_from", "source", "einvoice", "authenticated", "all", "any",
+                                       "not"}
     assert all(p.get("description") for p in when["properties"].values())
     assert "null" not in json.dumps(schema)  # YAML null is never valid in a rule file
     docs = _documents()

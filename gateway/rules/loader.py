@@ -22,7 +22,7 @@ KeyPath = tuple[str | int, ...]
 RULE_SUFFIXES = (".yaml", ".yml")
 # The order keys are listed in messages: as the docs introduce them.
 _CONDITIONS_SHOWN = ("from", "to", "subject", "body", "contains", "attachment", "has_attachment", "header",
-                     "source", "einvoice", "authenticated", "all", "any", "not")
+                     "forwarded_from", "source", "einvoice", "authenticated", "all", "any", "not")
 _TYPE_MESSAGES = {
     "string_type": "must be text",
     "int_type": "must be a whole number",

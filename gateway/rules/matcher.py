@@ -104,6 +104,15 @@ class _Mail:
         return self._to
 
     @property
+    def forwarded(self) -> list[tuple[str, str, str]]:
+        """(address, domain, display name) of a forwarded mail's original sender, case-folded."""
+        fwd = self.mail.forwarded_from
+        if fwd is None:
+            return []
+        addr = _norm_addr(fwd.addr)
+        return [(addr, addr.rpartition("@")[2], fwd.name.casefold())]
+
+    @property
     def shown_sender(self) -> str:
         """The sender as explanations show it."""
         if self._shown_sender is None:
@@ -276,6 +285,8 @@ class _Address:
     def _people(self, m: _Mail) -> list[tuple[str, str, str]]:
         if self.key == "to":
             return m.to
+        if self.key == "forwarded_from":
+            return m.forwarded
         return [] if m.addr is None else [(m.addr, m.domain, m.name)]
 
     def test(self, m: _Mail) -> bool:
@@ -297,7 +308,8 @@ class _Address:
         for i, (a, d, n) in enumerate(self._people(m)):
             for raw, t in self.pairs:
                 if t(a, d, n):
-                    shown = m.shown_sender if self.key == "from" else _q(str(m.mail.to[i]))
+                    shown = (m.shown_sender if self.key == "from" else _q(str(m.mail.forwarded_from))
+                             if self.key == "forwarded_from" else _q(str(m.mail.to[i])))
                     if bound and raw not in self.named:
                         by_name = by_name or raw
                         continue
@@ -312,6 +324,10 @@ class _Address:
                            f"only an address or @domain binds to the domain that authenticated ({m.domain or '?'})")
         if self.key == "from":
             return False, self.miss(m)
+        if self.key == "forwarded_from":
+            fwd = m.mail.forwarded_from
+            return False, (f"forwarded_from: {self.values} did not match {_q(str(fwd))}" if fwd is not None
+                           else f"forwarded_from: {self.values}: the mail is not a forwarded one")
         shown = ", ".join(_q(str(a)) for a in m.mail.to[:5]) or "(no recipients)"
         return False, f"to: {self.values} did not match {shown}"
 
@@ -611,8 +627,8 @@ def _values(raws: tuple[str, ...], here: Path, make: Callable[[str, Path], Any])
 
 def _compile_key(spec: WhenModel, key: str, here: Path, errors: list[CompileError],
                  bound: bool = False) -> list[Condition]:
-    if key in ("from", "to"):
-        raws = spec.from_ if key == "from" else spec.to
+    if key in ("from", "to", "forwarded_from"):
+        raws = {"from": spec.from_, "to": spec.to, "forwarded_from": spec.forwarded_from}[key]
         assert raws is not None
         return [_Address(key, _values(raws, here, address_pattern), bound)]
     if key in ("subject", "body", "contains", "attachment"):

@@ -12,7 +12,7 @@ from pydantic_core import PydanticCustomError, core_schema
 # The order in which the keys of a `when` mapping are checked; a miss names
 # the first one that failed. Sender first: it is the most selective.
 CONDITION_KEYS: tuple[str, ...] = (
-    "from", "to", "source", "authenticated", "has_attachment", "attachment", "einvoice",
+    "from", "to", "forwarded_from", "source", "authenticated", "has_attachment", "attachment", "einvoice",
     "header", "subject", "contains", "body", "all", "any", "not",
 )
 RULE_KEYS: tuple[str, ...] = ("name", "when", "action", "import", "attachments", "assign", "priority")
@@ -26,6 +26,7 @@ EINVOICE_FIELDS: tuple[str, ...] = (
 )
 PLACEHOLDERS: tuple[str, ...] = (
     "subject", "sender", "sender_name", "sender_domain", "tag", "import_address", "source", "date",
+    "forwarded_from", "forwarded_from_name",
     *(f"einvoice.{name}" for name in EINVOICE_FIELDS),
 )
 
@@ -135,6 +136,9 @@ class WhenModel(_Model):
         "(@acme.example; @*.acme.example its subdomains), * and ? a glob. "
         "Without @: part of the display name or address. re: a regular expression."))
     to: Patterns = Field(None, description="A recipient (To, Cc or envelope); same forms as from.")
+    forwarded_from: Patterns = Field(None, description=(
+        "The original sender of a forwarded mail (the From of an attached message, or of the forwarded "
+        "header block in the body); same forms as from. A hint about content, never proof of the sender."))
     source: Patterns = Field(None, description=(
         "How the mail came in: smtp, import, imap (any mailbox), imap:<mailbox>, folder:<name>, "
         "or an import address such as invoices+acme@home.example."))
