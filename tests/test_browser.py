@@ -393,3 +393,17 @@ def test_bulk_approve_from_the_list(page: Page, site: tuple[Gateway, dict[str, i
     assert "Approved 2 document(s)" in page.page.inner_text(".flash-ok")
     assert all(gw.store.document(d["id"])["approved_at"] for d in new)
     assert page.page.locator(f"li.doc-card[data-id='{new[0]['id']}'] input[name=ids]").count() == 0
+
+
+def test_a_draft_rule_in_its_place_among_the_rules_in_force(page: Page, site: tuple[Gateway, dict[str, int]]) -> None:
+    _, ids = site
+    page.goto(f"/rules/test?message={ids['acme']}")
+    page.page.click("summary:has-text('Try a draft rule')")
+    page.page.fill("textarea[name=draft]", "name: All of Acme\nwhen:\n  from: \"@acme.example\"\naction: ignore\n")
+    page.page.fill("input[name=draft_file]", "zz-later.yaml")
+    page.page.click("form.tester button[type=submit]")
+    verdict = page.page.locator("#verdict")
+    verdict.wait_for()
+    assert " ".join(verdict.inner_text().split()) == "The rule in force Acme invoices decides: import (the attachments)"
+    assert "The draft was not reached" in page.page.inner_text("#draft-place")
+    page.shoot("rules-test-draft")
