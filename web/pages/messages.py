@@ -11,6 +11,7 @@ from gateway.store import MESSAGE_STATUSES, decision_of, iso
 from web import actions, data
 from web.api import send_raw
 from web.pages import act, paging, service
+from web.pages.documents import with_waiting
 from web.mailbody import mail_body
 from web.rulegen import ignore_rule_from_message, rule_from_message
 
@@ -79,7 +80,7 @@ def detail(message_id: int) -> Any:
     """One message: headers, decision and explanation, documents, actions."""
     svc = service()
     msg = actions.message_or_404(svc, message_id)
-    documents = [data.document_json(svc, d) for d in svc.store.documents_of(message_id)]
+    documents = [with_waiting(svc, data.document_json(svc, d)) for d in svc.store.documents_of(message_id)]
     decision = decision_of(msg["decision"])
     path = data.raw_path(svc, msg)
     headers = data.headers_of(path)
