@@ -79,8 +79,8 @@ def broken_rules(problems: Sequence[Any], folder: Path | str) -> str:
     files = sorted({str(getattr(p, "file", "") or "") for p in problems} - {""})
     where = f" in {', '.join(files)}" if files else ""
     return (f"The rules folder {folder} is broken: {len(problems)} problem(s){where}. No rule is tested until it "
-            "is fixed (`invoice-gateway rules check` passes); a running gateway keeps deciding with the last good "
-            "rule set meanwhile.")
+            "is fixed (`invoice-gateway rules check` passes); meanwhile a running gateway keeps deciding with the "
+            "last good rule set, if it had one.")
 
 
 _SAVE_AS = re.compile(r"Save it as rules/([\w.+-]+(?:/[\w.+-]+)*\.ya?ml)")
