@@ -819,12 +819,12 @@ def test_broken_rules_the_tester_page_and_the_cli_say_the_same(workdir: Path) ->
     (workdir / "rules" / "good.yaml").write_text("name: Good\nwhen: {from: \"@acme.example\"}\n", encoding="utf-8")
     cfg = base_config(workdir)
     gw = Gateway(workdir, cfg).start()
+    c = Browserless(gw)
     try:
         gw.send(make_mail(subject="Invoice 5"))
         settle(gw, 1)
         (workdir / "rules" / "bad.yaml").write_text("name: Bad\nwhen:\n  form: x@example.com\n", encoding="utf-8")
         wait_for(lambda: gw.service.rules.problems, timeout=20)
-        c = Browserless(gw)
         c.login()
         mid = gw.store.list_messages(limit=1)[0][0]["id"]
         page = c.post("/rules/test", {"message": str(mid)}).text
@@ -842,8 +842,8 @@ def test_broken_rules_the_tester_page_and_the_cli_say_the_same(workdir: Path) ->
         cli = run_cli("-q", "-c", str(config), "rules", "test", str(eml))
         assert cli.returncode == 1 and "bad.yaml:3" in cli.stdout.decode()
         assert cli.stderr.decode().strip() == api["broken"]  # the same words as the page
-        c.close()
     finally:
+        c.close()
         gw.stop()
 
 
@@ -899,3 +899,20 @@ def test_run_now_with_nothing_to_do_says_so(site: tuple[Gateway, dict[str, int]]
     assert client.api_post("/api/exports/nas/run").status_code in (200, 202)
     wait_for(lambda: "run-nothing" in client.get("/exports/nas").text, timeout=15)
     assert "nothing to deliver for nas" in client.get("/exports/nas").text
+
+
+def test_an_ignore_rule_needs_a_sender_or_a_subject_and_gets_a_free_name() -> None:
+    from gateway.rules import load_rules_text
+    from web.rulegen import ignore_rule_from_message
+
+    msg = {"id": 7, "sender": "Shop <News@Shop.example>", "mail_from": "", "subject": "Sale 2026-12 -50%",
+           "status": "unmatched"}
+    text = ignore_rule_from_message(msg, {"ignore mail from news@shop.example"})
+    assert text is not None
+    ruleset, problems = load_rules_text(text)
+    assert problems == [] and ruleset is not None
+    rule = ruleset.rules[0]
+    assert rule.name == "Ignore mail from news@shop.example (2)"  # rule names compare without case
+    assert rule.action == "ignore" and "subject: Sale *" in text and "from: news@shop.example" in text
+    assert ignore_rule_from_message({"id": 8, "sender": "", "mail_from": "", "subject": "", "status": "unmatched"}) \
+        is None  # nothing to narrow it down: such a rule would ignore every mail
