@@ -631,8 +631,7 @@ def rules_test(c: _Ctx, message: Path, rules_dir: Path | None, source: str, as_j
     if result.get("problems"):
         for p in result["problems"]:
             click.echo(p)
-        click.echo(f"{len(result['problems'])} problem(s) in {folder}; no decision until `invoice-gateway rules "
-                   "check` passes", err=True)
+        click.echo(result["broken"], err=True)  # the same words as the admin page's rule tester
         sys.exit(1)
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
@@ -640,7 +639,8 @@ def rules_test(c: _Ctx, message: Path, rules_dir: Path | None, source: str, as_j
     for t in result["explain"]:
         click.echo(f"{'MATCH' if t['matched'] else 'no   '} {t['rule']}: {t['reason']}")
     if result["rule"]:
-        click.echo(f"-> rule {result['rule']!r}: {result['action']} ({result['import']})")
+        mode = f" ({result['import']})" if result["action"] == "import" and result.get("import") else ""
+        click.echo(f"-> rule {result['rule']!r} decides: {result['action']}{mode}")
     else:
         click.echo(f"-> no rule matched; the {source} policy {result.get('policy')!r} decides")
     if result.get("assign"):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +39,9 @@ def explain_decision(raw: bytes, ruleset: Any, *, source: str = "smtp", settings
     out: dict[str, Any] = {
         "rule": decision.rule,
         "action": decision.action,
-        "import": decision.import_mode,
-        "attachments": list(decision.attachment_globs),
+        # an ignore imports nothing: no import mode, no attachment globs ("ignore (attachments)" was nonsense)
+        "import": decision.import_mode if decision.action == "import" else None,
+        "attachments": list(decision.attachment_globs) if decision.action == "import" else [],
         "assign": dict(decision.assign),
         "explain": [{"rule": t.rule, "file": t.file, "matched": t.matched, "reason": t.reason}
                     for t in decision.explain],
@@ -62,8 +65,12 @@ def explain_raw(raw: bytes, rules_dir: Path, *, source: str = "smtp", settings: 
     from gateway.rules import load_rules
 
     ruleset, problems = load_rules(rules_dir)
+    if problems:
+        # a broken folder decides nothing: the same as the admin page's tester, in the same words
+        return {"rule": None, "action": None, "explain": [], "problems": [str(p) for p in problems],
+                "broken": broken_rules(problems, rules_dir)}
     out = explain_decision(raw, ruleset, source=source, settings=settings, authenticated=authenticated)
-    out["problems"] = [str(p) for p in problems]
+    out["problems"] = []
     return out
 
 
@@ -132,3 +139,86 @@ def _view_of(raw_path: Path | None, message: Mapping[str, Any], trace: Mapping[s
         return None, f"The mail cannot be read again ({type(exc).__name__})"
     auth = trace.get("auth")
     return dataclasses.replace(view, authenticated=auth if isinstance(auth, bool) else None), ""
+
+
+def broken_rules(problems: Sequence[Any], folder: Path | str) -> str:
+    """What the rule tester says (page, API and ``rules test`` alike) while the rules folder is broken."""
+    files = sorted({str(getattr(p, "file", "") or "") for p in problems} - {""})
+    where = f" in {', '.join(files)}" if files else ""
+    return (f"The rules folder {folder} is broken: {len(problems)} problem(s){where}. No rule is tested until it "
+            "is fixed (`invoice-gateway rules check` passes); meanwhile a running gateway keeps deciding with the "
+            "last good rule set, if it had one.")
+
+
+_SAVE_AS = re.compile(r"Save it as rules/([\w.+-]+(?:/[\w.+-]+)*\.ya?ml)")
+DRAFT_FILE = "draft.yaml"
+
+
+def draft_file_of(draft: str, given: str | None = None) -> str:
+    """Where a draft would be saved, relative to rules_dir: ``given``, else the file its comment names, else draft.yaml."""
+    name = (given or "").strip().replace("\\", "/")
+    if not name:
+        m = _SAVE_AS.search(draft)
+        name = m.group(1) if m else DRAFT_FILE
+    name = name.removeprefix("rules/").lstrip("/")
+    parts = name.split("/")
+    if not name or any(p in ("", ".", "..") or p.startswith(".") for p in parts) or \
+            not name.lower().endswith((".yaml", ".yml")) or len(name) > 200:
+        raise ValueError(f"{given!r}: a rule file name inside the rules folder, such as acme.yaml")
+    return name
+
+
+@dataclasses.dataclass(frozen=True)
+class DraftSet:
+    """The rules in force with a draft put in the place it would take when saved.
+
+    Attributes:
+        ruleset: the combined rule set, or None when the draft has problems.
+        problems: what is wrong with the draft (as the loader would say on saving it).
+        file: the rule file the draft is tested as part of (relative to rules_dir).
+        names: the names of the draft's rules.
+        replaces: names of rules in force that the draft replaces (same name, same file).
+    """
+
+    ruleset: Any
+    problems: tuple[str, ...]
+    file: str
+    names: tuple[str, ...]
+    replaces: tuple[str, ...] = ()
+
+
+def with_draft(ruleset: Any, draft: str, file: str) -> DraftSet:
+    """The rules in force plus ``draft``, as if appended to ``file`` (a rule of the same name there is replaced).
+
+    Rules are tried by priority, then file path, then place in the file: the
+    draft takes the place it would have after saving, so a rule in force that
+    comes first still decides first.
+    """
+    from gateway.rules import RuleSet, load_rules_text
+
+    draft_set, draft_problems = load_rules_text(draft, file)
+    if draft_set is None:
+        return DraftSet(None, tuple(str(p) for p in draft_problems), file, ())
+    current = tuple(ruleset.rules) if ruleset is not None else ()
+    by_name = {r.name.casefold(): r for r in current}
+    problems, replaces, added = [], [], []
+    after = max((r.position for r in current if r.file == file), default=-1) + 1
+    for rule in draft_set.rules:
+        old = by_name.get(rule.name.casefold())
+        if old is not None and old.file != file:
+            problems.append(f"{file}:{rule.line}: name: {rule.name!r} is already the name of the rule at "
+                            f"{old.file}:{old.line}; names must be unique across all files")
+            continue
+        if old is not None:
+            replaces.append(old.name)
+            added.append(dataclasses.replace(rule, position=old.position, line=old.line))
+        else:
+            added.append(dataclasses.replace(rule, position=after + rule.position))
+    if problems:
+        return DraftSet(None, tuple(problems), file, ())
+    gone = {n.casefold() for n in replaces}
+    kept = [r for r in current if r.name.casefold() not in gone]
+    files = dict(ruleset.files) if ruleset is not None else {}
+    files[file] = tuple(dict.fromkeys((*files.get(file, ()), *(r.name for r in added))))
+    combined = RuleSet(rules=(*kept, *added), files=files, digest="draft")
+    return DraftSet(combined, (), file, tuple(r.name for r in added), tuple(replaces))

@@ -238,7 +238,7 @@ def test_approve_a_document(page: Page, site: tuple[Gateway, dict[str, int]]) ->
     page.shoot("documents")
     page.page.click("text=acme-1001.pdf")
     page.page.wait_for_url(f"{page.base}/documents/{doc['id']}")
-    assert "awaiting approval" in page.page.inner_text("main")
+    assert "waiting for approval" in page.page.inner_text("main")
     page.images_drawn(".preview-img")
     page.page.click("button:has-text('Approve')")  # script: POST /api/documents/<id>/approve with the CSRF header
     page.page.locator("text=Withdraw approval").wait_for()
@@ -317,3 +317,93 @@ def test_notification_test_button(page: Page, site: tuple[Gateway, dict[str, int
     assert "sent" in page.page.locator(".flash-ok").inner_text()
     assert len(receivers.posts) == before + 1 and "test notification" in receivers.posts[-1]["title"]
     page.shoot("notifications")
+
+
+# -- issue 15: the mail itself, the e-invoice pair, bulk approve -----------------------------------------
+
+
+def test_message_body_view_runs_and_loads_nothing(page: Page, site: tuple[Gateway, dict[str, int]]) -> None:
+    from test_web_pages import REMOTE_HTML
+
+    gw, _ = site
+    before = sum(gw.store.status_counts().values())
+    gw.send(make_mail(sender="Shop <news@shop2.example>", subject="Your order INV-77",
+                      body="Your invoice INV-77 is attached. " + "A long line without spaces: " + "x" * 300,
+                      html=REMOTE_HTML), sender="news@shop2.example")
+    settle(gw, before + 1)
+    mid = gw.store.list_messages(limit=1)[0][0]["id"]
+    requests: list[str] = []
+    page.page.on("request", lambda r: requests.append(r.url))
+    page.goto(f"/messages/{mid}")
+    view = page.page.locator("#mail-html")
+    assert "Your invoice INV-77 is attached." in view.inner_text() and "Total 99.00 EUR" in view.inner_text()
+    assert view.locator("img, script, iframe, svg, a, link, style").count() == 0
+    assert page.page.locator("#ignore-yaml").is_visible()  # not an invoice: "make an ignore rule" beside the import rule
+    page.page.click("#mail-text summary")
+    assert "A long line without spaces" in page.page.inner_text("#mail-text")
+    page.shoot("message-body")
+    page.page.set_viewport_size({"width": 375, "height": 860})
+    for box in ("#rule-yaml", "#ignore-yaml", "#mail-html", "#mail-text pre"):  # inside the screen on a phone
+        b = page.page.locator(box).bounding_box()
+        assert b and b["x"] >= 0 and b["x"] + b["width"] <= 375, box
+    foreign = [u for u in requests if not u.startswith(page.base + "/")]
+    assert foreign == [] and page.dialogs == []  # nothing loaded from outside, nothing ran
+
+
+def test_an_einvoice_and_its_readable_pdf_are_one_document_pair(page: Page,
+                                                               site: tuple[Gateway, dict[str, int]]) -> None:
+    gw, _ = site
+    docs, _ = gw.store.list_documents(limit=100)
+    rendered = next(d for d in docs if d["origin"] == "einvoice-render")
+    xml = next(d for d in docs if d["kind"] == "xml")
+    page.goto("/documents")
+    card = page.page.locator(f"li.doc-card[data-id='{rendered['id']}']")
+    assert card.locator(".einvoice-mark").inner_text().lower() == "e-invoice"
+    assert card.locator(f"a[href='/documents/{xml['id']}/file']").inner_text() == xml["filename"]
+    assert page.page.locator(f"li.doc-card[data-id='{xml['id']}']").count() == 0  # one card for the pair
+    mark = card.locator(".einvoice-mark").evaluate("e => getComputedStyle(e).backgroundColor")
+    assert mark != page.page.locator(".tag").first.evaluate("e => getComputedStyle(e).backgroundColor")
+    card.scroll_into_view_if_needed()
+    page.shoot("documents-pair")
+    page.goto(f"/documents/{xml['id']}")  # the XML's page previews the readable PDF and offers both files
+    pair = page.page.locator("#einvoice-pair")
+    assert pair.is_visible() and pair.locator("a[download]").count() == 2
+    assert page.page.locator(".preview-img").get_attribute("src") == f"/documents/{rendered['id']}/preview.png"
+    page.images_drawn(".preview-img")
+    page.shoot("document-pair")
+
+
+def test_bulk_approve_from_the_list(page: Page, site: tuple[Gateway, dict[str, int]]) -> None:
+    gw, _ = site
+    before = sum(gw.store.status_counts().values())
+    for n in (501, 502):
+        gw.send(make_mail(subject=f"Invoice {n}", attachments=[
+            (f"acme-{n}.pdf", invoice_pdf(f"ACME {n}"), "application/pdf")]))
+    settle(gw, before + 2)
+    new = [d for d in gw.store.list_documents(limit=2)[0]]
+    assert sorted(d["filename"] for d in new) == ["acme-501.pdf", "acme-502.pdf"]
+    wait_for(lambda: all(any(e["target"] == "accounting" for e in gw.store.exports_of(d["id"])) for d in new))
+    page.goto("/documents")
+    assert "waiting for approval" in page.page.inner_text("main")
+    for d in new:
+        page.page.check(f"li.doc-card[data-id='{d['id']}'] input[name=ids]")
+    page.shoot("documents-bulk")
+    page.page.click("#approve-selected")
+    page.page.locator(".flash-ok").wait_for()
+    assert "Approved 2 document(s)" in page.page.inner_text(".flash-ok")
+    assert all(gw.store.document(d["id"])["approved_at"] for d in new)
+    assert page.page.locator(f"li.doc-card[data-id='{new[0]['id']}'] input[name=ids]").count() == 0
+
+
+def test_a_draft_rule_in_its_place_among_the_rules_in_force(page: Page, site: tuple[Gateway, dict[str, int]]) -> None:
+    _, ids = site
+    page.goto(f"/rules/test?message={ids['acme']}")
+    page.page.click("summary:has-text('Try a draft rule')")
+    page.page.fill("textarea[name=draft]", "name: All of Acme\nwhen:\n  from: \"@acme.example\"\naction: ignore\n")
+    page.page.fill("input[name=draft_file]", "zz-later.yaml")
+    page.page.click("form.tester button[type=submit]")
+    verdict = page.page.locator("#verdict")
+    verdict.wait_for()
+    assert " ".join(verdict.inner_text().split()) == "The rule in force Acme invoices decides: import (the attachments)"
+    assert "The draft was not reached" in page.page.inner_text("#draft-place")
+    page.shoot("rules-test-draft")

@@ -106,6 +106,7 @@ def test_posts_without_the_csrf_token_are_refused(gateway: Gateway) -> None:
     assert c.login().status_code == 302
     unsafe = [(m, p) for m, p in _routes(gateway) if m not in ("GET", "HEAD", "OPTIONS")]
     assert len(unsafe) > 20 and ("POST", "/logout") in unsafe and ("POST", "/api/documents/1/approve") in unsafe
+    assert ("POST", "/documents/approve") in unsafe and ("POST", "/api/documents/approve") in unsafe  # bulk approve
     wrong = "0" * 64
     for method, path in unsafe:
         expected = 400 if path == "/login" else 403

@@ -496,7 +496,7 @@ def test_document_actions_approve_edit_export_again(site: tuple[Gateway, dict[st
     path = f"/documents/{doc['id']}"
     page = client.get(path).text
     assert "accounting will deliver this document once it is approved" in page
-    assert "awaiting approval" in page
+    assert "waiting for approval" in page and "awaiting approval" not in page
     r = client.post(f"{path}/approve")
     assert r.status_code == 302 and r.headers["location"] == path
     assert gw.store.document(doc["id"])["approved_at"]
@@ -712,3 +712,207 @@ def test_a_rules_messages_and_the_document_filters_through_the_api(site: tuple[G
     docs_page = client.get("/documents").text
     for tag in facets["tags"]:
         assert f"<option>{markupsafe.escape(tag)}</option>" in docs_page
+
+
+# -- issue 15: the mail itself, reasons and zones, ignore rules, document pairs, bulk approve, the tester ------
+
+
+REMOTE_HTML = ('<html><head><style>body { background: url(http://198.51.100.7/bg.png) }</style>'
+               '<link rel="stylesheet" href="http://198.51.100.7/x.css"></head><body>'
+               '<p style="background:url(http://198.51.100.7/p.png)" onclick="alert(5)">Your invoice <b>INV-77</b> '
+               'is attached.</p><script>alert(1)</script><img src="http://198.51.100.7/track.gif" onerror="alert(2)">'
+               '<a href="javascript:alert(3)">pay here</a><iframe src="http://198.51.100.7/"></iframe>'
+               '<table><tr><td colspan="2" background="http://198.51.100.7/td.png">Total 99.00 EUR</td></tr></table>'
+               '<svg><image href="http://198.51.100.7/svg.png"/></svg></body></html>')
+
+
+def test_mail_body_keeps_text_and_structure_and_nothing_that_runs_or_loads(tmp_path: Path) -> None:
+    from web.mailbody import mail_body
+
+    path = tmp_path / "m.eml"
+    path.write_bytes(make_mail(subject="Invoice INV-77", body="Plain part <script>x</script>",
+                               html=REMOTE_HTML).as_bytes(policy=email.policy.SMTP))
+    body = mail_body(path)
+    assert body.text.startswith("Plain part <script>x</script>")  # the page escapes it (autoescape)
+    assert body.html is not None and "Your invoice <b>INV-77</b>" in body.html and "Total 99.00 EUR" in body.html
+    for bad in ("<script", "alert", "onerror", "onclick", "http:", "url(", "style", "<img", "<link", "<iframe",
+                "<svg", "href", "background", "javascript"):
+        assert bad not in body.html.lower(), bad
+    assert body.images == 1 and '<td colspan="2">' in body.html
+    assert mail_body(None).error and mail_body(tmp_path / "gone.eml").error
+
+
+def test_message_page_shows_the_mail_the_reason_column_and_the_zone(site: tuple[Gateway, dict[str, int]],
+                                                                    client: Browserless) -> None:
+    gw, ids = site
+    page = client.get(f"/messages/{ids['unmatched']}").text
+    assert 'id="mail-body"' in page and "no invoice here" in page  # the text part, not only the .eml
+    hostile = client.get(f"/messages/{ids['hostile']}").text
+    html_view = hostile.split('id="mail-html">', 1)[1].split("</div>", 1)[0]
+    assert "<script" not in html_view and "onerror" not in html_view and "&lt;script&gt;" not in html_view
+    assert "Body &lt;script&gt;alert(1)&lt;/script&gt;" in hostile  # the text part, escaped
+    zone = dt.datetime.now(gw.service.settings.timezone and __import__("zoneinfo").ZoneInfo(
+        gw.service.settings.timezone) or dt.datetime.now().astimezone().tzinfo).strftime("%Z")
+    assert re.search(rf"<time [^>]*>\d{{4}}-\d\d-\d\d \d\d:\d\d {zone}</time>", page)  # Received with its zone
+    listing = client.get("/messages").text
+    assert f"Received <span class=\"zone\">({zone})</span>" in listing and "<th>Why</th>" in listing
+    row = listing.split(f'href="/messages/{ids["acme"]}"', 1)[1].split("</tr>", 1)[0]
+    why = html.unescape(row.split('class="why-cell', 1)[1].split("</td>", 1)[0])
+    assert "Acme invoices" in why and "imported 1 document(s)" in why  # an imported mail says which rule took it
+    row = listing.split(f'href="/messages/{ids["unmatched"]}"', 1)[1].split("</tr>", 1)[0]
+    assert 'class="why-cell' in row and gw.store.message(ids["unmatched"])["reason"][:20] in html.unescape(row)
+
+
+def test_an_ignore_rule_from_a_mail_that_is_no_invoice(site: tuple[Gateway, dict[str, int]],
+                                                       client: Browserless) -> None:
+    from gateway.rules import load_rules_text
+
+    gw, ids = site
+    page = client.get(f"/messages/{ids['unmatched']}").text
+    snippet = html.unescape(page.split('id="ignore-yaml">', 1)[1].split("</pre>", 1)[0])
+    ruleset, problems = load_rules_text(snippet, "ignore-other-example.yaml")
+    assert problems == [] and ruleset is not None
+    rule = ruleset.rules[0]
+    assert rule.action == "ignore" and rule.name == "Ignore mail from someone@other.example"
+    assert "rules/ignore-other-example.yaml" in snippet
+    r = client.post("/rules/test", {"message": str(ids["unmatched"]), "draft": snippet})
+    verdict = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", r.text.split('id="verdict"', 1)[1].split("</p>")[0])).split())
+    assert "The draft rule Ignore mail from someone@other.example decides: ignore" in verdict
+    assert "(" not in verdict  # no import mode for an ignore ("ignore (attachments)" was nonsense)
+    assert "ignore-other-example.yaml" in r.text  # tested as part of the file its comment names
+    acme = client.get(f"/messages/{ids['acme']}").text
+    assert 'id="ignore-yaml"' not in acme  # an imported invoice gets only the import rule
+
+
+def test_a_draft_is_tested_in_its_place_among_the_rules_in_force(site: tuple[Gateway, dict[str, int]],
+                                                                 client: Browserless) -> None:
+    _, ids = site
+    draft = "name: Everything from Acme\nwhen:\n  from: \"@acme.example\"\naction: ignore\n"
+
+    def test(text: str, file: str = "") -> tuple[str, str]:
+        r = client.post("/rules/test", {"message": str(ids["acme"]), "draft": text, "draft_file": file})
+        assert r.status_code == 200, r.text
+        words = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", r.text.split('id="result"', 1)[1])).split())
+        return words, r.text
+
+    words, _ = test(draft, "zz-more.yaml")  # after acme.yaml, same priority: the rule in force decides first
+    assert "The rule in force Acme invoices decides: import" in words
+    assert "The draft was not reached: Acme invoices comes before it and decides" in words
+    words, _ = test("priority: 50\n" + draft, "zz-more.yaml")  # a lower priority: the draft is tried first
+    assert "The draft rule Everything from Acme decides: ignore" in words and "is tried 1 of" in words
+    words, page = test(draft, "aa-first.yaml")  # a file that sorts before acme.yaml: tried first too
+    assert "The draft rule Everything from Acme decides: ignore" in words
+    assert 'badge s-received">draft</span>' in page
+    words, _ = test("name: Acme invoices\nwhen: {from: nobody@acme.example}\n", "acme.yaml")  # replaces it
+    assert "replacing the rule Acme invoices" in words and "decides: import" not in words
+    words, _ = test("name: acme INVOICES\nwhen: {from: x@y.example}\n", "other.yaml")
+    assert "is already the name of the rule at acme.yaml" in words
+    r = client.post("/rules/test", {"message": str(ids["acme"]), "draft": draft, "draft_file": "../escape.yaml"})
+    assert r.status_code == 400 and "a rule file name inside the rules folder" in html.unescape(r.text)
+    api = client.api_post("/api/rules/test", json={"message": ids["acme"], "draft": draft,
+                                                   "draft_file": "zz-more.yaml"}).json()
+    assert api["rule"] == "Acme invoices" and api["decided_by_draft"] is False and api["draft_rules"] == [
+        "Everything from Acme"]
+
+
+def test_broken_rules_the_tester_page_and_the_cli_say_the_same(workdir: Path) -> None:
+    (workdir / "rules" / "good.yaml").write_text("name: Good\nwhen: {from: \"@acme.example\"}\n", encoding="utf-8")
+    cfg = base_config(workdir)
+    gw = Gateway(workdir, cfg).start()
+    c = Browserless(gw)
+    try:
+        gw.send(make_mail(subject="Invoice 5"))
+        settle(gw, 1)
+        (workdir / "rules" / "bad.yaml").write_text("name: Bad\nwhen:\n  form: x@example.com\n", encoding="utf-8")
+        wait_for(lambda: gw.service.rules.problems, timeout=20)
+        c.login()
+        mid = gw.store.list_messages(limit=1)[0][0]["id"]
+        page = c.post("/rules/test", {"message": str(mid)}).text
+        said = " ".join(html.unescape(page.split('id="rules-broken"', 1)[1].split("<strong>", 1)[1].split("</strong>", 1)[0]).split())
+        assert "is broken: 1 problem(s) in" in said and "bad.yaml" in said and "last good rule set" in said
+        assert 'id="verdict"' not in page and "No rule was tested" in page
+        api = c.api_post("/api/rules/test", json={"message": mid}).json()
+        assert api["rule"] is None and api["broken"] == said
+        config = workdir / "gateway.yaml"
+        config.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+        eml = workdir / "mail.eml"
+        eml.write_bytes(make_mail(subject="Invoice 5").as_bytes())
+        from conftest import run_cli
+
+        cli = run_cli("-q", "-c", str(config), "rules", "test", str(eml))
+        assert cli.returncode == 1 and "bad.yaml:3" in cli.stdout.decode()
+        assert cli.stderr.decode().strip() == api["broken"]  # the same words as the page
+    finally:
+        c.close()
+        gw.stop()
+
+
+def test_bulk_approve_needs_login_and_csrf_and_approves_all_or_none(site: tuple[Gateway, dict[str, int]],
+                                                                     client: Browserless) -> None:
+    gw, ids = site
+    before = sum(gw.store.status_counts().values())
+    gw.send(make_mail(subject="Invoice 3003", attachments=[("acme-3003.pdf", unique_pdf("3003"), "application/pdf")]))
+    settle(gw, before + 1)
+    doc = gw.store.list_documents(limit=1)[0][0]
+    assert doc["filename"] == "acme-3003.pdf"
+    wait_for(lambda: any(e["target"] == "accounting" for e in gw.store.exports_of(doc["id"])))
+    hostile = gw.store.documents_of(ids["hostile"])[0]
+    listing = client.get("/documents").text
+    assert f'name="ids" value="{doc["id"]}"' in listing and 'id="approve-selected"' in listing
+    assert f'name="ids" value="{hostile["id"]}"' not in listing  # no target waits for its approval
+    detail = client.get(f"/documents/{hostile['id']}").text
+    assert "/approve" not in detail.split("<main", 1)[1].split('class="doc-detail"', 1)[0]  # no Approve button
+    assert client.http.post("/documents/approve", data={"ids": str(doc["id"])}).status_code in (400, 403)
+    assert gw.store.document(doc["id"])["approved_at"] is None  # no CSRF token: nothing approved
+    anon = httpx.post(f"{client.base}/api/documents/approve", json={"ids": [doc["id"]]})
+    assert anon.status_code == 401
+    r = client.api_post("/api/documents/approve", json={"ids": [doc["id"], 999999]})
+    assert r.status_code == 404 and gw.store.document(doc["id"])["approved_at"] is None  # all or none
+    assert client.api_post("/api/documents/approve", json={"ids": "1"}).status_code == 400
+    assert client.api_post("/api/documents/approve", json={"ids": [True]}).status_code == 400
+    r = client.post("/documents/approve", {"ids": f"{doc['id']},{hostile['id']}"})
+    assert r.status_code == 302 and gw.store.document(doc["id"])["approved_at"]
+    assert "Approved 2 document(s)" in client.get("/documents").text
+    r = client.api_post("/api/documents/approve", json={"ids": [doc["id"]]}).json()
+    assert r == {"approved": [], "already_approved": [doc["id"]]}
+    gw.store.update_document(hostile["id"], approved_at=None)
+
+
+def test_document_type_from_a_list_and_one_name_for_waiting(site: tuple[Gateway, dict[str, int]],
+                                                             client: Browserless) -> None:
+    gw, ids = site
+    doc = gw.store.documents_of(ids["acme"])[0]
+    page = client.get(f"/documents/{doc['id']}").text
+    select = page.split('<select name="document_type">', 1)[1].split("</select>", 1)[0]
+    for label in ("invoice", "credit note", "receipt", "reminder", "order confirmation", "statement",
+                  "delivery note", "other"):
+        assert f">{label}</option>" in select
+    assert 'value="credit_note"' in select
+    for path in ("/documents", f"/documents/{doc['id']}", "/exports", "/exports/accounting", "/"):
+        text = client.get(path).text
+        assert "awaiting approval" not in text and "queued" not in text, path
+
+
+def test_run_now_with_nothing_to_do_says_so(site: tuple[Gateway, dict[str, int]], client: Browserless) -> None:
+    gw, _ = site
+    wait_for(lambda: not gw.store.export_counts().get("nas", {}).get("pending"), timeout=15)
+    assert client.api_post("/api/exports/nas/run").status_code in (200, 202)
+    wait_for(lambda: "run-nothing" in client.get("/exports/nas").text, timeout=15)
+    assert "nothing to deliver for nas" in client.get("/exports/nas").text
+
+
+def test_an_ignore_rule_needs_a_sender_or_a_subject_and_gets_a_free_name() -> None:
+    from gateway.rules import load_rules_text
+    from web.rulegen import ignore_rule_from_message
+
+    msg = {"id": 7, "sender": "Shop <News@Shop.example>", "mail_from": "", "subject": "Sale 2026-12 -50%",
+           "status": "unmatched"}
+    text = ignore_rule_from_message(msg, {"ignore mail from news@shop.example"})
+    assert text is not None
+    ruleset, problems = load_rules_text(text)
+    assert problems == [] and ruleset is not None
+    rule = ruleset.rules[0]
+    assert rule.name == "Ignore mail from news@shop.example (2)"  # rule names compare without case
+    assert rule.action == "ignore" and "subject: Sale *" in text and "from: news@shop.example" in text
+    assert ignore_rule_from_message({"id": 8, "sender": "", "mail_from": "", "subject": "", "status": "unmatched"}) \
+        is None  # nothing to narrow it down: such a rule would ignore every mail

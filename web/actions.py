@@ -125,6 +125,36 @@ def approve(service: Any, document_id: int, approved: bool = True) -> None:
     service.exports.wake.set()
 
 
+MAX_BULK = 500  # documents approved by one request
+
+
+def approve_many(service: Any, ids: Any) -> tuple[list[int], list[int]]:
+    """Approve several documents at once (all or none): (the ids asked for, those not approved before)."""
+    if not isinstance(ids, list) or not ids:
+        raise BadRequest("ids: a list of document ids, e.g. {\"ids\": [12, 13]}")
+    if len(ids) > MAX_BULK:
+        raise BadRequest(f"ids: at most {MAX_BULK} documents at once")
+    wanted: list[int] = []
+    for value in ids:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise BadRequest(f"ids: {value!r} is not a document id")
+        try:
+            number = int(value)
+        except ValueError:
+            raise BadRequest(f"ids: {value!r} is not a document id") from None
+        if number not in wanted:
+            wanted.append(number)
+    rows = [document_or_404(service, number) for number in wanted]  # every one exists before any changes
+    now = iso(utcnow())
+    done = []
+    for row in rows:
+        if row["approved_at"] is None:
+            service.store.update_document(int(row["id"]), approved_at=now)
+            done.append(int(row["id"]))
+    service.exports.wake.set()
+    return wanted, done
+
+
 def _text(value: Any, key: str, limit: int = MAX_FIELD) -> str | None:
     if value is None:
         return None
@@ -259,33 +289,58 @@ def retry_exports(service: Any, name: str, ids: Sequence[int] | None = None) -> 
 
 
 def explain_mail(service: Any, raw: bytes, *, source: str = "smtp", draft: str | None = None,
-                 message: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Which rule decides a raw mail, and why, per rule (with the rules in force, or a draft).
+                 message: dict[str, Any] | None = None, draft_file: str | None = None) -> dict[str, Any]:
+    """Which rule decides a raw mail, and why, per rule: with the rules in force, and a draft in its place.
 
+    A draft is tested together with the rules in force, as if saved in
+    ``draft_file`` (by default the file its comment names, else draft.yaml):
+    a rule in force that is tried first still decides. While the rules
+    folder is broken nothing is tested, as with ``invoice-gateway rules test``.
     trust.require_authenticated_sender applies as in the gateway: a stored
     ``message`` brings its sender authentication; an upload's is not known.
     """
-    from gateway.explain import explain_decision
+    from gateway.explain import broken_rules, draft_file_of, explain_decision, with_draft
 
     if not raw.strip():
         raise BadRequest("no message: send the raw message (.eml) as the request body")
     if not re.fullmatch(r"[a-z]+(:[\w.@+-]+)?", source or ""):
         raise BadRequest("source: smtp, import, imap:<mailbox> or folder:<name>")
+    has_draft = draft is not None and bool(draft.strip())
+    problems = list(service.rules.problems)
+    if problems:
+        return {"rule": None, "action": None, "explain": [], "problems": [str(p) for p in problems],
+                "broken": broken_rules(problems, service.settings.rules_dir),
+                "broken_files": sorted({str(p.file) for p in problems if getattr(p, "file", None)}),
+                "draft": has_draft, "source": source}
     ruleset = service.rules.ruleset
-    problems = [str(p) for p in service.rules.problems]
-    if draft is not None and draft.strip():
-        from gateway.rules import load_rules_text
-
-        ruleset, draft_problems = load_rules_text(draft, "draft.yaml")
-        problems = [str(p) for p in draft_problems]
-        if ruleset is None:
-            return {"rule": None, "action": None, "explain": [], "problems": problems, "draft": True}
+    extra: dict[str, Any] = {}
+    if has_draft:
+        assert draft is not None
+        try:
+            file = draft_file_of(draft, draft_file)
+        except ValueError as exc:
+            raise BadRequest(f"draft_file: {exc}") from None
+        combined = with_draft(ruleset, draft, file)
+        if combined.ruleset is None:
+            return {"rule": None, "action": None, "explain": [], "problems": list(combined.problems), "draft": True,
+                    "draft_file": file, "source": source}
+        ruleset = combined.ruleset
+        extra = {"draft": True, "draft_file": file, "draft_rules": list(combined.names),
+                 "draft_replaces": list(combined.replaces)}
     try:
         out = explain_decision(raw, ruleset, source=source, settings=service.settings, stored=message)
     except Exception as exc:  # an unparseable upload is the user's to fix, not a server error
         raise BadRequest(f"the message cannot be read: {type(exc).__name__}: {exc}") from exc
-    out["problems"] = problems
+    out["problems"] = []
     out["source"] = source
-    if draft is not None and draft.strip():
-        out["draft"] = True
+    if extra:
+        names = set(extra["draft_rules"])
+        for t in out["explain"]:
+            t["draft"] = t["rule"] in names
+        extra["decided_by_draft"] = out["rule"] in names
+        extra["draft_tried"] = any(t["draft"] for t in out["explain"])
+        if ruleset is not None:
+            order = [r.name for r in ruleset.rules]
+            extra["draft_place"] = [{"rule": n, "place": i + 1, "of": len(order)} for i, n in enumerate(order) if n in names]
+        out.update(extra)
     return out

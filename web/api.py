@@ -204,6 +204,14 @@ def document_approve(document_id: int) -> Any:
     return jsonify(document_json(actions.document_or_404(svc, document_id)))
 
 
+@bp.post("/documents/approve")
+def documents_approve() -> Any:
+    """Approve several documents at once: ``{"ids": [...]}``."""
+    svc = _service()
+    wanted, done = actions.approve_many(svc, _body().get("ids"))
+    return jsonify({"approved": done, "already_approved": [i for i in wanted if i not in done]})
+
+
 @bp.post("/documents/<int:document_id>/confirm-account")
 def document_confirm_account(document_id: int) -> Any:
     ibans = actions.confirm_account(_service(), document_id, by="api")
@@ -300,7 +308,10 @@ def rules_test() -> Any:
         raw = body["raw"].encode("utf-8", "surrogateescape")
     else:
         raw = request.get_data(cache=False)
-    return jsonify(actions.explain_mail(svc, raw, source=source, draft=draft, message=msg))
+    draft_file = args.get("draft_file")
+    if draft_file is not None and not isinstance(draft_file, str):
+        raise BadRequest("draft_file: the rule file the draft would be saved in, such as acme.yaml")
+    return jsonify(actions.explain_mail(svc, raw, source=source, draft=draft, message=msg, draft_file=draft_file))
 
 
 # -- exports ---------------------------------------------------------------------------------

@@ -58,31 +58,78 @@ def _company_guess(display_name: str, domain: str, documents: list[dict[str, Any
     return None
 
 
-def rule_from_message(msg: dict[str, Any], documents: list[dict[str, Any]], existing: set[str] | None = None,
-                      *, sender_addr: str = "", sender_name: str = "") -> str:
-    """The YAML text of a rule that matches ``msg`` (a store row) by its sender and subject."""
+def _sender_of(msg: dict[str, Any], sender_addr: str, sender_name: str) -> tuple[str, str]:
+    """(display name, address) of a message's sender; the address only when it is a plain address."""
     if not sender_addr and msg.get("sender"):
         sender_name, sender_addr = _split_sender(str(msg["sender"]))
-    addr = ""
     for candidate in (sender_addr, msg.get("mail_from") or ""):
         candidate = candidate.strip().lower()
         if candidate.count("@") == 1 and not any(c.isspace() or c in "<>\"'" for c in candidate):
-            addr = candidate
-            break
-    domain = addr.rpartition("@")[2] if "@" in addr else ""
-    pattern = subject_pattern(msg.get("subject") or "")
+            return sender_name, candidate
+    return sender_name, ""
+
+
+def _unique(base: str, existing: set[str] | None) -> str:
+    """``base``, or ``base (2)``, ``base (3)``... when a rule of that name exists (names compare without case)."""
+    taken = {n.casefold() for n in existing or ()}
+    name, n = base, 2
+    while name.casefold() in taken:
+        name, n = f"{base} ({n})", n + 1
+    return name
+
+
+def _when(addr: str, pattern: str | None, fallback: dict[str, Any]) -> dict[str, Any]:
     when: dict[str, Any] = {}
     if addr:
         when["from"] = addr
     if pattern:
         when["subject"] = pattern
-    if not when:
-        when["contains"] = "invoice"
+    return when or fallback
+
+
+def _yaml(rule: dict[str, Any], comments: list[str]) -> str:
+    body: str = yaml.safe_dump(rule, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1000)
+    return "\n".join(c.replace("\n", " ") for c in comments) + "\n" + body
+
+
+def ignore_rule_from_message(msg: dict[str, Any], existing: set[str] | None = None,
+                             *, sender_addr: str = "", sender_name: str = "") -> str | None:
+    """The YAML text of an ``action: ignore`` rule for mail like ``msg``: same sender, subject like it.
+
+    None when the mail has neither a sender address nor a subject: such a
+    rule would ignore far more than this mail.
+    """
+    sender_name, addr = _sender_of(msg, sender_addr, sender_name)
+    domain = addr.rpartition("@")[2] if "@" in addr else ""
+    pattern = subject_pattern(msg.get("subject") or "")
+    if not addr and not pattern:
+        return None
+    when = _when(addr, pattern, {})
+    base = f"Ignore mail from {addr}" if addr else f"Ignore subject {pattern}" if pattern else \
+        f"Ignore message {msg.get('id')}"
+    rule: dict[str, Any] = {"name": _unique(base, existing), "when": when, "action": "ignore"}
+    slug = _SLUG.sub("-", (domain or "mail").lower()).strip("-") or "mail"
+    comments = [
+        f"# Ignores mail like message {int(msg.get('id') or 0)}: kept and listed as ignored, never exported.",
+        f"# Save it as rules/ignore-{slug}.yaml,",
+        "# or add it to an existing rule file after a line with three dashes (---).",
+    ]
+    if domain and addr:
+        comments.append(f"# To ignore every sender of the domain, write  from: \"@{domain}\"")
+    if pattern and "*" in pattern:
+        comments.append("# In subject, * stands for any text (here: the numbers that change).")
+    return _yaml(rule, comments)
+
+
+def rule_from_message(msg: dict[str, Any], documents: list[dict[str, Any]], existing: set[str] | None = None,
+                      *, sender_addr: str = "", sender_name: str = "") -> str:
+    """The YAML text of a rule that matches ``msg`` (a store row) by its sender and subject."""
+    sender_name, addr = _sender_of(msg, sender_addr, sender_name)
+    domain = addr.rpartition("@")[2] if "@" in addr else ""
+    pattern = subject_pattern(msg.get("subject") or "")
+    when = _when(addr, pattern, {"contains": "invoice"})
     base = f"Mail from {addr}" if addr else f"Subject {pattern}" if pattern else f"Message {msg.get('id')}"
-    name, n = base, 2
-    while existing and name in existing:
-        name, n = f"{base} ({n})", n + 1
-    rule: dict[str, Any] = {"name": name, "when": when}
+    rule: dict[str, Any] = {"name": _unique(base, existing), "when": when}
     company = _company_guess(sender_name, domain, documents)
     assign: dict[str, Any] = {"document_type": "invoice"}
     if company:
@@ -91,7 +138,6 @@ def rule_from_message(msg: dict[str, Any], documents: list[dict[str, Any]], exis
     if not documents and msg.get("status") in ("unmatched", "ignored"):
         rule["import"] = "both"  # nothing was imported: the invoice may be the mail itself
     rule["assign"] = assign
-    body: str = yaml.safe_dump(rule, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1000)
     slug = _SLUG.sub("-", (domain or "mail").lower()).strip("-") or "mail"
     comments = [
         f"# A rule made from message {int(msg.get('id') or 0)}. Save it as rules/{slug}.yaml,",
@@ -101,4 +147,4 @@ def rule_from_message(msg: dict[str, Any], documents: list[dict[str, Any]], exis
         comments.append(f"# To take every sender of the domain, write  from: \"@{domain}\"")
     if pattern and "*" in pattern:
         comments.append("# In subject, * stands for any text (here: the numbers that change).")
-    return "\n".join(c.replace("\n", " ") for c in comments) + "\n" + body
+    return _yaml(rule, comments)

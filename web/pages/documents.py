@@ -9,16 +9,66 @@ from flask import Blueprint, abort, current_app, render_template, request, send_
 from gateway.store import EXPORT_STATES
 from web import actions, data
 from web.api import send_document
-from web.pages import act, paging, service
+from web.pages import act, back_to, paging, service
 
 bp = Blueprint("documents", __name__, url_prefix="/documents")
 
-TYPES = ("invoice", "receipt", "credit_note", "reminder", "contract", "other")
+# The document types a person picks from (stored value, label); a value outside the list is kept.
+TYPES = (
+    ("invoice", "invoice"), ("credit_note", "credit note"), ("receipt", "receipt"), ("reminder", "reminder"),
+    ("order_confirmation", "order confirmation"), ("statement", "statement"), ("delivery_note", "delivery note"),
+    ("other", "other"),
+)
+
+
+def waiting_reason(cfg: Any, approved: bool) -> str | None:
+    """Why a pending export of a document to target ``cfg`` waits: "for approval", "for the schedule" or None."""
+    if cfg is None:
+        return None
+    if cfg.require_approval and not approved:
+        return "for approval"
+    if cfg.schedule is not None and cfg.schedule.every:
+        return "for the schedule"
+    return None
+
+
+def with_waiting(svc: Any, doc: dict[str, Any]) -> dict[str, Any]:
+    """A document's JSON with each export's ``waiting`` reason and the targets that wait for its approval."""
+    targets = {t.name: t for t in svc.settings.exports}
+    for e in doc["exports"]:
+        e["waiting"] = waiting_reason(targets.get(e["target"]), doc["approved"]) if e["state"] == "pending" else None
+    doc["waiting_for_approval"] = [e["target"] for e in doc["exports"] if e["waiting"] == "for approval"]
+    return doc
+
+
+def partner_of(svc: Any, row: dict[str, Any]) -> dict[str, Any] | None:
+    """The other half of an e-invoice pair: the XML for a readable PDF made from it, and the other way round.
+
+    The pipeline stores the PDF it renders from an e-invoice XML right after
+    the XML, from the same message, named after it (``IG-42.xml`` and ``IG-42.pdf``).
+    """
+    rendered = row["origin"] == "einvoice-render"
+    if not rendered and not (row["kind"] == "xml" and row["einvoice"]):
+        return None
+    stem = str(row["filename"]).rpartition(".")[0]
+    for d in svc.store.documents_of(int(row["message_id"])):
+        other = d["kind"] == "xml" and d["origin"] == "attachment" if rendered else d["origin"] == "einvoice-render"
+        if d["id"] != row["id"] and other and str(d["filename"]).rpartition(".")[0] == stem:
+            return dict(d)
+    return None
+
+
+def pair_of(svc: Any, row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(the document to show, the e-invoice XML beside it or None): a pair shows its readable PDF."""
+    partner = partner_of(svc, row)
+    if partner is None:
+        return row, None
+    return (partner, row) if row["kind"] == "xml" else (row, partner)
 
 
 @bp.get("")
 def index() -> Any:
-    """Documents, newest first, with thumbnails, filters and paging."""
+    """Documents, newest first, with thumbnails, filters and paging; an e-invoice and its readable PDF as one."""
     svc = service()
     a = request.args
     approved = {"yes": True, "no": False}.get(a.get("approved", ""), None)
@@ -32,8 +82,19 @@ def index() -> Any:
     _, total = svc.store.list_documents(limit=1, **filters)
     page = paging(total)
     rows, _ = svc.store.list_documents(limit=page["limit"], offset=page["offset"], **filters)
-    docs = [data.document_json(svc, r) for r in rows]
-    return render_template("documents/list.html", docs=docs, page=page, facets=svc.store.document_facets(),
+    cards: list[dict[str, Any]] = []
+    shown: set[int] = set()
+    for r in rows:
+        if r["id"] in shown:
+            continue
+        main, xml = pair_of(svc, r)
+        shown.update(d["id"] for d in (main, xml) if d is not None)
+        doc = with_waiting(svc, data.document_json(svc, main))
+        pair = with_waiting(svc, data.document_json(svc, xml)) if xml is not None else None
+        waits = doc["waiting_for_approval"] or (pair["waiting_for_approval"] if pair else [])
+        cards.append({"doc": doc, "xml": pair, "waits": bool(waits),
+                      "ids": ",".join(str(d["id"]) for d in (doc, pair) if d is not None)})
+    return render_template("documents/list.html", cards=cards, page=page, facets=svc.store.document_facets(),
                            states=EXPORT_STATES, args=a)
 
 
@@ -42,17 +103,36 @@ def detail(document_id: int) -> Any:
     """One document: preview, metadata, e-invoice fields, export history, actions."""
     svc = service()
     row = actions.document_or_404(svc, document_id)
-    doc = data.document_json(svc, row)
+    doc = with_waiting(svc, data.document_json(svc, row))
+    main, xml = pair_of(svc, row)
+    partner_row = partner_of(svc, row)
+    partner = with_waiting(svc, data.document_json(svc, partner_row)) if partner_row is not None else None
+    readable = doc if main["id"] == row["id"] else partner
     msg = svc.store.message(int(row["message_id"]))
     thumbs = current_app.extensions["gateway.thumbs"]
-    targets = {t.name: t for t in svc.settings.exports}
-    waiting = [e["target"] for e in doc["exports"]
-               if e["state"] == "pending" and not doc["approved"] and targets.get(e["target"])
-               and targets[e["target"]].require_approval]
-    return render_template("documents/detail.html", d=doc, msg=msg, info=thumbs.info(row),
-                           targets=svc.settings.exports, waiting=waiting, types=TYPES,
+    waiting = sorted({*doc["waiting_for_approval"], *(partner["waiting_for_approval"] if partner else [])})
+    types = list(TYPES)
+    if doc["document_type"] and doc["document_type"] not in {v for v, _ in TYPES}:
+        types.append((doc["document_type"], doc["document_type"]))
+    return render_template("documents/detail.html", d=doc, msg=msg, info=thumbs.info(dict(main)),
+                           targets=svc.settings.exports, waiting=waiting, types=types,
+                           partner=partner, readable=readable, xml_id=xml["id"] if xml is not None else None,
                            einvoice=data.einvoice_rows(doc["einvoice"] if isinstance(doc["einvoice"], dict) else None),
                            facets=svc.store.document_facets())
+
+
+@bp.post("/approve")
+def approve_selected() -> Any:
+    """Approve the documents ticked on the list (``ids``; a pair's box carries both ids)."""
+    ids = [part for value in request.form.getlist("ids") for part in value.split(",") if part.strip()]
+
+    def work() -> int:
+        if not ids:
+            abort(400, "Tick the documents to approve first.")
+        return len(actions.approve_many(service(), ids)[1])
+
+    return act(work, "Approved {result} document(s): targets that wait for approval will deliver them.",
+               back_to(url_for("documents.index")))
 
 
 @bp.get("/<int:document_id>/file")
@@ -75,18 +155,28 @@ def image(document_id: int, size: str) -> Any:
     return send_file(png, mimetype="image/png", max_age=3600)
 
 
+def _approve_pair(document_id: int, approved: bool) -> None:
+    """Approve (or withdraw) a document and, for an e-invoice pair, its other half: they are one invoice."""
+    svc = service()
+    row = actions.document_or_404(svc, document_id)
+    actions.approve(svc, document_id, approved)
+    partner = partner_of(svc, row)
+    if partner is not None:
+        actions.approve(svc, int(partner["id"]), approved)
+
+
 @bp.post("/<int:document_id>/approve")
 def approve(document_id: int) -> Any:
-    """Approve the document for targets that require approval."""
-    return act(lambda: actions.approve(service(), document_id, True),
+    """Approve the document (and its e-invoice pair) for targets that require approval."""
+    return act(lambda: _approve_pair(document_id, True),
                "Approved: targets that wait for approval will deliver it.",
                url_for("documents.detail", document_id=document_id))
 
 
 @bp.post("/<int:document_id>/unapprove")
 def unapprove(document_id: int) -> Any:
-    """Withdraw the approval."""
-    return act(lambda: actions.approve(service(), document_id, False), "Approval withdrawn.",
+    """Withdraw the approval (of the pair)."""
+    return act(lambda: _approve_pair(document_id, False), "Approval withdrawn.",
                url_for("documents.detail", document_id=document_id))
 
 

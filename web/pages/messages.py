@@ -11,7 +11,9 @@ from gateway.store import MESSAGE_STATUSES, iso
 from web import actions, data
 from web.api import send_raw
 from web.pages import act, paging, service
-from web.rulegen import rule_from_message
+from web.pages.documents import with_waiting
+from web.mailbody import mail_body
+from web.rulegen import ignore_rule_from_message, rule_from_message
 
 bp = Blueprint("messages", __name__, url_prefix="/messages")
 
@@ -45,8 +47,32 @@ def index() -> Any:
     page = paging(total)
     rows, _ = svc.store.list_messages(limit=page["limit"], offset=page["offset"], **filters)
     docs = {r["id"]: len(svc.store.documents_of(r["id"])) for r in rows}
-    return render_template("messages/list.html", rows=rows, docs=docs, page=page, statuses=MESSAGE_STATUSES,
-                           sources=svc.store.message_sources(), counts=svc.store.status_counts(), args=a)
+    why = {r["id"]: reason_of(r) for r in rows}
+    return render_template("messages/list.html", rows=rows, docs=docs, why=why, page=page, statuses=MESSAGE_STATUSES,
+                           sources=svc.store.message_sources(), counts=svc.store.status_counts(), args=a,
+                           zone=zone_name(tz))
+
+
+def zone_name(tz: dt.tzinfo) -> str:
+    """The zone's name as people read it now (``CET``, ``UTC``), for headings of time columns."""
+    return dt.datetime.now(tz).strftime("%Z") or str(tz)
+
+
+def reason_of(row: dict[str, Any]) -> str:
+    """Why a message has its status, in a few words: the stored reason, else the deciding rule."""
+    reason = str(row.get("reason") or "")
+    decision = decision_of(row.get("decision"))
+    rule = decision.get("rule") if isinstance(decision, dict) else None
+    if rule and str(rule) not in reason:
+        return f"rule {rule}: {reason}" if reason else f"rule {rule}"
+    if reason:
+        return reason
+    if isinstance(decision, dict) and decision.get("policy"):
+        return f"policy {decision['policy']}"
+    return ""
+
+
+NOT_INVOICES = ("unmatched", "ignored")
 
 
 @bp.get("/<int:message_id>")
@@ -54,18 +80,20 @@ def detail(message_id: int) -> Any:
     """One message: headers, decision and explanation, documents, actions."""
     svc = service()
     msg = actions.message_or_404(svc, message_id)
-    documents = [data.document_json(svc, d) for d in svc.store.documents_of(message_id)]
+    documents = [with_waiting(svc, data.document_json(svc, d)) for d in svc.store.documents_of(message_id)]
     decision = data.decision_json(svc, msg)
     path = data.raw_path(svc, msg)
     headers = data.headers_of(path)
     ruleset = svc.rules.ruleset
     existing = {r.name for r in ruleset.rules} if ruleset is not None else set()
     snippet = rule_from_message(msg, svc.store.documents_of(message_id), existing)
+    ignore = ignore_rule_from_message(msg, existing) if msg["status"] in NOT_INVOICES else None
     main_headers = [(n, v) for n, v in headers if n.lower() in ("from", "to", "cc", "reply-to", "subject", "date")]
     return render_template("messages/detail.html", m=msg, documents=documents, decision=decision,
                            headers=headers, main_headers=main_headers, raw_available=path is not None,
-                           snippet=snippet, recipients=data.loads(msg["rcpt_tos"], []),
-                           auth=data.loads(msg.get("auth"), None))
+                           snippet=snippet, ignore_snippet=ignore, recipients=data.loads(msg["rcpt_tos"], []),
+                           auth=data.loads(msg.get("auth"), None), body=mail_body(path),
+                           zone=zone_name(data.timezone(svc.settings)))
 
 
 @bp.get("/<int:message_id>/raw")

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, abort, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
+from gateway.explain import broken_rules
 from web import actions, data
 from web.pages import act, service
 from web.rulefiles import relative_rule_file, rules_file_text
@@ -46,6 +47,7 @@ def tester() -> Any:
     result, error, picked = None, None, None
     source = request.values.get("source") or "smtp"
     draft = request.form.get("draft") if request.method == "POST" else None
+    draft_file = request.form.get("draft_file") or None if request.method == "POST" else None
     message_id = request.values.get("message") or None
     try:
         raw: bytes | None = None
@@ -69,14 +71,16 @@ def tester() -> Any:
         elif request.method == "POST":
             abort(400, "choose an .eml file or a stored message")
         if raw is not None:
-            result = actions.explain_mail(svc, raw, source=source, draft=draft, message=msg)
+            result = actions.explain_mail(svc, raw, source=source, draft=draft, message=msg, draft_file=draft_file)
     except HTTPException as exc:
         if exc.code not in (400, 404):
             raise
         error = exc.description
     recent, _ = svc.store.list_messages(limit=30)
     return render_template("rules/test.html", result=result, error=error, picked=picked, recent=recent,
-                           source=source, draft=draft or "", message_id=message_id,
+                           source=source, draft=draft or "", draft_file=draft_file or "", message_id=message_id,
+                           broken=broken_rules(svc.rules.problems, svc.settings.rules_dir) if svc.rules.problems
+                           else None, loaded_at=svc.rules.loaded_at,
                            sources=sorted({"smtp", "import", *svc.store.message_sources(),
                                            *(f"imap:{m.name}" for m in svc.settings.mailboxes)})), \
         (400 if error else 200)
