@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, abort, render_template, request, url_for
 
-from gateway.store import MESSAGE_STATUSES, iso
+from gateway.store import MESSAGE_STATUSES, decision_of, iso
 from web import actions, data
 from web.api import send_raw
 from web.pages import act, paging, service
