@@ -495,6 +495,24 @@ class Pipeline:
         }
         skipped = [f"{a.filename}: declared a PDF but its bytes are not a PDF ({len(a.data)} bytes)"
                    for a in parsed.attachments if declared_pdf(a) and a.kind != "pdf"]
+        if row.get("import_requested_at"):  # "import it": a person's word comes before rules and policy
+            who = f"{row.get('import_requested_by') or 'a person'} at {str(row['import_requested_at'])[:19]}"
+            if candidates:
+                self._add_attachments(out, candidates, exams)
+            elif parsed.text.strip() or (parsed.html or "").strip():
+                self._add_body(out, parsed)
+            names = [d.filename for d in out.documents]
+            out.decision.update(rule=None, action="import", requested_by=who)
+            out.decision["imported"] = names
+            if names:
+                out.status = "imported"
+                out.reason = f"imported at the request of {who}: {len(names)} document(s): {', '.join(names)}"
+            else:
+                out.status = "unmatched"
+                out.reason = f"import requested by {who}, but the mail has no document and no body to render"
+            if skipped:
+                out.reason += f" [{'; '.join(skipped)}]"
+            return out
         if decision.action == "ignore":
             out.status, out.reason = "ignored", f"rule {decision.rule!r}: action ignore"
             return out

@@ -203,6 +203,11 @@ _MIGRATIONS: list[str] = [
     );
     CREATE INDEX events_kind ON events(kind, id);
     """,
+    # 8: "import it": a person asks for an unmatched or ignored mail to be imported, whatever the rules say
+    """
+    ALTER TABLE messages ADD COLUMN import_requested_at TEXT;
+    ALTER TABLE messages ADD COLUMN import_requested_by TEXT;
+    """,
 ]
 EVENTS_KEPT = 20_000
 
@@ -441,6 +446,28 @@ class Store:
         released = self.message(message_id)
         assert released is not None
         return released
+
+    def request_import(self, message_id: int, *, by: str = "") -> Row:
+        """A person asks for an ``unmatched`` or ``ignored`` message to be imported; it is processed again.
+
+        The pipeline then imports its document attachments (or, without any,
+        the mail rendered to PDF), whatever the rules and the policy say.
+        Raises StoreError when the message does not exist or has another status.
+        """
+        with self.write() as conn:
+            row = conn.execute("SELECT id, status FROM messages WHERE id = ?", (message_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"no message {message_id}")
+            if row["status"] not in ("unmatched", "ignored"):
+                raise StoreError(f"message {message_id} is {row['status']}: only unmatched or ignored mail is "
+                                 "imported on request (a suspicious one is released)")
+            conn.execute(
+                "UPDATE messages SET status = 'received', import_requested_at = ?, import_requested_by = ?, "
+                "claimed_by = NULL, claimed_at = NULL, attempts = 0 WHERE id = ?",
+                (iso(utcnow()), by or None, message_id))
+        requested = self.message(message_id)
+        assert requested is not None
+        return requested
 
     def suspicious_auth(self) -> list[tuple[int, str]]:
         """(id, stored auth JSON) of the ``suspicious`` messages that have an authentication result."""

@@ -88,6 +88,18 @@ def release(service: Any, message_id: int, by: str = "admin") -> None:
     service.pipeline.wake.set()
 
 
+def import_anyway(service: Any, message_id: int, by: str = "admin") -> None:
+    """Import an unmatched or ignored message at a person's request, whatever the rules say."""
+    from gateway.errors import StoreError
+
+    message_or_404(service, message_id)
+    try:
+        service.store.request_import(message_id, by=by)
+    except StoreError as exc:
+        raise Conflict(str(exc)) from exc
+    service.pipeline.wake.set()
+
+
 def confirm_account(service: Any, document_id: int, by: str = "admin") -> list[str]:
     """A person confirmed a document's bank account with the seller; returns the IBANs, masked."""
     from gateway.errors import StoreError

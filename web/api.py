@@ -137,6 +137,13 @@ def message_release(message_id: int) -> Any:
     return jsonify({"id": message_id, "status": "received"}), 202
 
 
+@bp.post("/messages/<int:message_id>/import")
+def message_import(message_id: int) -> Any:
+    """Import an unmatched or ignored message, whatever the rules say ("import it")."""
+    actions.import_anyway(_service(), message_id, by="api")
+    return jsonify({"id": message_id, "status": "received"}), 202
+
+
 @bp.post("/messages/<int:message_id>/reprocess")
 def message_reprocess(message_id: int) -> Any:
     actions.reprocess(_service(), message_id)

@@ -111,6 +111,14 @@ def reprocess(message_id: int) -> Any:
                url_for("messages.detail", message_id=message_id))
 
 
+@bp.post("/<int:message_id>/import")
+def import_it(message_id: int) -> Any:
+    """Import an unmatched or ignored message, whatever the rules say."""
+    return act(lambda: actions.import_anyway(service(), message_id, by="admin"),
+               "Importing it: its documents (or the mail as PDF) are imported and exported in a moment.",
+               url_for("messages.detail", message_id=message_id))
+
+
 @bp.post("/<int:message_id>/release")
 def release(message_id: int) -> Any:
     """Release a suspicious message after the person checked its sender."""
