@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from test_web_pages import Browserless
 from conftest import Gateway, make_mail, run_cli, write_config
 from gateway.payment_guard import format_iban, mask_iban, vouched_by
 from gateway.pipeline import Pipeline
@@ -105,6 +106,18 @@ def test_an_authenticated_stranger_does_not_teach_the_account_of_a_seller(
     s.send(("notes.pdf", text_pdf("no account here"), "application/pdf"))
     refused = gw.api(f"/api/documents/{s.last_doc}/confirm-account", "POST")
     assert refused.status_code == 409 and "carries no IBAN of a known seller" in refused.json()["error"]
+
+    # the document page's button: the person confirmed the new account by phone (login and CSRF token)
+    assert s.send(cii(NEW), sender="billing@evil.example", sign="evil.example").startswith("payment details changed")
+    flagged = s.last_doc
+    browser = Browserless(gw)
+    browser.login()
+    assert f'action="/documents/{flagged}/confirm-account"' in browser.get(f"/documents/{flagged}").text
+    assert browser.post(f"/documents/{flagged}/confirm-account", token=False).status_code == 403
+    page = browser.post(f"/documents/{flagged}/confirm-account", follow_redirects=True).text
+    browser.close()
+    assert f"Bank account {mask_iban(NEW)} confirmed" in page
+    assert s.send(cii(NEW), sender="billing@evil.example", sign="evil.example") == ""
 
 
 def test_who_speaks_for_a_seller(pipeline: tuple[Pipeline, Spool, Store]) -> None:  # noqa: F811

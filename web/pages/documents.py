@@ -180,6 +180,14 @@ def unapprove(document_id: int) -> Any:
                url_for("documents.detail", document_id=document_id))
 
 
+@bp.post("/<int:document_id>/confirm-account")
+def confirm_account(document_id: int) -> Any:
+    """The person confirmed the document's new bank account with the seller: the IBAN guard learns it."""
+    return act(lambda: ", ".join(actions.confirm_account(service(), document_id, by="admin")),
+               "Bank account {result} confirmed: later invoices of this seller with it are not flagged.",
+               url_for("documents.detail", document_id=document_id))
+
+
 @bp.post("/<int:document_id>/edit")
 def edit(document_id: int) -> Any:
     """Change company, type, invoice number, tags and note."""
