@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from test_web_pages import Browserless
 from conftest import Gateway, make_mail, run_cli, write_config
 from gateway.payment_guard import format_iban, mask_iban, vouched_by
 from gateway.pipeline import Pipeline
@@ -18,6 +17,7 @@ from gateway.store import Store
 from test_trust_hold import settled
 from test_trust_iban import CII, NEW, OLD, feed, pipeline, text_pdf  # noqa: F401  (pipeline is a fixture)
 from test_trust_senderauth import key, signed  # noqa: F401  (key is a fixture)
+from test_web_pages import Browserless
 
 SUPPLIER = "rechnung@muster-buero.example"
 THIRD = "GB82WEST12345698765432"
