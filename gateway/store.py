@@ -321,6 +321,16 @@ class Store:
 
     # -- messages ----------------------------------------------------------------
 
+    def _page(self, table: str, where: Sequence[str], args: Sequence[Any], limit: int,
+              offset: int) -> tuple[list[Row], int]:
+        """Rows of ``table`` matching every condition in ``where``, newest first, and how many match."""
+        cond = " AND ".join(where)
+        conn = self._conn()
+        total = conn.execute(f"SELECT count(*) FROM {table} WHERE {cond}", list(args)).fetchone()[0]
+        rows = conn.execute(f"SELECT * FROM {table} WHERE {cond} ORDER BY id DESC LIMIT ? OFFSET ?",
+                            [*args, limit, offset])
+        return [_row_required(r) for r in rows], int(total)
+
     def insert_messages(self, items: Sequence[Row]) -> list[int]:
         """Record spooled messages (status ``received``) in one transaction."""
         ids: list[int] = []
@@ -613,11 +623,7 @@ class Store:
         if until:
             where.append("received < ?")
             args.append(until)
-        cond = " AND ".join(where)
-        conn = self._conn()
-        total = conn.execute(f"SELECT count(*) FROM messages WHERE {cond}", args).fetchone()[0]
-        rows = conn.execute(f"SELECT * FROM messages WHERE {cond} ORDER BY id DESC LIMIT ? OFFSET ?", [*args, limit, offset])
-        return [_row_required(r) for r in rows], int(total)
+        return self._page("messages", where, args, limit, offset)
 
     def status_counts(self) -> dict[str, int]:
         """Messages by status."""
@@ -691,11 +697,7 @@ class Store:
         if export_state:
             where.append("EXISTS (SELECT 1 FROM exports e WHERE e.document_id = documents.id AND e.state = ?)")
             args.append(export_state)
-        cond = " AND ".join(where)
-        conn = self._conn()
-        total = conn.execute(f"SELECT count(*) FROM documents WHERE {cond}", args).fetchone()[0]
-        rows = conn.execute(f"SELECT * FROM documents WHERE {cond} ORDER BY id DESC LIMIT ? OFFSET ?", [*args, limit, offset])
-        return [_row_required(r) for r in rows], int(total)
+        return self._page("documents", where, args, limit, offset)
 
     def update_document(self, document_id: int, **fields: Any) -> None:
         """Change a document's metadata (company, document_type, tags, note, approved_at, ...)."""
@@ -980,12 +982,7 @@ class Store:
         if level:
             where.append("level = ?")
             args.append(level)
-        cond = " AND ".join(where)
-        conn = self._conn()
-        total = conn.execute(f"SELECT count(*) FROM events WHERE {cond}", args).fetchone()[0]
-        rows = conn.execute(f"SELECT * FROM events WHERE {cond} ORDER BY id DESC LIMIT ? OFFSET ?",
-                            [*args, limit, offset])
-        return [dict(r) for r in rows], int(total)
+        return self._page("events", where, args, limit, offset)
 
     def known_documents(self, shas: Sequence[str]) -> dict[str, int]:
         """sha256 -> id of the documents already stored among ``shas``."""

@@ -76,28 +76,26 @@ def reprocess(service: Any, message_id: int) -> None:
     service.pipeline.wake.set()
 
 
-def release(service: Any, message_id: int, by: str = "admin") -> None:
-    """Release a suspicious message: the person vouches for its sender; it is imported and exported."""
+def _person_requeues(service: Any, message_id: int, store_call: Any, by: str) -> None:
+    """A person's word about a message (store_call records it and requeues it); 409 when it does not apply."""
     from gateway.errors import StoreError
 
     message_or_404(service, message_id)
     try:
-        service.store.release_message(message_id, by=by)
+        store_call(message_id, by=by)
     except StoreError as exc:
         raise Conflict(str(exc)) from exc
     service.pipeline.wake.set()
+
+
+def release(service: Any, message_id: int, by: str = "admin") -> None:
+    """Release a suspicious message: the person vouches for its sender; it is imported and exported."""
+    _person_requeues(service, message_id, service.store.release_message, by)
 
 
 def import_anyway(service: Any, message_id: int, by: str = "admin") -> None:
     """Import an unmatched or ignored message at a person's request, whatever the rules say."""
-    from gateway.errors import StoreError
-
-    message_or_404(service, message_id)
-    try:
-        service.store.request_import(message_id, by=by)
-    except StoreError as exc:
-        raise Conflict(str(exc)) from exc
-    service.pipeline.wake.set()
+    _person_requeues(service, message_id, service.store.request_import, by)
 
 
 def confirm_account(service: Any, document_id: int, by: str = "admin") -> list[str]:
