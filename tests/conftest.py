@@ -231,6 +231,13 @@ def gateway(gateway_factory: Callable[..., Gateway]) -> Gateway:
     return gateway_factory()
 
 
+def settled_by_subject(gw: Gateway, n: int, timeout: float = 30) -> dict[str, dict[str, Any]]:
+    """Wait until ``n`` messages are stored and none waits for processing; they by subject."""
+    rows = wait_for(lambda: (r := gw.store.list_messages()[0]) and len(r) >= n
+                    and all(m["status"] != "received" for m in r) and r, timeout=timeout)
+    return {m["subject"]: m for m in rows}
+
+
 def run_cli(*args: str, cwd: Path | None = None, input: bytes | None = None,
             env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
     """Run ``python -m gateway ARGS`` as a user would."""

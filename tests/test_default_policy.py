@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import Gateway, make_mail, unique_pdf, wait_for
+from conftest import Gateway, make_mail, settled_by_subject, unique_pdf, wait_for
 from test_web_pages import Browserless
 
 
@@ -35,9 +35,7 @@ def test_newsletter_and_hello_wait_an_invoice_from_the_same_senders_is_exported(
     gw.send(make_mail(sender="Friend <friend@mail.example>", subject="the bill",
                       attachments=[("rechnung.pdf", unique_pdf("friend-invoice"), "application/pdf")]),
             sender="friend@mail.example")
-    rows = wait_for(lambda: (r := gw.store.list_messages()[0]) and len(r) == 5
-                    and all(m["status"] != "received" for m in r) and r, timeout=30)
-    by = {m["subject"]: m for m in rows}
+    by = settled_by_subject(gw, 5)
     for subject in ("Our December deals", "Brochure", "hello"):
         assert by[subject]["status"] == "unmatched", by[subject]
     assert "mailing-list mail (List-Id)" in by["Our December deals"]["reason"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Gateway, make_mail, unique_pdf, wait_for
+from conftest import Gateway, make_mail, settled_by_subject, unique_pdf, wait_for
 from gateway.forwarded import sender_in_text
 from gateway.models import Address
 
@@ -67,9 +67,7 @@ def test_rules_match_the_original_sender_of_forwarded_mail(gateway_factory: Call
     gw.send(make_mail(sender="Stadtwerke <rechnung@stadtwerke.example>", subject="Rechnung direkt",
                       attachments=[("direkt.pdf", unique_pdf("direct"), "application/pdf")]),
             sender="rechnung@stadtwerke.example")
-    rows = wait_for(lambda: (r := gw.store.list_messages()[0]) and len(r) == 3
-                    and all(m["status"] != "received" for m in r) and r, timeout=30)
-    by_subject = {m["subject"]: m for m in rows}
+    by_subject = settled_by_subject(gw, 3)
     for subject in ("Fwd: Ihre Rechnung", "Fwd: Rechnung Dezember"):
         msg = gw.api(f"/api/messages/{by_subject[subject]['id']}").json()
         assert msg["status"] == "imported" and msg["decision"]["rule"] == "Electricity I forward", msg["reason"]
