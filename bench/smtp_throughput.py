@@ -305,6 +305,8 @@ def throughput(size: int, mails: int, repeat: int, sessions: int) -> None:
             stop(proc)
 
     sides = [run_gateway, run_bare] + ([run_postfix] if postfix_usable() else [])
+    if not postfix_usable():
+        print("      (no Postfix comparison: it needs root, /usr/sbin/postfix and smtp-source; `make deb-bench`)")
     for r in range(repeat):
         with tempfile.TemporaryDirectory() as tmp:
             for side in (sides if r % 2 == 0 else sides[::-1]):
