@@ -372,3 +372,65 @@ def test_50mb_mail_streams_to_the_spool_with_bounded_memory(serve_factory: Calla
     with open(files[0], "rb") as fh:
         assert hashlib.file_digest(fh, "sha256").hexdigest() == digest.hexdigest()
     assert os.listdir(serve.data_dir / "mail" / "tmp") == []
+
+
+def test_kill_9_while_large_mails_stream_in_keeps_each_acknowledged_mail_once(workdir: Path) -> None:
+    """Mails over SPILL_AT go through the spool's tmp folder: after kill -9 mid-DATA and a
+    restart, every mail that got 250 is recorded exactly once and no tmp file is left."""
+    import signal
+
+    from gateway.store import Store
+
+    cfg = base_config(workdir, web={"enabled": False}, limits={"worker_processes": True})
+    cfg["smtp"]["max_message_size"] = "5MB"
+    ignore_all(workdir)
+    config = write_config(workdir, cfg)
+    port = int(cfg["smtp"]["listen"].rsplit(":", 1)[1])
+
+    def serve() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "gateway", "-q", "--config", str(config), "serve"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    proc = serve()
+    wait_port(port, timeout=30)
+    acked: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            raw = (b"Subject: big %d-%d\r\n\r\n" % (n, i)) + ((b"%d-%d " % (n, i)).ljust(70, b"x") + b"\r\n") * 18_000
+            try:
+                with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+                    s.sendmail("billing@acme.example", ["invoices@localhost"], raw)
+            except (OSError, smtplib.SMTPException):
+                time.sleep(0.05)  # the server is gone: not acknowledged
+                continue
+            with lock:
+                acked.append(hashlib.sha256(raw).hexdigest())
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: len(acked) >= 12, timeout=90)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stop.set()
+    for t in threads:
+        t.join()
+    proc = serve()
+    try:
+        wait_port(port, timeout=30)
+        data_dir = workdir / "data"
+        assert os.listdir(data_dir / "mail" / "tmp") == []  # partial mails are gone
+        rows, _ = Store(data_dir).list_messages(limit=10_000)
+        recorded = [r["sha256"] for r in rows]
+        assert all(recorded.count(h) == 1 for h in acked), "an acknowledged mail is missing or doubled"
+        for r in rows:  # every record has its whole file
+            raw = (data_dir / r["raw_path"]).read_bytes()
+            assert hashlib.sha256(raw).hexdigest() == r["sha256"] and len(raw) > 1_100_000
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
