@@ -74,7 +74,7 @@ class Spool:
             queue.Queue())
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._dirs_synced: set[Path] = set()
+        self._dirs_synced: set[str] = set()  # months whose folder exists, durably
         self._fsyncers: ThreadPoolExecutor | None = None
 
     # -- the two steps ------------------------------------------------------------
@@ -82,10 +82,10 @@ class Spool:
     def _month_dir(self, envelope: Envelope) -> tuple[str, Path]:
         month = envelope.received.strftime("%Y-%m")
         final_dir = self.root / month
-        if final_dir not in self._dirs_synced:
+        if month not in self._dirs_synced:  # a str: hashing a Path costs more than the rest of this
             final_dir.mkdir(exist_ok=True)
             _fsync_dir(self.root)
-            self._dirs_synced.add(final_dir)
+            self._dirs_synced.add(month)
         return month, final_dir
 
     def write_file(self, raw: bytes, envelope: Envelope) -> Spooled:

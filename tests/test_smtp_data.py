@@ -434,3 +434,27 @@ def test_kill_9_while_large_mails_stream_in_keeps_each_acknowledged_mail_once(wo
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_address_parsing_is_aiosmtpds_with_a_cache() -> None:
+    """MAIL/RCPT addresses are parsed as aiosmtpd does, remembered or not."""
+    from aiosmtpd.smtp import SMTP
+
+    from gateway.sources.smtp import _GatewaySMTP
+
+    args = ["<a@b.example>", "<a@b.example> SIZE=100 BODY=8BITMIME", " <a@b.example>", "a@b.example",
+            "<büro@müller.example> SMTPUTF8", "<>", "", "<a@b", "<@relay:a@b.example>", '<"x y"@b.example>',
+            "<" + "l" * 70 + "@b.example>", "garbage <", "<a@b.example>>"]
+
+    class Plain(SMTP):
+        def __init__(self, limit: int) -> None:  # only what _getaddr reads
+            self.local_part_limit = limit
+
+    class Cached(_GatewaySMTP):
+        def __init__(self, limit: int) -> None:
+            self.local_part_limit = limit
+
+    for limit in (0, 64):
+        plain, cached = Plain(limit), Cached(limit)
+        for arg in args * 2:  # the second time from the cache
+            assert cached._getaddr(arg) == plain._getaddr(arg), (limit, arg)
