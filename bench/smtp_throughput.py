@@ -325,9 +325,10 @@ def throughput(size: int, mails: int, repeat: int, sessions: int) -> None:
         print(f"      exported/s  gateway {statistics.median(exp_rates):8.0f}  (accepted, parsed, stored and copied to the folder)")
 
 
-def intake_first(size: int, mails: int, repeat: int, sessions: int) -> None:
+def intake_first(size: int, mails: int, repeat: int, sessions: int, worker_nice: int | None = None) -> None:
     """The gateway's SMTP rate with its worker processes parsing meanwhile, against the
-    same with the workers stopped (SIGSTOP) during the load; pairs, order alternating."""
+    same with the workers stopped (SIGSTOP) during the load; pairs, order alternating.
+    ``worker_nice`` renices the workers first (to measure another niceness than theirs)."""
     import psutil  # type: ignore[import-untyped]
 
     load = smtp_source_load if SMTP_SOURCE else python_load
@@ -339,6 +340,9 @@ def intake_first(size: int, mails: int, repeat: int, sessions: int) -> None:
         try:
             time.sleep(2)  # the workers are up
             workers = psutil.Process(proc.pid).children(recursive=True)
+            if worker_nice is not None:
+                for w in workers:
+                    w.nice(worker_nice)
             if stopped:
                 for w in workers:
                     w.suspend()
@@ -357,7 +361,8 @@ def intake_first(size: int, mails: int, repeat: int, sessions: int) -> None:
             for k, stopped in enumerate(order):
                 run(Path(tmp) / f"gw{k}", stopped)
     pairs = [b / i for b, i in zip(busy, idle, strict=True)]
-    print(f"intake first, {size // 1024} KB x {mails} mails: accepted/s with workers parsing "
+    nice = f" at nice {worker_nice}" if worker_nice is not None else ""
+    print(f"intake first, {size // 1024} KB x {mails} mails: accepted/s with workers{nice} parsing "
           f"{statistics.median(busy):.0f}, workers stopped {statistics.median(idle):.0f}; "
           f"median of paired ratios {statistics.median(pairs):.2f} (goal >= 0.90), rounds {[round(x, 2) for x in pairs]}")
 
@@ -464,6 +469,8 @@ def main() -> None:
     ap.add_argument("--mails", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--sessions", type=int, default=10)
+    ap.add_argument("--worker-nice", type=int, default=None,
+                    help="for the intake-first figure: renice the worker processes to this first")
     ap.add_argument("--skip", default="", help="comma list of: throughput,intake,exported,latency,rss")
     args = ap.parse_args()
     skip = set(args.skip.split(","))
@@ -472,7 +479,7 @@ def main() -> None:
         throughput(2048, args.mails, args.repeat, args.sessions)
         throughput(100 * 1024, args.mails, args.repeat, args.sessions)
     if "intake" not in skip:
-        intake_first(2048, args.mails, args.repeat, args.sessions)
+        intake_first(2048, args.mails, args.repeat, args.sessions, args.worker_nice)
     if "exported" not in skip:
         exported_throughput(2048, min(args.mails, 1000), args.sessions)
     if "latency" not in skip:

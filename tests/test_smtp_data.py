@@ -268,7 +268,7 @@ class Serve:
         self.port = int(cfg["smtp"]["listen"].rsplit(":", 1)[1])
         self.data_dir = workdir / "data"
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "-q", "--config", str(config), "serve"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         wait_port(self.port, timeout=30)
         self.ps = psutil.Process(self.proc.pid)
         self.peak = 0
@@ -297,7 +297,10 @@ class Serve:
         self._watch.join()
 
     def stop(self) -> None:
-        self.proc.terminate()
+        """Gone at once with its workers (a graceful stop would wait for a 50 MB mail to be parsed)."""
+        import signal
+
+        os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
 
 
@@ -432,7 +435,7 @@ def test_kill_9_while_large_mails_stream_in_keeps_each_acknowledged_mail_once(wo
             raw = (data_dir / r["raw_path"]).read_bytes()
             assert hashlib.sha256(raw).hexdigest() == r["sha256"] and len(raw) > 1_100_000
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
 
 
