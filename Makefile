@@ -7,9 +7,11 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 DEB_RUNTIME := $(shell cat deps/debian-runtime.txt)
 DEB_TEST := $(shell cat deps/debian-test.txt)
+# only for `make bench`: Postfix (and its smtp-source) for the SMTP comparison
+DEB_BENCH := $(shell cat deps/debian-bench.txt)
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-test deb-runtime deb-test bench lint clean help
+.PHONY: run test install install-test deb-runtime deb-test deb-bench bench lint clean help
 
 help:
 	@echo "make run    - create .venv, install, start the gateway (SMTP 2525, admin page 8080)"
@@ -42,13 +44,20 @@ deb-test:
 	@./deps/apt-install.sh $(DEB_TEST)
 	@./deps/cyrus-imapd.sh $(VENV)/cyrus
 
+# Postfix is preseeded "No configuration": the package then sets up and starts no system
+# mail server (nothing listens on port 25); bench/smtp_throughput.py runs its own instance.
+deb-bench:
+	@if [ "$$(id -u)" = 0 ] && command -v debconf-set-selections >/dev/null; then \
+		echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; fi
+	-@./deps/apt-install.sh $(DEB_BENCH)  # without it (not root) the bench uses a Python client and skips Postfix
+
 run: install
 	$(VENV)/bin/invoice-gateway serve
 
 test: install-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: install-test
+bench: install-test deb-bench
 	$(PY) bench/run_all.py
 
 lint: install-test

@@ -1,15 +1,22 @@
-"""SMTP intake benchmark: the gateway beside a bare aiosmtpd server, same run, same load.
+"""SMTP intake benchmark: the gateway beside Postfix and a bare aiosmtpd server, same run, same load.
 
 Prints, for 2 KB and 100 KB mails over 10 concurrent connections:
-  - mails/s accepted (250) by the gateway and by a bare aiosmtpd server that only
-    fsyncs each message to a file, and their ratio;
-  - mails/s exported (accepted and delivered into the export folder);
+  - mails/s accepted (250) by the gateway, by a private Postfix instance (its
+    queue file fsync'd before 250, as Postfix does; delivery to a maildir) and
+    by a bare aiosmtpd server that only fsyncs each message to a file; each
+    round runs all three one after the other, the order alternating between
+    rounds, and the script prints the median of the per-round ratios
+    gateway / Postfix and gateway / bare (the machine is shared: compare ratios);
+  - intake first: the gateway's rate with its worker processes parsing the mail
+    meanwhile, against the same with them stopped (SIGSTOP) during the load;
 then the latency from 250 to the file in the export folder for 100 mails sent
-one after another (median, p95), and the peak RSS of `serve` while it receives
-4 concurrent 20 MB mails.
+one after another (median, p95), and the peak RSS of `serve` and of `serve`
+with its worker processes while it receives 4 concurrent 20 MB mails.
 
-Load generator: Postfix's smtp-source when installed (Debian package postfix),
-else a Python one (threads with smtplib).
+Load generator: Postfix's smtp-source (Debian package postfix, listed in
+deps/debian-bench.txt), else a Python one (threads with smtplib; then no
+Postfix comparison). Postfix runs as root under a temporary config folder,
+listening only on 127.0.0.1 on a free port; the script starts and stops it.
 
     .venv/bin/python bench/smtp_throughput.py [--mails 2000] [--repeat 3]
 """
@@ -17,6 +24,7 @@ else a Python one (threads with smtplib).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import shutil
@@ -35,6 +43,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SMTP_SOURCE = shutil.which("smtp-source") or ("/usr/sbin/smtp-source" if Path("/usr/sbin/smtp-source").exists() else None)
+POSTFIX = shutil.which("postfix") or ("/usr/sbin/postfix" if Path("/usr/sbin/postfix").exists() else None)
 
 BARE_SERVER = r'''
 import os, sys, uuid, time, threading
@@ -54,6 +63,96 @@ c.start()
 print("ready", flush=True)
 threading.Event().wait()
 '''
+
+
+class PrivatePostfix:
+    """A Postfix instance of its own under ``work``: 127.0.0.1 on a free port, mail for
+    invoices@localhost delivered to a maildir; started and stopped by this script (as root)."""
+
+    def __init__(self, work: Path) -> None:
+        import pwd
+
+        assert POSTFIX
+        self.work = work
+        self.conf = work / "conf"
+        self.port = free_port()
+        self.maildir = work / "maildir"
+        pw = pwd.getpwnam("postfix")
+        for d in (work, self.conf, work / "queue"):
+            d.mkdir(parents=True, exist_ok=True)
+        for d in (self.maildir, work / "data"):
+            d.mkdir(exist_ok=True)
+            os.chown(d, pw.pw_uid, pw.pw_gid)
+        # the postfix user must reach the queue and the maildir
+        for d in [work, *work.parents]:
+            if d == Path("/tmp") or d == Path("/"):
+                break
+            os.chmod(d, os.stat(d).st_mode | 0o755)
+        (self.conf / "main.cf").write_text(f"""\
+compatibility_level = 3.6
+queue_directory = {work}/queue
+data_directory = {work}/data
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = bench.localhost
+mydestination =
+relay_domains =
+mynetworks = 127.0.0.0/8
+smtpd_recipient_restrictions = permit_mynetworks, reject
+alias_maps =
+alias_database =
+local_recipient_maps =
+virtual_mailbox_domains = localhost
+virtual_mailbox_base = {self.maildir}
+virtual_mailbox_maps = static:invoices/
+virtual_uid_maps = static:{pw.pw_uid}
+virtual_gid_maps = static:{pw.pw_gid}
+virtual_minimum_uid = 1
+virtual_mailbox_limit = 0
+message_size_limit = 62914560
+smtputf8_enable = yes
+biff = no
+maillog_file_prefixes = {work}
+maillog_file = {work}/maillog
+""")
+        # Debian's master.cf with the SMTP listener on our port and nothing chrooted
+        lines = []
+        for line in Path("/etc/postfix/master.cf").read_text().splitlines():
+            f = line.split()
+            if line.startswith(("#", " ", "\t")) or len(f) < 8:
+                lines.append(line)
+                continue
+            if f[:2] == ["smtp", "inet"]:
+                f[0] = str(self.port)
+            f[4] = "n"
+            lines.append("  ".join(f))
+        (self.conf / "master.cf").write_text("\n".join(lines) + "\n")
+
+    def _postfix(self, *args: str) -> subprocess.CompletedProcess[str]:
+        assert POSTFIX
+        return subprocess.run([POSTFIX, "-c", str(self.conf), *args], capture_output=True, text=True,
+                              env=dict(os.environ, MAIL_CONFIG=str(self.conf)))
+
+    def start(self) -> int:
+        r = self._postfix("start")
+        if r.returncode != 0:
+            log = (self.work / "maillog").read_text() if (self.work / "maillog").exists() else ""
+            raise RuntimeError(f"postfix start failed: {r.stderr} {log[-2000:]}")
+        wait_port(self.port)
+        return self.port
+
+    def stop(self) -> None:
+        self._postfix("stop")
+        pid = self.work / "queue" / "pid" / "master.pid"
+        deadline = time.monotonic() + 20
+        while pid.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def postfix_usable() -> bool:
+    return bool(POSTFIX and SMTP_SOURCE and os.geteuid() == 0 and Path("/etc/postfix/master.cf").exists())
 
 
 def free_port() -> int:
@@ -170,23 +269,33 @@ def count_files(folder: Path) -> int:
 
 
 def throughput(size: int, mails: int, repeat: int, sessions: int) -> None:
-    """Gateway and bare server under the same load, in pairs; the order alternates between
-    runs so a slow spell of the shared machine does not always hit the same side."""
+    """Gateway, Postfix and the bare server under the same load, one after the other in
+    each round; the order alternates between rounds so a slow spell of the shared
+    machine does not always hit the same server. Ratios are taken per round."""
     load = smtp_source_load if SMTP_SOURCE else python_load
-    gw_rates, bare_rates, exp_rates = [], [], []
+    rates: dict[str, list[float]] = {"gateway": [], "postfix": [], "bare": []}
+    exp_rates: list[float] = []
 
     def run_bare(work: Path) -> None:
         bare, bport = start_bare(work)
         try:
-            bare_rates.append(mails / load(bport, mails, size, sessions))
+            rates["bare"].append(mails / load(bport, mails, size, sessions))
         finally:
             stop(bare)
+
+    def run_postfix(work: Path) -> None:
+        pf = PrivatePostfix(work / "postfix")
+        port = pf.start()
+        try:
+            rates["postfix"].append(mails / load(port, mails, size, sessions))
+        finally:
+            pf.stop()
 
     def run_gateway(work: Path) -> None:
         proc, port, exports = start_gateway(work / "gw", unmatched="attachments" if SMTP_SOURCE is None else "keep")
         try:
             t0 = time.perf_counter()
-            gw_rates.append(mails / load(port, mails, size, sessions))
+            rates["gateway"].append(mails / load(port, mails, size, sessions))
             if SMTP_SOURCE is None:  # smtp-source mails carry no attachment: nothing to export
                 deadline = time.monotonic() + 600
                 while count_files(exports) < mails and time.monotonic() < deadline:
@@ -195,19 +304,67 @@ def throughput(size: int, mails: int, repeat: int, sessions: int) -> None:
         finally:
             stop(proc)
 
+    sides = [run_gateway, run_bare] + ([run_postfix] if postfix_usable() else [])
+    if not postfix_usable():
+        print("      (no Postfix comparison: it needs root, /usr/sbin/postfix and smtp-source; `make deb-bench`)")
     for r in range(repeat):
         with tempfile.TemporaryDirectory() as tmp:
-            for side in ((run_bare, run_gateway) if r % 2 == 0 else (run_gateway, run_bare)):
+            for side in (sides if r % 2 == 0 else sides[::-1]):
                 side(Path(tmp))
-    g, b = statistics.median(gw_rates), statistics.median(bare_rates)
-    pairs = statistics.median(x / y for x, y in zip(gw_rates, bare_rates, strict=True))
-    print(f"{size // 1024:>4} KB x {mails} mails, {sessions} sessions, {repeat} runs, load: "
+    print(f"{size // 1024:>4} KB x {mails} mails, {sessions} sessions, {repeat} rounds, load: "
           f"{'smtp-source' if SMTP_SOURCE else 'python smtplib'}")
-    print(f"      accepted/s  gateway {g:8.0f}   bare aiosmtpd+fsync {b:8.0f}   ratio {g / b:.2f}"
-          f"   median of paired ratios {pairs:.2f}")
-    print(f"      runs: gateway {[round(x) for x in gw_rates]}, bare {[round(x) for x in bare_rates]}")
+    for name, xs in rates.items():
+        if xs:
+            print(f"      accepted/s  {name:8} median {statistics.median(xs):6.0f}   rounds {[round(x) for x in xs]}")
+    for base in ("postfix", "bare"):
+        if rates[base]:
+            pairs = [g / b for g, b in zip(rates["gateway"], rates[base], strict=True)]
+            print(f"      gateway / {base:8} median of paired rounds {statistics.median(pairs):.2f}   "
+                  f"rounds {[round(x, 2) for x in pairs]}")
     if exp_rates:
         print(f"      exported/s  gateway {statistics.median(exp_rates):8.0f}  (accepted, parsed, stored and copied to the folder)")
+
+
+def intake_first(size: int, mails: int, repeat: int, sessions: int, worker_nice: int | None = None) -> None:
+    """The gateway's SMTP rate with its worker processes parsing meanwhile, against the
+    same with the workers stopped (SIGSTOP) during the load; pairs, order alternating.
+    ``worker_nice`` renices the workers first (to measure another niceness than theirs)."""
+    import psutil  # type: ignore[import-untyped]
+
+    load = smtp_source_load if SMTP_SOURCE else python_load
+    busy: list[float] = []
+    idle: list[float] = []
+
+    def run(work: Path, stopped: bool) -> None:
+        proc, port, _ = start_gateway(work, unmatched="attachments")
+        try:
+            time.sleep(2)  # the workers are up
+            workers = psutil.Process(proc.pid).children(recursive=True)
+            if worker_nice is not None:
+                for w in workers:
+                    w.nice(worker_nice)
+            if stopped:
+                for w in workers:
+                    w.suspend()
+            try:
+                (idle if stopped else busy).append(mails / load(port, mails, size, sessions))
+            finally:
+                for w in workers:
+                    with contextlib.suppress(psutil.Error):
+                        w.resume()
+        finally:
+            stop(proc)
+
+    for r in range(repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            order = (False, True) if r % 2 == 0 else (True, False)
+            for k, stopped in enumerate(order):
+                run(Path(tmp) / f"gw{k}", stopped)
+    pairs = [b / i for b, i in zip(busy, idle, strict=True)]
+    nice = f" at nice {worker_nice}" if worker_nice is not None else ""
+    print(f"intake first, {size // 1024} KB x {mails} mails: accepted/s with workers{nice} parsing "
+          f"{statistics.median(busy):.0f}, workers stopped {statistics.median(idle):.0f}; "
+          f"median of paired ratios {statistics.median(pairs):.2f} (goal >= 0.90), rounds {[round(x, 2) for x in pairs]}")
 
 
 def exported_throughput(size: int, mails: int, sessions: int) -> None:
@@ -252,18 +409,29 @@ def peak_rss() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         proc, port, exports = start_gateway(Path(tmp) / "gw", unmatched="attachments")
+        time.sleep(2)  # the workers are up
         p = psutil.Process(proc.pid)
-        base = p.memory_info().rss
-        peak = base
+
+        def rss() -> tuple[int, int]:
+            own = p.memory_info().rss
+            total = own
+            for c in p.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    total += c.memory_info().rss
+            return own, total
+
+        base, base_total = rss()
+        peak, peak_total = base, base_total
         done = threading.Event()
 
         def watch() -> None:
-            nonlocal peak
+            nonlocal peak, peak_total
             while not done.is_set():
                 try:
-                    peak = max(peak, p.memory_info().rss)
+                    own, total = rss()
                 except psutil.Error:
                     return
+                peak, peak_total = max(peak, own), max(peak_total, total)
                 time.sleep(0.02)
 
         w = threading.Thread(target=watch)
@@ -280,14 +448,17 @@ def peak_rss() -> None:
                 t.start()
             for t in threads:
                 t.join()
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 300
             while count_files(exports) < 4 and time.monotonic() < deadline:
                 time.sleep(0.1)
+            exported = count_files(exports)
         finally:
             done.set()
             w.join()
             stop(proc)
-    print(f"peak RSS of serve, 4 concurrent {len(big) / 1e6:.0f} MB mails: {peak / 1e6:.0f} MB (idle {base / 1e6:.0f} MB)")
+    print(f"peak RSS, 4 concurrent {len(big) / 1e6:.0f} MB mails: serve {peak / 1e6:.0f} MB (idle {base / 1e6:.0f} MB); "
+          f"serve and its workers {peak_total / 1e6:.0f} MB (idle {base_total / 1e6:.0f} MB); "
+          f"{exported} of 4 exported")
 
 
 print = functools.partial(print, flush=True)  # noqa: A001 - figures appear as they are measured
@@ -298,13 +469,17 @@ def main() -> None:
     ap.add_argument("--mails", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--sessions", type=int, default=10)
-    ap.add_argument("--skip", default="", help="comma list of: throughput,exported,latency,rss")
+    ap.add_argument("--worker-nice", type=int, default=None,
+                    help="for the intake-first figure: renice the worker processes to this first")
+    ap.add_argument("--skip", default="", help="comma list of: throughput,intake,exported,latency,rss")
     args = ap.parse_args()
     skip = set(args.skip.split(","))
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")
     if "throughput" not in skip:
         throughput(2048, args.mails, args.repeat, args.sessions)
         throughput(100 * 1024, args.mails, args.repeat, args.sessions)
+    if "intake" not in skip:
+        intake_first(2048, args.mails, args.repeat, args.sessions, args.worker_nice)
     if "exported" not in skip:
         exported_throughput(2048, min(args.mails, 1000), args.sessions)
     if "latency" not in skip:

@@ -12,6 +12,7 @@ records it all in one transaction.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -74,22 +75,26 @@ class Spool:
             queue.Queue())
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._dirs_synced: set[Path] = set()
+        self._dirs_synced: set[str] = set()  # months whose folder exists, durably
         self._fsyncers: ThreadPoolExecutor | None = None
 
     # -- the two steps ------------------------------------------------------------
 
+    def _month_dir(self, envelope: Envelope) -> tuple[str, Path]:
+        month = envelope.received.strftime("%Y-%m")
+        final_dir = self.root / month
+        if month not in self._dirs_synced:  # a str: hashing a Path costs more than the rest of this
+            final_dir.mkdir(exist_ok=True)
+            _fsync_dir(self.root)
+            self._dirs_synced.add(month)
+        return month, final_dir
+
     def write_file(self, raw: bytes, envelope: Envelope) -> Spooled:
         """Write ``raw`` to its final name, fsync'd (file and directory entry)."""
         name = uuid.uuid4().hex
-        month = envelope.received.strftime("%Y-%m")
-        final_dir = self.root / month
         tmp = self.tmp / name
         try:
-            if final_dir not in self._dirs_synced:
-                final_dir.mkdir(exist_ok=True)
-                _fsync_dir(self.root)
-                self._dirs_synced.add(final_dir)
+            month, final_dir = self._month_dir(envelope)
             with open(tmp, "wb") as fh:
                 fh.write(raw)
                 fh.flush()
@@ -102,6 +107,29 @@ class Spool:
                 tmp.unlink(missing_ok=True)
             raise SpoolError(f"cannot write the message to {self.root}: {exc.strerror or exc}") from exc
         return Spooled(final, f"mail/{month}/{name}.eml", len(raw), hashlib.sha256(raw).hexdigest(), envelope)
+
+    def new_tmp(self) -> Path:
+        """A fresh name in the spool's tmp folder for a message written as it arrives.
+
+        Whoever writes there deletes the file when the message is not handed over
+        with ``submit_file``; a crash leaves it to ``recover``, which deletes it.
+        """
+        return self.tmp / uuid.uuid4().hex
+
+    def adopt_file(self, tmp: Path, size: int, sha256: str, envelope: Envelope) -> Spooled:
+        """fsync a message already written to ``tmp`` (from ``new_tmp``) and move it to its final name."""
+        try:
+            month, final_dir = self._month_dir(envelope)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            final = final_dir / f"{tmp.name}.eml"
+            os.rename(tmp, final)
+        except OSError as exc:
+            raise SpoolError(f"cannot write the message to {self.root}: {exc.strerror or exc}") from exc
+        return Spooled(final, f"mail/{month}/{tmp.name}.eml", size, sha256, envelope)
 
     def record(self, items: list[Spooled]) -> list[int]:
         """fsync the directories, then insert the rows in one transaction."""
@@ -134,17 +162,31 @@ class Spool:
         of everything waiting once and records it all in one transaction.
         """
         with self._lock:
-            if self._fsyncers is None:
-                self._fsyncers = ThreadPoolExecutor(max_workers=FSYNC_THREADS, thread_name_prefix="spool-fsync")
-            if self._writer is None or not self._writer.is_alive():
-                self._writer = threading.Thread(target=self._write_loop, name="spool-writer", daemon=True)
-                self._writer.start()
-            self._fsyncers.submit(self._write_one, raw, envelope, done)
+            self._start()
+            assert self._fsyncers is not None
+            self._fsyncers.submit(self._write_one, functools.partial(self.write_file, raw, envelope), done)
 
-    def _write_one(self, raw: bytes, envelope: Envelope,
+    def submit_file(self, tmp: Path, size: int, sha256: str, envelope: Envelope,
+                    done: Callable[[int | None, BaseException | None], None]) -> None:
+        """``submit`` for a message already written to ``tmp`` (see ``new_tmp``): the spool
+        takes the file over, fsyncs it, gives it its final name and records it."""
+        with self._lock:
+            self._start()
+            assert self._fsyncers is not None
+            self._fsyncers.submit(self._write_one, functools.partial(self.adopt_file, tmp, size, sha256, envelope),
+                                  done)
+
+    def _start(self) -> None:
+        if self._fsyncers is None:
+            self._fsyncers = ThreadPoolExecutor(max_workers=FSYNC_THREADS, thread_name_prefix="spool-fsync")
+        if self._writer is None or not self._writer.is_alive():
+            self._writer = threading.Thread(target=self._write_loop, name="spool-writer", daemon=True)
+            self._writer.start()
+
+    def _write_one(self, write: Callable[[], Spooled],
                    done: Callable[[int | None, BaseException | None], None]) -> None:
         try:
-            spooled = self.write_file(raw, envelope)
+            spooled = write()
         except Exception as exc:  # this session gets 451; the others go on
             done(None, exc)
         else:
