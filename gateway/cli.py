@@ -102,6 +102,15 @@ def serve(c: _Ctx) -> None:
                  "copy gateway.example.yaml to gateway.yaml to change them", default_config_path())
     else:
         log.info("configuration: %s", settings.source_path)
+    from gateway.claims import ServeLock
+    from gateway.errors import DataDirInUse
+
+    try:
+        lock = ServeLock(settings.data_dir)  # one serve per data_dir, before anything is touched
+    except DataDirInUse as exc:
+        _fail(str(exc), 1)
+    except OSError as exc:
+        _fail(f"cannot lock the data_dir {settings.data_dir}: {exc.strerror or exc}", 1)
     service = Service(settings)
     stop = threading.Event()
 
@@ -120,6 +129,7 @@ def serve(c: _Ctx) -> None:
              ", ".join(f"{t.name} ({t.type})" for t in settings.exports) or "none")
     stop.wait()
     service.stop()
+    lock.release()
 
 
 # -- import --------------------------------------------------------------------------

@@ -486,6 +486,10 @@ class Limits(_Model):
     workers: int = 2
     # processing in worker processes (true) or threads of the serve process (false)
     worker_processes: bool = True
+    # each worker process's memory ceiling (RLIMIT_DATA): one mail can only cost its own worker
+    worker_memory: Annotated[int, BeforeValidator(parse_size), Field(ge=256 * 1024**2)] = 1024**3
+    # a worker that holds one mail longer is stopped (the mail counts an attempt)
+    mail_timeout: Annotated[int, BeforeValidator(parse_duration), Field(ge=1)] = 120
 
 
 class TrustConfig(_Model):
