@@ -561,9 +561,9 @@ class Pipeline:
                 break
             if int(row.get("attempts") or 0) > MAX_ATTEMPTS:
                 # claimed that often without an outcome: it stopped (crashed, killed) a worker each time
-                cause = row.get("claim_error") or ("the worker crashed or was killed while processing this mail")
+                cause = row.get("claim_error") or "the worker crashed or was killed while processing this mail"
                 self.store.finish_message(int(row["id"]), status="quarantined", fields={}, reason=(
-                    f"processing was interrupted {int(row['attempts']) - 1} times ({cause}); "
+                    f"processing was interrupted {int(row['attempts']) - 1} times: {cause}; "
                     "reprocess it once the cause is fixed"))
                 n += 1
                 continue
