@@ -97,3 +97,30 @@ def test_import_beside_serve_of_the_copies_serve_receives_imports_each_once(
     _, err = importer.communicate(timeout=120)
     assert importer.returncode == 0, err.decode()
     _check_pairs(gw, pairs)
+
+
+def test_copies_by_smtp_and_imap_at_the_same_moment_are_imported_once(
+        gateway_factory: Callable[..., Gateway]) -> None:
+    from dovecot import Dovecot, dovecot_available
+
+    assert dovecot_available(), "dovecot is missing: `make test` installs dovecot-imapd"
+    pairs = 10
+    with Dovecot() as dc:
+        user = dc.add_user()
+        # imap: import, so the body-only copies are downloaded (recognize would skip them)
+        gw = gateway_factory(limits={"worker_processes": True, "workers": 2},
+                             unmatched={"smtp": "import", "imap": "import"}, mailboxes=[{
+            "name": "home", "host": "127.0.0.1", "port": dc.port, "security": "none", "username": user,
+            "password": dc.users[user], "timeout": "10s"}])
+        poller = gw.service.pollers["home"]
+        wait_for(lambda: "INBOX" in poller.status()["idle"], 30)
+        # the supplier's mail reaches both the import address and the watched mailbox
+        copies = [_copies(f"both-{i}", same_bytes=False) for i in range(pairs)]
+        with smtplib.SMTP("127.0.0.1", gw.smtp_port, timeout=30) as s:
+            for i, (smtp_copy, imap_copy) in enumerate(copies):
+                dc.append(user, "INBOX", [imap_copy])  # IDLE: the poller downloads it at once
+                time.sleep(0.03 * (i % 4))  # so that the SMTP copy comes before, with or after it
+                s.sendmail("billing@shop.example", ["invoices@localhost"], smtp_copy)
+        _check_pairs(gw, pairs)
+        sources = Counter(r["source"].split(":")[0] for rows in _outcomes(gw).values() for r in rows)
+        assert sources == {"smtp": pairs, "imap": pairs}
