@@ -86,6 +86,8 @@ def serve(c: _Ctx) -> None:
     """Run SMTP, mailbox pollers, the scheduler, the rules watcher and the admin page.
 
     Stops cleanly on SIGTERM or Ctrl-C; mail that got 250 is never lost.
+    Only one serve may use a data_dir: a second one exits with status 1,
+    naming the process that holds it (import, export and the others may run beside).
 
     \b
     Example:

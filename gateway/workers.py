@@ -6,12 +6,20 @@ the GIL. In their own processes they use the other cores, and a crash in a C
 library while parsing hostile mail cannot take the SMTP listener down.
 
 Workers share nothing but the store: they claim messages in SQLite (claim,
-work, acknowledge), as the threads do. The serve process passes each worker
-its settings on standard input, then wakes it with a line per new message
-and tells it to reload the rules with ``rules <digest>`` (the worker loads
-the same folder and keeps its last good set when the files are broken).
-A worker that dies is started again; its claims are released, and a mail
-that keeps killing workers is quarantined after MAX_ATTEMPTS.
+work, acknowledge), as the threads do, under a claim lock that dies with
+them (gateway.claims). The serve process passes each worker its settings on
+standard input, then wakes it with a line per new message and tells it to
+reload the rules with ``rules <digest>`` (the worker loads the same folder
+and keeps its last good set when the files are broken). A worker tells serve
+on its standard output which mail it holds (``claim <id>``, ``idle``) and
+when it stored documents (``exports``).
+
+Bounds: each worker caps its own memory (``limits.worker_memory``, RLIMIT_DATA)
+and exits after a MemoryError; serve kills a worker that holds one mail
+longer than ``limits.mail_timeout``. A worker that dies, however, is started
+again; its claims are released at once with the cause noted on its mail, and
+a mail that keeps stopping workers is quarantined after MAX_ATTEMPTS with
+that cause as the reason.
 
     python -m gateway.workers      # reads one JSON line of settings, then commands
 """
