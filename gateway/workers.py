@@ -121,7 +121,7 @@ class WorkerProcesses:
                 slot = self.slots[i]
                 if slot.proc is not proc:
                     continue  # a note of a worker that has been replaced
-                if line.startswith(b"claim "):
+                if line.startswith(b"claim ") and line[6:].isdigit():
                     slot.mail, slot.mail_since = int(line[6:]), time.monotonic()
                 elif line == b"idle":
                     slot.mail = None
