@@ -116,3 +116,28 @@ def test_a_second_serve_on_the_same_data_dir_is_refused_naming_the_first(workdir
     finally:
         again.send_signal(signal.SIGTERM)
         again.wait(timeout=30)
+
+
+def test_recovery_at_start_leaves_the_files_another_process_is_recording(tmp_path: Path) -> None:
+    """`import` beside a serve that starts: a message file written but not yet recorded
+    (milliseconds, in the importing process) is not taken for a 451 leftover."""
+    from gateway.models import Envelope
+    from gateway.spool import RECOVER_AFTER, Spool
+
+    store = Store(tmp_path)
+    spool = Spool(store)
+    importing = spool.write_file(b"Subject: being imported\r\n\r\nbody\r\n", Envelope(source="import"))
+    partial = spool.tmp / "partial"
+    partial.write_bytes(b"half a mail")
+    counts = Spool(store).recover()  # serve starts now
+    assert counts == {"tmp_removed": 0, "orphaned": 0}
+    assert importing.path.exists() and partial.exists()
+    [mid] = spool.record([importing])  # the import records it: nothing was lost
+    assert store.message(mid) is not None and importing.path.exists()
+    # a later start: what is still unrecorded then was answered 451 (or never got a 250)
+    stray = spool.write_file(b"Subject: answered 451\r\n\r\nbody\r\n", Envelope(source="smtp"))
+    later = time.time() + RECOVER_AFTER + 1
+    counts = Spool(store).recover(now=later)
+    assert counts == {"tmp_removed": 1, "orphaned": 1}
+    assert not partial.exists() and not stray.path.exists() and (tmp_path / "orphaned" / stray.path.name).exists()
+    assert importing.path.exists()
