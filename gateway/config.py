@@ -491,6 +491,14 @@ class Limits(_Model):
     # a worker that holds one mail longer is stopped (the mail counts an attempt)
     mail_timeout: Annotated[int, BeforeValidator(parse_duration), Field(ge=1)] = 120
 
+    @model_validator(mode="after")
+    def _mail_outlasts_its_render(self) -> Limits:
+        # a body that renders within render_timeout must not have its worker killed first
+        if self.mail_timeout <= self.render_timeout:
+            raise ValueError(f"mail_timeout ({self.mail_timeout} s) must be longer than render_timeout "
+                             f"({self.render_timeout} s): rendering is part of processing one mail")
+        return self
+
 
 class TrustConfig(_Model):
     """Sender authentication (SPF, DKIM, DMARC) and what rules demand of it."""

@@ -66,7 +66,8 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
         (workdir / d).mkdir()
     cfg = base_config(workdir)
     cfg["web"]["enabled"] = False
-    cfg["limits"] = {"mail_timeout": f"{MAIL_TIMEOUT}s", "worker_memory": f"{WORKER_MEMORY_MB}MB"}
+    cfg["limits"] = {"mail_timeout": f"{MAIL_TIMEOUT}s", "render_timeout": "2s",
+                     "worker_memory": f"{WORKER_MEMORY_MB}MB"}
     config = write_config(workdir, cfg)
     port = int(cfg["smtp"]["listen"].rsplit(":", 1)[1])
     log = workdir / "serve.log"
@@ -193,3 +194,16 @@ def _rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
+
+
+def test_the_worker_bounds_are_checked_with_the_configuration(tmp_path: Path) -> None:
+    from gateway.config import parse_settings
+    from gateway.errors import ConfigError
+
+    limits = parse_settings({}, base=tmp_path).limits
+    assert limits.worker_memory == 1024**3 and limits.mail_timeout == 120
+    assert parse_settings({"limits": {"worker_memory": "2GB", "mail_timeout": "5m"}}, base=tmp_path).limits.mail_timeout == 300
+    with pytest.raises(ConfigError, match="limits.worker_memory"):
+        parse_settings({"limits": {"worker_memory": "100MB"}}, base=tmp_path)
+    with pytest.raises(ConfigError, match=r"limits.*mail_timeout \(20 s\) must be longer than render_timeout \(30 s\)"):
+        parse_settings({"limits": {"mail_timeout": "20s"}}, base=tmp_path)
