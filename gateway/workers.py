@@ -197,7 +197,9 @@ class WorkerProcesses:
                 cause = f"the worker died ({_signal_name(-code)})"
             else:
                 cause = f"the worker exited with status {code}"
-            mail, deliberate = slot.mail, slot.kill_cause is not None
+            # stopped for one mail's sake (the deadline, the memory ceiling): no back-off, the
+            # back-off is for a worker that cannot run at all
+            mail, deliberate = slot.mail, slot.kill_cause is not None or code == EXIT_OUT_OF_MEMORY
             if now - slot.started >= STABLE_AFTER:
                 slot.restarts = 0
             delay = 0 if deliberate else RESTART_BACKOFF[min(slot.restarts, len(RESTART_BACKOFF) - 1)]
