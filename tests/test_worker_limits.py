@@ -168,6 +168,8 @@ def test_a_mail_past_the_deadline_is_stopped_and_quarantined_after_its_attempts(
     # and all within what the deadline, the watch and a worker's restart take (margin for a busy machine)
     stalls = sorted((serve.data / "test-hooks").glob(f"{row['id']}-*.pid"))
     assert len(stalls) == MAX_ATTEMPTS
+    began = sorted(p.stat().st_mtime for p in stalls)
+    assert all(b - a >= MAIL_TIMEOUT for a, b in zip(began, began[1:])), began  # never stopped early
     assert MAX_ATTEMPTS * MAIL_TIMEOUT <= took < MAX_ATTEMPTS * (MAIL_TIMEOUT + 8) + 10, took
     assert _exported(serve, ok_pdf)
 
