@@ -11,6 +11,14 @@ clients that trickle DATA over seconds, clients that drop the connection in
 the middle of DATA (those mails were never acknowledged and must not
 appear), and a rule file rewritten every minute (a reload each time).
 
+In the middle (``--kill-at``, default half the run) the whole process
+group of serve (serve, its worker processes, their render workers) is
+killed with SIGKILL and serve is started again at once. SMTP clients do what
+a sending MTA does: a mail that got no 250 is sent again, the same bytes,
+until it gets one; a copy that was stored just before the kill but never
+acknowledged then ends ``duplicate`` of the first, as may a mail the
+restarted poller downloads again.
+
 At the end the load stops, the WebDAV server stops failing, and the run
 waits for the exports to drain. It samples RSS and open file descriptors of
 the serve process and of all its children (worker processes, render
@@ -18,11 +26,13 @@ workers; psutil, recursive) every 15 s and reports the total and each
 process. Checks, each printed, all needed for the final VERDICT line (exit
 status 1 otherwise):
 
-- acknowledged (SMTP 250 plus IMAP appends) = messages stored = documents =
-  files on the WebDAV share = exported, and the stored and exported
-  documents are exactly the acknowledged ones (0 lost, 0 never sent);
+- acknowledged (SMTP 250 plus IMAP appends) = messages stored (other than
+  ``duplicate``) = documents = files on the WebDAV share = exported, and the
+  stored and exported documents are exactly the acknowledged ones (0 lost,
+  0 never sent): each acknowledged mail exported exactly once, kill or not;
 - no content duplicate: no two files on the share with the same bytes, no
-  message stored twice;
+  message stored twice (only second copies sent again after the kill may be
+  ``duplicate``, each naming a message that was imported);
 - RSS growth after warm-up under 10 %: the total RSS at the end (after the
   drain) against the total at ``--warmup`` minutes (default 2), the maximum
   after warm-up printed beside it;
@@ -34,7 +44,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
+import signal
 import smtplib
 import socket
 import sqlite3
@@ -129,14 +141,19 @@ class Load:
     def fast(self) -> None:
         while not self.stop.is_set():
             raw, sha = invoice(self.tag("fast"), size=random.randint(0, 30000))
-            try:
-                with smtplib.SMTP("127.0.0.1", self.port, timeout=60) as s:
-                    s.sendmail("billing@supplier.example", ["invoices@localhost"], raw)
-            except (OSError, smtplib.SMTPException):
-                with self.lock:
-                    self.refused += 1
-                time.sleep(0.5)
-                continue
+            give_up = None
+            while True:  # as an MTA does: the same mail again until it gets a 250
+                try:
+                    with smtplib.SMTP("127.0.0.1", self.port, timeout=60) as s:
+                        s.sendmail("billing@supplier.example", ["invoices@localhost"], raw)
+                    break
+                except (OSError, smtplib.SMTPException):
+                    with self.lock:
+                        self.refused += 1
+                    give_up = give_up or time.monotonic() + 120
+                    if time.monotonic() > give_up:
+                        return
+                    time.sleep(0.5)
             with self.lock:
                 self.acked.append(sha)
             time.sleep(random.uniform(0.05, 0.4))
@@ -172,12 +189,18 @@ class Load:
     def slow(self) -> None:
         while not self.stop.is_set():
             raw, sha = invoice(self.tag("slow"), size=20000)
-            try:
-                if self._session(raw, chunk_pause=0.3, drop=False):
-                    with self.lock:
-                        self.acked.append(sha)
-            except OSError:
-                pass
+            give_up = time.monotonic() + 300
+            while time.monotonic() < give_up:  # sent again until it gets a 250
+                try:
+                    if self._session(raw, chunk_pause=0.3, drop=False):
+                        with self.lock:
+                            self.acked.append(sha)
+                        break
+                except OSError:
+                    pass
+                with self.lock:
+                    self.refused += 1
+                time.sleep(0.5)
 
     def dropper(self) -> None:
         while not self.stop.is_set():
@@ -280,9 +303,15 @@ def db_counts(db: Path) -> dict[str, Any]:
         shas = {r[0] for r in conn.execute("SELECT sha256 FROM documents")}
         delivered = {r[0] for r in conn.execute(
             "SELECT d.sha256 FROM exports e JOIN documents d ON d.id = e.document_id WHERE e.state = 'delivered'")}
+        # second copies whose first copy is not an imported message (none may be)
+        stray_duplicates = conn.execute(
+            "SELECT count(*) FROM messages m LEFT JOIN messages f ON f.id = m.duplicate_of "
+            "WHERE m.status = 'duplicate' AND (f.id IS NULL OR f.status != 'imported')").fetchone()[0]
+        claimed = conn.execute("SELECT count(*) FROM messages WHERE claimed_by IS NOT NULL").fetchone()[0]
     finally:
         conn.close()
-    return {"messages": statuses, "exports": exports, "documents": docs, "shas": shas, "delivered": delivered}
+    return {"messages": statuses, "exports": exports, "documents": docs, "shas": shas, "delivered": delivered,
+            "stray_duplicates": stray_duplicates, "claimed": claimed}
 
 
 def main() -> None:
@@ -294,7 +323,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=2.0,
                     help="minutes of warm-up: RSS growth is measured from here (default 2; half the run if shorter)")
     ap.add_argument("--rss-bound", type=float, default=10.0, help="allowed RSS growth after warm-up, per cent")
+    ap.add_argument("--kill-at", type=float, default=None,
+                    help="minute at which serve's whole process group gets SIGKILL and serve starts again "
+                         "(default: half the run; a negative value: no kill)")
     args = ap.parse_args()
+    kill_at = args.minutes / 2 if args.kill_at is None else args.kill_at
     warmup = args.warmup if args.warmup < args.minutes else args.minutes / 2
     work = Path(tempfile.mkdtemp(prefix="soak-"))
     (work / "rules").mkdir()
@@ -327,9 +360,14 @@ def main() -> None:
                              "idle": False, "since": "2020-01-01"}]
         cfg["unmatched"] = {"imap": "import"}
     (work / "gateway.yaml").write_text(yaml.safe_dump(cfg))
-    log = open(work / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "--config", str(work / "gateway.yaml"), "serve"],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=work)
+    log = open(work / "serve.log", "ab")
+
+    def start_serve() -> subprocess.Popen[bytes]:
+        # its own process group: the kill takes serve, its workers and their render workers at once
+        return subprocess.Popen([sys.executable, "-m", "gateway", "--config", str(work / "gateway.yaml"), "serve"],
+                                stdout=log, stderr=subprocess.STDOUT, cwd=work, start_new_session=True)
+
+    proc = start_serve()
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -351,12 +389,29 @@ def main() -> None:
     start = time.monotonic()
     tree = Tree()
     reloads = 0
+    kill: dict[str, Any] = {}
     print(f"soak: {args.minutes:g} min in {work}; IMAP {'on' if dc else 'off'}; WebDAV fails {args.fail_rate:.0%}; "
-          f"RSS growth measured from minute {warmup:g}")
+          f"RSS growth measured from minute {warmup:g}; "
+          + (f"kill -9 of serve's process group at minute {kill_at:g}" if kill_at >= 0 else "no kill"))
     print(f"{'min':>5} {'RSS MiB':>8} {'fds':>5} {'procs':>5} {'acked':>6} {'stored':>6} {'delivered':>9}   "
           "(RSS and fds: serve and its children)")
     try:
         while time.monotonic() - start < args.minutes * 60:
+            if not kill and kill_at >= 0 and time.monotonic() - start + 15 > kill_at * 60:
+                time.sleep(max(0.0, kill_at * 60 - (time.monotonic() - start)))
+                before = db_counts(work / "data" / "gateway.db")
+                with load.lock:
+                    acked_now = set(load.acked) | set(load.imap_appended)
+                os.killpg(proc.pid, signal.SIGKILL)  # no goodbye: no flush, no cleanup
+                proc = start_serve()  # at once
+                ps = psutil.Process(proc.pid)
+                kill = {"minute": round((time.monotonic() - start) / 60, 2),
+                        "acknowledged_not_exported": len(acked_now - before["delivered"]),
+                        "claimed": before["claimed"]}
+                print(f"{kill['minute']:>5.1f} kill -9 of serve's process group with {kill['acknowledged_not_exported']} "
+                      f"acknowledged mail(s) not yet exported ({kill['claimed']} claimed); serve started again",
+                      flush=True)
+                continue
             time.sleep(15)
             elapsed = time.monotonic() - start
             if int(elapsed // 60) > reloads:
@@ -376,7 +431,7 @@ def main() -> None:
     drain_end = time.monotonic() + args.drain * 60
     while time.monotonic() < drain_end:
         counts = db_counts(work / "data" / "gateway.db")
-        if acked <= counts["delivered"] and counts["messages"].get("received", 0) == 0:
+        if acked <= counts["delivered"] and counts["messages"].get("received", 0) == 0 and not counts["claimed"]:
             break
         time.sleep(5)
     counts = db_counts(work / "data" / "gateway.db")
@@ -392,7 +447,8 @@ def main() -> None:
     text = (work / "serve.log").read_text(errors="replace")
     tracebacks = text.count("Traceback (most recent call last)")
     errors = sum(1 for line in text.splitlines() if " ERROR " in line)
-    stored_messages = sum(v for k, v in counts["messages"].items())
+    duplicates = counts["messages"].get("duplicate", 0)
+    stored_messages = sum(v for k, v in counts["messages"].items() if k != "duplicate")
     on_share, share_dups, share_shas = share_files(work / "dav" / "invoices")
     missing_stored = acked - counts["shas"]
     missing_exported = acked - counts["delivered"]
@@ -412,7 +468,8 @@ def main() -> None:
         "smtp_client_errors": load.refused, "rule_reloads": reloads,
         "missing_stored": len(missing_stored), "missing_exported": len(missing_exported),
         "missing_on_share": len(missing_on_share), "never_acknowledged": len(extra),
-        "serve_tracebacks": tracebacks, "serve_error_lines": errors,
+        "serve_tracebacks": tracebacks, "serve_error_lines": errors, "kill": kill or None,
+        "duplicates_after_kill": duplicates, "claimed_at_end": counts["claimed"],
         "rss_total": growth,
         "fds_total": {"first": tree.totals[0][2], "last": tree.totals[-1][2], "max": max(t[2] for t in tree.totals)},
         "processes (rss_mib and fds: first, last, max)": processes,
@@ -428,8 +485,11 @@ def main() -> None:
         ("0 lost", f"0 lost: {len(missing_stored)} not stored, {len(missing_exported)} not exported, "
          f"{len(missing_on_share)} not on the share", not (missing_stored or missing_exported or missing_on_share)),
         ("0 duplicates", f"0 duplicates: {share_dups} content duplicate(s) on the share, "
-         f"{counts['messages'].get('duplicate', 0)} message(s) stored twice, {len(extra)} never acknowledged",
-         share_dups == 0 and not counts["messages"].get("duplicate") and not extra),
+         f"{len(extra)} never acknowledged, {duplicates} second cop(ies) sent again after the kill ended "
+         f"duplicate ({counts['stray_duplicates']} not of an imported message)",
+         share_dups == 0 and not extra and not counts["stray_duplicates"] and (kill or not duplicates)),
+        ("nothing stuck", f"nothing left received or claimed ({counts['messages'].get('received', 0)} received, "
+         f"{counts['claimed']} claimed)", not counts["messages"].get("received") and not counts["claimed"]),
         ("RSS growth", f"RSS growth after warm-up {growth['growth_pct']:+.1f} % (total {growth['at_warmup_mib']} MiB at minute "
          f"{growth['warmup_minute']:g} -> {growth['end_mib']} MiB at the end; max {growth['max_after_warmup_mib']} MiB, "
          f"{growth['max_growth_pct']:+.1f} %) under the {args.rss_bound:g} % bound",
@@ -445,9 +505,10 @@ def main() -> None:
         print(f"{'ok  ' if ok_ else 'FAIL'} {text_}")
     failed = [name for name, _, ok_ in checks if not ok_]
     ok = not failed
-    print(f"VERDICT: {'PASS' if ok else 'FAIL'}: {args.minutes:g} min, {n} acknowledged, "
+    print(f"VERDICT: {'PASS' if ok else 'FAIL'}: {args.minutes:g} min"
+          + (f", kill -9 at minute {kill['minute']:g}" if kill else "") + f", {n} acknowledged, "
           f"{len(missing_stored | missing_exported | missing_on_share)} lost, "
-          f"{share_dups + counts['messages'].get('duplicate', 0) + len(extra)} duplicates, "
+          f"{share_dups + counts['stray_duplicates'] + len(extra)} duplicates, "
           f"RSS {growth['growth_pct']:+.1f} % after warm-up (bound {args.rss_bound:g} %), {tracebacks} tracebacks"
           + (f"; failed: {', '.join(failed)}" if failed else ""))
     sys.exit(0 if ok else 1)

@@ -87,6 +87,8 @@ def serve(c: _Ctx) -> None:
     """Run SMTP, mailbox pollers, the scheduler, the rules watcher and the admin page.
 
     Stops cleanly on SIGTERM or Ctrl-C; mail that got 250 is never lost.
+    Only one serve may use a data_dir: a second one exits with status 1,
+    naming the process that holds it (import, export and the others may run beside).
 
     \b
     Example:
@@ -103,6 +105,15 @@ def serve(c: _Ctx) -> None:
                  "copy gateway.example.yaml to gateway.yaml to change them", default_config_path())
     else:
         log.info("configuration: %s", settings.source_path)
+    from gateway.claims import ServeLock
+    from gateway.errors import DataDirInUse
+
+    try:
+        lock = ServeLock(settings.data_dir)  # one serve per data_dir, before anything is touched
+    except DataDirInUse as exc:
+        _fail(str(exc), 1)
+    except OSError as exc:
+        _fail(f"cannot lock the data_dir {settings.data_dir}: {exc.strerror or exc}", 1)
     service = Service(settings)
     stop = threading.Event()
 
@@ -122,6 +133,7 @@ def serve(c: _Ctx) -> None:
     _log_how_to_reach(settings)
     stop.wait()
     service.stop()
+    lock.release()
     log.info("stopped: every mail that got 250 is on disk and is processed at the next start")
 
 

@@ -576,6 +576,18 @@ class Limits(_Model):
     worker_processes: bool = True
     # free space under data_dir below which the admin page warns and `disk_full` is notified
     disk_free_min: Size = 1024**3
+    # each worker process's memory ceiling (RLIMIT_DATA): one mail can only cost its own worker
+    worker_memory: Annotated[int, BeforeValidator(parse_size), Field(ge=256 * 1024**2)] = 1024**3
+    # a worker that holds one mail longer is stopped (the mail counts an attempt)
+    mail_timeout: Annotated[int, BeforeValidator(parse_duration), Field(ge=1)] = 120
+
+    @model_validator(mode="after")
+    def _mail_outlasts_its_render(self) -> Limits:
+        # a body that renders within render_timeout must not have its worker killed first
+        if self.mail_timeout <= self.render_timeout:
+            raise ValueError(f"mail_timeout ({self.mail_timeout} s) must be longer than render_timeout "
+                             f"({self.render_timeout} s): rendering is part of processing one mail")
+        return self
 
 
 class TrustConfig(_Model):

@@ -10,6 +10,7 @@ exceptions are wrapped at the boundary with ``raise ... from exc``; only
      ├── ConfigError            gateway.yaml is invalid (names the key path)
      ├── RuleError              a rule file is invalid (file, line, key path)
      ├── StoreError             the database or the file store failed
+     │    └── DataDirInUse      another serve already uses the data_dir
      ├── SpoolError             a message could not be made durable
      ├── ParseError             a message could not be parsed (quarantine)
      ├── RenderError            a body or XML could not be rendered to PDF
@@ -37,6 +38,10 @@ class RuleError(GatewayError):
 
 class StoreError(GatewayError):
     """The database or the document store failed."""
+
+
+class DataDirInUse(StoreError):
+    """Another ``serve`` holds the data_dir; the message names its process."""
 
 
 class SpoolError(GatewayError):

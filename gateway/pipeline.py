@@ -31,7 +31,7 @@ from gateway.payment_guard import PaymentGuard, vouched_by
 from gateway.rules.trace import stored as stored_explanation
 from gateway.senderauth import SenderAuth, from_domain
 from gateway.senderauth.hold import claimed_rule, hold_reason
-from gateway.store import Row, Store
+from gateway.store import DedupKey, Row, Store
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,12 @@ class RulesState:
             return Decision(rule=None, action="unmatched")
         result: Decision = ruleset.decide(view, require_authenticated_sender=require_authenticated_sender)
         return result
+
+
+def duplicate_reason(first: Row, sha256: str) -> str:
+    """The reason of a ``duplicate``: which copy came first, how they are the same, and its route."""
+    how = "the same bytes" if first["sha256"] == sha256 else "the same Message-ID and body"
+    return f"same message as #{first['id']} ({how}, via {first['source']})"
 
 
 def _einvoice_examine(att: Attachment) -> Any:
@@ -319,6 +325,12 @@ class Pipeline:
         self.wake = threading.Event()
         self.stats = {"processed": 0, "errors": 0, "seconds": 0.0}
         self.on_exports: Callable[[], None] | None = None
+        # worker processes: told each claim (None: nothing left), so serve can time each mail
+        self.on_claim: Callable[[Row | None], None] | None = None
+        # worker processes: their memory ceiling in bytes (0: none), named when a mail exceeds it
+        self.memory_ceiling = 0
+        # tests only (gateway.testhooks): runs before a claimed message is processed
+        self.test_hook: Callable[[Row], None] | None = None
 
     # -- rendering (worker process with limits) -------------------------------------
 
@@ -359,17 +371,23 @@ class Pipeline:
                                 max_headers=limits.max_headers, max_decoded=limits.max_decoded)
         except ParseError as exc:
             return self._finish(mid, "quarantined", f"cannot be parsed: {exc}", fields)
+        except MemoryError:
+            raise  # the worker's memory ceiling: not this mail's verdict yet (see run_pending)
         except Exception as exc:  # the parser is defensive; this is the last line
             log.exception("message %d: parser crashed", mid)
             return self._finish(mid, "quarantined", f"parser error: {type(exc).__name__}: {exc}", fields)
         fields.update(mime.summary(parsed))
-        dup = self.store.find_duplicate(mid, parsed.message_id, row["sha256"], fields["content_hash"])
+        key = DedupKey(row["sha256"], parsed.message_id, fields["content_hash"])
+        # a copy that already has its outcome saves the work; one that is being
+        # processed right now is caught when the outcome is recorded (_finish)
+        dup = self.store.find_duplicate(mid, key.message_id, key.sha256, key.content_hash)
         if dup is not None:
-            how = "the same bytes" if dup["sha256"] == row["sha256"] else "the same Message-ID and body"
             fields["duplicate_of"] = dup["id"]
-            return self._finish(mid, "duplicate", f"same message as #{dup['id']} ({how}, via {dup['source']})", fields)
+            return self._finish(mid, "duplicate", duplicate_reason(dup, key.sha256), fields)
         try:
             auth = self.sender_auth.for_message(raw, parsed, row)
+        except MemoryError:
+            raise
         except Exception:  # sender authentication is advisory: its failure must not lose the mail
             log.exception("message %d: sender authentication failed", mid)
             auth = None
@@ -379,21 +397,24 @@ class Pipeline:
         try:
             outcome = self.decide(parsed, row)
         except RenderError as exc:
-            return self._finish(mid, "quarantined", f"rendering the mail body failed: {exc}", fields)
+            return self._finish(mid, "quarantined", f"rendering the mail body failed: {exc}", fields, dedup=key)
         except GatewayError as exc:
-            return self._finish(mid, "quarantined", str(exc), fields)
+            return self._finish(mid, "quarantined", str(exc), fields, dedup=key)
+        except MemoryError:
+            raise
         except Exception as exc:
             log.exception("message %d: processing failed", mid)
-            return self._finish(mid, "quarantined", f"processing failed: {type(exc).__name__}: {exc}", fields)
+            return self._finish(mid, "quarantined", f"processing failed: {type(exc).__name__}: {exc}", fields,
+                                dedup=key)
         fields["decision"] = outcome.decision
         cut = mime.limit_defects(parsed)
         if cut:  # say what a limit left unread: a document may be missing for that reason
             outcome.reason += f" [limits: {'; '.join(cut)}]"
         self.stats["seconds"] += time.monotonic() - started
-        return self._finish(mid, outcome.status, outcome.reason, fields, outcome, row)
+        return self._finish(mid, outcome.status, outcome.reason, fields, outcome, row, dedup=key)
 
     def _finish(self, mid: int, status: str, reason: str, fields: dict[str, Any],
-                outcome: Outcome | None = None, row: Row | None = None) -> str:
+                outcome: Outcome | None = None, row: Row | None = None, *, dedup: DedupKey | None = None) -> str:
         docs: list[Row] = []
         if outcome is not None and row is not None:
             docs = self._store_documents(outcome, row)
@@ -406,18 +427,22 @@ class Pipeline:
         if earlier:  # re-decided after it was imported: say what became of its documents
             reason += " [" + earlier_note(earlier, status) + "]"
         known = self.store.known_documents([d["sha256"] for d in docs])
-        self.store.finish_message(mid, status=status, reason=reason, fields=fields, documents=docs,
-                                  targets_for=targets_for)
-        for d in docs:
-            if d["sha256"] in known:
-                log.info("message %d: %s is already known as document %d; linked, not stored or exported again",
-                         mid, d["filename"], known[d["sha256"]], extra={"event": "known"})
+        done = self.store.finish_processed(
+            mid, status=status, reason=reason, fields=fields, documents=docs, targets_for=targets_for, dedup=dedup,
+            duplicate_reason=lambda first: duplicate_reason(first, dedup.sha256 if dedup else ""))
+        if done.duplicate_of is not None:  # another copy got its outcome while this one was processed
+            status, reason, docs = done.status, done.reason, []
+        else:
+            for d in docs:
+                if d["sha256"] in known:
+                    log.info("message %d: %s is already known as document %d; linked, not stored or exported "
+                             "again", mid, d["filename"], known[d["sha256"]], extra={"event": "known"})
+            if outcome is not None and outcome.iban_records:
+                self.payment_guard.record(mid, outcome.iban_records, outcome.sender_domain)
         if earlier:
             withdrawn = self.store.withdraw_exports([int(d["id"]) for d in earlier])
             log.warning("message %d was imported before and is now %s: %d document(s) listed as orphaned, "
                         "%d export(s) not yet delivered withdrawn", mid, status, len(earlier), withdrawn)
-        if outcome is not None and outcome.iban_records:
-            self.payment_guard.record(mid, outcome.iban_records, outcome.sender_domain)
         self.stats["processed"] += 1
         if status == "quarantined":
             log.warning("message %d quarantined: %s", mid, reason)
@@ -621,24 +646,37 @@ class Pipeline:
         n = 0
         while (stop is None or not stop.is_set()) and (limit is None or n < limit):
             row = self.store.claim_message()
+            if self.on_claim is not None:
+                self.on_claim(row)
             if row is None:
                 break
             if int(row.get("attempts") or 0) > MAX_ATTEMPTS:
                 # claimed that often without an outcome: it stopped (crashed, killed) a worker each time
+                cause = row.get("claim_error") or "the worker crashed or was killed while processing this mail"
                 self.store.finish_message(int(row["id"]), status="quarantined", fields={}, reason=(
-                    f"processing was interrupted {int(row['attempts']) - 1} times (the worker crashed or was "
-                    "killed while processing this mail); reprocess it once the cause is fixed"))
+                    f"processing was interrupted {int(row['attempts']) - 1} times: {cause}; "
+                    "reprocess it once the cause is fixed"))
                 n += 1
                 continue
             try:
+                if self.test_hook is not None:
+                    self.test_hook(row)
                 self.process(row)
             except Exception as exc:
                 self.stats["errors"] += 1
-                log.exception("message %s: the outcome could not be recorded", row["id"])
+                if isinstance(exc, MemoryError):
+                    log.error("message %s: %s", row["id"], self._out_of_memory())
+                else:
+                    log.exception("message %s: the outcome could not be recorded", row["id"])
                 self._record_failure(row, exc)
                 raise
             n += 1
         return n
+
+    def _out_of_memory(self) -> str:
+        if self.memory_ceiling:
+            return f"the worker ran out of memory (limits.worker_memory: {self.memory_ceiling // 1024**2} MB)"
+        return "the process ran out of memory"
 
     def _record_failure(self, row: Row, exc: Exception) -> None:
         """Quarantine a message whose outcome cannot be stored; else leave it queued.
@@ -648,14 +686,15 @@ class Pipeline:
         with the reason rather than retried for ever.
         """
         mid = int(row["id"])
+        what = self._out_of_memory() if isinstance(exc, MemoryError) else f"{type(exc).__name__}: {exc}"
         try:
             if int(row.get("attempts") or 0) >= MAX_ATTEMPTS:
                 self.store.finish_message(mid, status="quarantined", fields={},
-                                          reason=f"processing failed {MAX_ATTEMPTS} times: {type(exc).__name__}: {exc}")
+                                          reason=f"processing failed {MAX_ATTEMPTS} times: {what}")
             else:
                 self.store.reset_for_reprocess([mid], keep_attempts=True)
         except Exception:
-            log.exception("message %s: cannot record the failure either; it stays claimed until restart", mid)
+            log.exception("message %s: cannot record the failure either; its claim ends with this process", mid)
 
     def worker(self, stop: threading.Event) -> None:
         """A worker thread's loop: process, then wait for new mail."""

@@ -21,6 +21,10 @@ from gateway.store import Store
 
 log = logging.getLogger(__name__)
 
+# how often claims are checked for holders that died (a worker, an `import`
+# or `export` beside serve, the workers of a serve that was killed)
+CLAIM_CHECK_INTERVAL = 1.0
+
 
 class _WakeWorkers:
     """``pipeline.wake`` when processing runs in worker processes: ``set`` wakes them."""
@@ -165,6 +169,7 @@ class Service:
             for i in range(max(1, self.settings.limits.workers)):
                 self._thread(f"worker-{i}", self.pipeline.worker, self.stop_event)
         self._thread("exports", self.exports.immediate_loop, self.stop_event)
+        self._thread("claims", self._check_claims, self.stop_event)
         for target in self.settings.exports:
             if target.enabled and target.schedule is not None and target.schedule.every is not None:
                 self.scheduler.add(Job(f"export:{target.name}", target.schedule, self._export_job(target)))
@@ -185,6 +190,24 @@ class Service:
 
             self.web = WebServer(self)
             self.web.start()
+
+    def _check_claims(self, stop: threading.Event) -> None:
+        """Release claims whose holder died, while running (not only at start).
+
+        At a restart right after a ``kill -9``, the killed workers may still
+        be dying and hold their claims during recovery; they are released
+        here a moment later, not at the next start.
+        """
+        while not stop.wait(CLAIM_CHECK_INTERVAL):
+            try:
+                freed = self.store.release_stale_claims()
+            except Exception:
+                log.exception("could not check the claims")
+                continue
+            if freed:
+                log.warning("released %d claim(s) of a process that is gone", freed)
+                self.pipeline.wake.set()
+                self.exports.wake.set()
 
     def _thread(self, name: str, target: Any, *args: Any) -> threading.Thread:
         t = threading.Thread(target=target, args=args, name=name, daemon=True)

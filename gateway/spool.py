@@ -18,6 +18,7 @@ import logging
 import os
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 # Threads that write and fsync message files at the same time.
 FSYNC_THREADS = 16
+# Recovery leaves younger files alone: another process (import, fetch) may be recording them.
+RECOVER_AFTER = 120
 
 
 @dataclass(frozen=True)
@@ -228,24 +231,36 @@ class Spool:
 
     # -- recovery ------------------------------------------------------------------
 
-    def recover(self) -> dict[str, int]:
+    def recover(self, *, now: float | None = None) -> dict[str, int]:
         """At start: drop partial temp files, set aside files that were never recorded.
 
         A temp file never got a 250 (the client retries); a final file without a
         row was answered 451 too. Neither is deleted outright: unrecorded files
-        go to ``data_dir/orphaned`` for a person to look at.
+        go to ``data_dir/orphaned`` for a person to look at. Files younger than
+        RECOVER_AFTER seconds are left alone: an ``import`` or ``fetch``
+        running beside a starting serve may be between writing one and
+        recording it (the next start looks at them again).
         """
         counts = {"tmp_removed": 0, "orphaned": 0}
+        cutoff = (time.time() if now is None else now) - RECOVER_AFTER
+
+        def settled(f: Path) -> bool:
+            try:
+                return f.stat().st_mtime < cutoff
+            except FileNotFoundError:
+                return False
+
         for f in self.tmp.iterdir():
-            f.unlink(missing_ok=True)
-            counts["tmp_removed"] += 1
+            if settled(f):
+                f.unlink(missing_ok=True)
+                counts["tmp_removed"] += 1
         known = {r[0] for r in self.store._conn().execute("SELECT raw_path FROM messages WHERE received >= date('now', '-62 days')")}
         months = sorted(p for p in self.root.iterdir() if p.is_dir() and p.name != "tmp")[-2:]
         orphan_dir = self.store.data_dir / "orphaned"
         for month in months:
             for f in month.glob("*.eml"):
                 rel = f"mail/{month.name}/{f.name}"
-                if rel not in known:
+                if rel not in known and settled(f):
                     orphan_dir.mkdir(exist_ok=True)
                     os.rename(f, orphan_dir / f.name)
                     counts["orphaned"] += 1

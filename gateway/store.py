@@ -15,17 +15,16 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import os
-import socket
 import sqlite3
 import threading
-import time
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.claims import ClaimLock
 from gateway.errors import StoreError
 
 Row = dict[str, Any]
@@ -208,6 +207,13 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE messages ADD COLUMN import_requested_at TEXT;
     ALTER TABLE messages ADD COLUMN import_requested_by TEXT;
     """,
+    # 9: claims: why the last holder of a claim was stopped (it names the bound a mail
+    # exceeded when the mail is quarantined for it); the claims are looked up often
+    """
+    ALTER TABLE messages ADD COLUMN claim_error TEXT;
+    CREATE INDEX messages_claimed ON messages(claimed_by) WHERE claimed_by IS NOT NULL;
+    CREATE INDEX exports_claimed ON exports(claimed_by) WHERE claimed_by IS NOT NULL;
+    """,
 ]
 EVENTS_KEPT = 20_000
 
@@ -222,17 +228,37 @@ def iso(t: dt.datetime | None) -> str | None:
     return None if t is None else t.astimezone(dt.timezone.utc).isoformat()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+@dataclass(frozen=True)
+class DedupKey:
+    """What makes two messages the same mail.
+
+    Attributes:
+        sha256: the raw bytes' digest (the same bytes).
+        message_id: the Message-ID header, or None.
+        content_hash: the body's hash; with ``message_id`` the same mail by
+            another route (SMTP and IMAP), or None.
+    """
+
+    sha256: str
+    message_id: str | None
+    content_hash: str | None
 
 
-PROCESS_TOKEN = f"{socket.gethostname()}:{os.getpid()}:{int(time.time() * 1000)}"
+@dataclass(frozen=True)
+class Finished:
+    """What ``finish_processed`` recorded.
+
+    Attributes:
+        status: the status stored (``duplicate`` when another copy was there first).
+        reason: the reason stored.
+        document_ids: the documents linked to the message.
+        duplicate_of: the copy that was there first, when the status is ``duplicate``.
+    """
+
+    status: str
+    reason: str
+    document_ids: tuple[int, ...]
+    duplicate_of: Row | None = None
 
 
 class Store:
@@ -243,6 +269,7 @@ class Store:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / "gateway.db"
         self._local = threading.local()
+        self.claims = ClaimLock(self.data_dir)
         self._migrate()
 
     # -- connections -------------------------------------------------------------
@@ -342,8 +369,13 @@ class Store:
                 ids.append(int(cur.lastrowid or 0))
         return ids
 
-    def claim_message(self, token: str = PROCESS_TOKEN) -> Row | None:
-        """Claim the oldest unclaimed ``received`` message for processing."""
+    def claim_message(self, token: str | None = None) -> Row | None:
+        """Claim the oldest unclaimed ``received`` message for processing.
+
+        The claim names this process's claim token (see gateway.claims): it
+        ends with the process, however the process ends.
+        """
+        token = token or self.claims.token()
         with self.write(durable=False) as conn:
             row = conn.execute(
                 "UPDATE messages SET claimed_by = ?, claimed_at = ?, attempts = attempts + 1 "
@@ -353,23 +385,42 @@ class Store:
             ).fetchone()
         return _row(row)
 
-    def release_stale_claims(self) -> int:
-        """Free claims of processes that are gone (after a crash); returns how many."""
+    def claim_tokens(self) -> set[str]:
+        """The tokens that hold a claim on a message or an export."""
+        conn = self._conn()
+        rows = conn.execute("SELECT DISTINCT claimed_by FROM messages WHERE claimed_by IS NOT NULL "
+                            "UNION SELECT DISTINCT claimed_by FROM exports WHERE claimed_by IS NOT NULL")
+        return {str(r[0]) for r in rows}
+
+    def claimed_messages(self) -> list[Row]:
+        """Messages that are claimed right now (id, status, claimed_by, claimed_at, attempts)."""
+        rows = self._conn().execute("SELECT id, status, claimed_by, claimed_at, attempts FROM messages "
+                                    "WHERE claimed_by IS NOT NULL ORDER BY id")
+        return [_row_required(r) for r in rows]
+
+    def release_stale_claims(self, causes: dict[int, str] | None = None) -> int:
+        """Free the claims whose holder is gone (its claim lock can be taken); returns how many.
+
+        Cheap enough to run every second: the claims are indexed and a living
+        holder costs one failed ``flock``. ``causes`` notes why a holder was
+        stopped on the messages it held (``claim_error``), so that a mail that
+        keeps stopping workers is quarantined with the reason.
+        """
+        tokens = self.claim_tokens()
+        dead = sorted(t for t in tokens if not self.claims.alive(t))
         freed = 0
-        with self.write() as conn:
-            for table in ("messages", "exports"):
-                rows = conn.execute(f"SELECT id, claimed_by FROM {table} WHERE claimed_by IS NOT NULL").fetchall()
-                for r in rows:
-                    if not _claim_alive(r["claimed_by"]):
-                        if table == "messages":
-                            conn.execute("UPDATE messages SET claimed_by = NULL, claimed_at = NULL WHERE id = ?", (r["id"],))
-                        else:
-                            conn.execute(
-                                "UPDATE exports SET claimed_by = NULL, claimed_at = NULL, state = 'pending' "
-                                "WHERE id = ? AND state = 'running'",
-                                (r["id"],),
-                            )
-                        freed += 1
+        if dead:
+            marks = ",".join("?" for _ in dead)
+            with self.write() as conn:
+                for mid, cause in (causes or {}).items():
+                    conn.execute(f"UPDATE messages SET claim_error = ? WHERE id = ? AND claimed_by IN ({marks})",
+                                 (cause, mid, *dead))
+                freed += conn.execute(f"UPDATE messages SET claimed_by = NULL, claimed_at = NULL "
+                                      f"WHERE claimed_by IN ({marks})", dead).rowcount
+                freed += conn.execute(f"UPDATE exports SET claimed_by = NULL, claimed_at = NULL, "
+                                      f"state = CASE WHEN state = 'running' THEN 'pending' ELSE state END "
+                                      f"WHERE claimed_by IN ({marks})", dead).rowcount
+        self.claims.sweep(tokens - set(dead))
         return freed
 
     def message(self, message_id: int) -> Row | None:
@@ -377,17 +428,26 @@ class Store:
         return _row(self._conn().execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone())
 
     def find_duplicate(self, message_id: int, header_id: str | None, sha256: str, content_hash: str | None) -> Row | None:
-        """An earlier message that is the same mail (same bytes, or same Message-ID and content)."""
-        conn = self._conn()
+        """The copy of this mail that was processed first (same bytes, or same Message-ID and content).
+
+        A copy still ``received`` has no outcome yet, and a ``duplicate`` is
+        never the first; the earliest of the others is. Only a hint before the
+        work: ``finish_processed`` decides, atomically.
+        """
+        return self._first_copy(self._conn(), message_id, DedupKey(sha256, header_id, content_hash))
+
+    @staticmethod
+    def _first_copy(conn: sqlite3.Connection, message_id: int, key: DedupKey) -> Row | None:
         row = conn.execute(
-            "SELECT * FROM messages WHERE sha256 = ? AND id < ? AND status != 'received' ORDER BY id LIMIT 1",
-            (sha256, message_id),
+            "SELECT * FROM messages WHERE sha256 = ? AND id != ? AND status NOT IN ('received', 'duplicate') "
+            "ORDER BY id LIMIT 1",
+            (key.sha256, message_id),
         ).fetchone()
-        if row is None and header_id and content_hash:
+        if row is None and key.message_id and key.content_hash:
             row = conn.execute(
-                "SELECT * FROM messages WHERE message_id = ? AND content_hash = ? AND id < ? "
-                "AND status != 'received' ORDER BY id LIMIT 1",
-                (header_id, content_hash, message_id),
+                "SELECT * FROM messages WHERE message_id = ? AND content_hash = ? AND id != ? "
+                "AND status NOT IN ('received', 'duplicate') ORDER BY id LIMIT 1",
+                (key.message_id, key.content_hash, message_id),
             ).fetchone()
         return _row(row)
 
@@ -407,10 +467,41 @@ class Store:
         the same sha256 is linked, not inserted again. ``targets_for(doc_row)``
         names the export targets a new document goes to. Returns document ids.
         """
+        return list(self.finish_processed(message_id, status=status, reason=reason, fields=fields,
+                                          documents=documents, targets_for=targets_for).document_ids)
+
+    def finish_processed(
+        self,
+        message_id: int,
+        *,
+        status: str,
+        reason: str,
+        fields: Row,
+        documents: Sequence[Row] = (),
+        targets_for: Any = None,
+        dedup: DedupKey | None = None,
+        duplicate_reason: Callable[[Row], str] | None = None,
+    ) -> Finished:
+        """``finish_message``, unless another copy of the mail got its outcome first.
+
+        With ``dedup``, the copy that was there first is looked for inside the
+        transaction that records the outcome (writers take turns: ``BEGIN
+        IMMEDIATE``), so however two copies race (two workers, SMTP and IMAP,
+        ``import`` beside ``serve``) exactly one is recorded with its outcome
+        and every other one as ``duplicate`` of it, with no documents.
+        """
         now = iso(utcnow())
         doc_ids: list[int] = []
+        first: Row | None = None
         # not durable: after a power cut the message is processed again, idempotently
         with self.write(durable=False) as conn:
+            if dedup is not None:
+                first = self._first_copy(conn, message_id, dedup)
+            if first is not None:
+                status = "duplicate"
+                reason = duplicate_reason(first) if duplicate_reason else f"same message as #{first['id']}"
+                fields = dict(fields, duplicate_of=first["id"])
+                documents = ()
             for doc in documents:
                 existing = conn.execute("SELECT id FROM documents WHERE sha256 = ?", (doc["sha256"],)).fetchone()
                 if existing is not None:
@@ -430,12 +521,13 @@ class Store:
                         )
                 conn.execute("INSERT OR IGNORE INTO message_documents VALUES (?, ?)", (message_id, doc_id))
                 doc_ids.append(doc_id)
-            update = dict(fields, status=status, reason=reason, processed_at=now, claimed_by=None, claimed_at=None)
+            update = dict(fields, status=status, reason=reason, processed_at=now, claimed_by=None, claimed_at=None,
+                          claim_error=None)
             if isinstance(update.get("decision"), dict):
                 update["decision"] = pack_decision(update["decision"])
             sets = ", ".join(f"{k} = ?" for k in update)
             conn.execute(f"UPDATE messages SET {sets} WHERE id = ?", [*(_encode(v) for v in update.values()), message_id])
-        return doc_ids
+        return Finished(status, reason, tuple(doc_ids), first)
 
     def release_message(self, message_id: int, *, by: str = "") -> Row:
         """Release a ``suspicious`` message: a person vouches for its sender; it is processed again.
@@ -577,7 +669,7 @@ class Store:
         A person's request starts the count of attempts afresh; a retry after a
         failure (``keep_attempts``) does not.
         """
-        attempts = "" if keep_attempts else ", attempts = 0"
+        attempts = "" if keep_attempts else ", attempts = 0, claim_error = NULL"
         with self.write() as conn:
             conn.executemany(
                 f"UPDATE messages SET status = 'received', claimed_by = NULL, claimed_at = NULL{attempts} WHERE id = ?",
@@ -769,8 +861,9 @@ class Store:
             f"ORDER BY documents.id", (target, since, since))]
 
     def claim_export(self, target: str, *, now: dt.datetime, require_approval: bool,
-                     token: str = PROCESS_TOKEN, exclude: Sequence[int] = ()) -> Row | None:
-        """Claim one export of ``target`` that is due; None when nothing is."""
+                     token: str | None = None, exclude: Sequence[int] = ()) -> Row | None:
+        """Claim one export of ``target`` that is due; None when nothing is (the claim ends with this process)."""
+        token = token or self.claims.token()
         approval = "AND d.approved_at IS NOT NULL" if require_approval else ""
         skip = f"AND e.id NOT IN ({','.join(str(int(i)) for i in exclude)})" if exclude else ""
         with self.write(durable=False) as conn:
@@ -1176,18 +1269,6 @@ class Store:
 # a document that no imported mail links any more: its mail was re-decided (ignored, unmatched, ...)
 ORPHANED = ("NOT EXISTS (SELECT 1 FROM message_documents md JOIN messages m ON m.id = md.message_id "
             "WHERE md.document_id = documents.id AND m.status IN ('imported', 'received'))")
-
-
-def _claim_alive(token: str | None) -> bool:
-    if not token:
-        return False
-    if token == PROCESS_TOKEN:
-        return True
-    try:
-        host, pid, _ = token.rsplit(":", 2)
-    except ValueError:
-        return False
-    return host == socket.gethostname() and _pid_alive(int(pid)) and int(pid) != os.getpid()
 
 
 # An explanation in words lists every rule tried: with a large rule set that
