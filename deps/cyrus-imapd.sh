@@ -14,4 +14,5 @@ echo "unpacking cyrus-imapd $version into $dir"
     echo "cannot download cyrus-imapd $version (apt-get download); run apt-get update and try again" >&2
     exit 1
 }
+mkdir -p "$dir"
 dpkg-deb -x "$tmp"/cyrus-imapd_*.deb "$dir"
