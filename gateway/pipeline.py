@@ -9,6 +9,7 @@ documents are content-addressed by SHA-256 and export rows are unique per
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import fnmatch
 import hashlib
 import io
@@ -25,6 +26,7 @@ from typing import Any
 from gateway import mime
 from gateway.config import ExportConfig, Settings
 from gateway.errors import GatewayError, ParseError, RenderError
+from gateway.fields import read_document as read_fields
 from gateway.forwarded import forwarded_sender
 from gateway.models import Attachment, Decision, MailView, ParsedMessage
 from gateway.payment_guard import PaymentGuard, vouched_by
@@ -432,6 +434,7 @@ class Pipeline:
         docs = []
         payees: list[tuple[dict[str, Any], list[str]]] = []
         received = (row.get("received") or "")[:10]
+        sender_name = email.utils.parseaddr(str(row.get("sender") or ""))[0]
         for d in outcome.documents:
             sha = d.sha256
             rel = self.files.path_for(sha, d.filename)
@@ -441,16 +444,23 @@ class Pipeline:
             # missing values are null in the store and the API, not ""
             inv_fields: dict[str, Any] = {k: (v or None) for k, v in inv.fields().items()} if inv is not None else {}
             tags = list(meta.get("tags") or [])
+            read = read_fields(d.data, d.kind, einvoice=inv, assign=meta, sender_name=sender_name,
+                               sender_domain=outcome.sender_domain)
+            # what the text says counts for the top-level columns; the sender's display name does not
+            # (anyone can write any name there), so it stays a low-confidence field only
+            text = {k: v for k, v in read.values().items() if v and read.sources[k].source in ("text", "einvoice")}
             doc = {
                 "sha256": sha, "filename": d.filename, "content_type": d.content_type, "kind": d.kind,
                 "origin": d.origin, "size": len(d.data), "path": rel,
-                "company": meta.get("company") or inv_fields.get("seller") or None,
+                "company": meta.get("company") or inv_fields.get("seller") or text.get("seller") or None,
                 "document_type": meta.get("document_type") or getattr(inv, "default_document_type", None),
-                "invoice_number": meta.get("invoice_number") or inv_fields.get("invoice_number") or None,
-                "doc_date": inv_fields.get("issue_date") or received or None,
+                "invoice_number": (meta.get("invoice_number") or inv_fields.get("invoice_number")
+                                   or text.get("invoice_number") or None),
+                "doc_date": inv_fields.get("issue_date") or text.get("issue_date") or received or None,
                 "tags": tags, "note": meta.get("note"),
                 "einvoice": inv_fields or None,
-                "warnings": [*(getattr(inv, "warnings", ()) or ()), *d.warnings],
+                "fields": read.to_json(),
+                "warnings": [*(getattr(inv, "warnings", ()) or ()), *d.warnings, *read.warnings],
             }
             docs.append(doc)
             payees.append((doc, self.payment_guard.ibans_of(d.kind, d.data, inv)))

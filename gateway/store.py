@@ -208,6 +208,10 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE messages ADD COLUMN import_requested_at TEXT;
     ALTER TABLE messages ADD COLUMN import_requested_by TEXT;
     """,
+    # 9: every document's fields (gateway.fields): {"fields": {...}, "field_sources": {...}} as JSON
+    """
+    ALTER TABLE documents ADD COLUMN fields TEXT;
+    """,
 ]
 EVENTS_KEPT = 20_000
 
