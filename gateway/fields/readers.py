@@ -135,7 +135,10 @@ def _below(lines: Sequence[Line], index: int, seg: Segment) -> Line | None:
             return None
         parts = [s for s in nxt.segments if s.box[0] < seg.box[2] + 40 and s.box[2] > seg.box[0] - 10]
         if parts:
-            return Line(nxt.page, tuple(parts), nxt.page_height)
+            # the value under the label is the run whose start or centre is nearest the label's
+            centre = (seg.box[0] + seg.box[2]) / 2
+            best = min(parts, key=lambda s: min(abs(s.box[0] - seg.box[0]), abs((s.box[0] + s.box[2]) / 2 - centre)))
+            return Line(nxt.page, tuple(s for s in nxt.segments if s.box[0] >= best.box[0]), nxt.page_height)
     return None
 
 
@@ -243,7 +246,7 @@ def read_amounts(layout: Layout) -> dict[str, Found]:
     totals: list[Found] = []
     for rank, labels in enumerate(TOTAL_LABELS):
         totals = [f for f in labelled(layout, labels, _amount_value)
-                  if rank == 0 or not not_total.search(layout_line_text(layout, f).split(str(f.label))[0] + str(f.label))]
+                  if rank == 0 or not not_total.search(layout_line_text(layout, f))]
         if totals:
             break
     if totals:

@@ -167,6 +167,7 @@ _VAT_RE = re.compile(r"(?<![A-Z0-9])(ATU|BE|BG|CHE|CY|CZ|DE|DK|EE|EL|GR|ES|FI|FR
 def find_vat_ids(text: str) -> list[tuple[str, int, int]]:
     """The EU VAT IDs in ``text`` whose check digits are right (python-stdnum), compact, with offsets."""
     from stdnum.eu import vat
+    from stdnum.gb import vat as gb_vat  # the UK left the EU VAT area; its numbers keep their own check
 
     out: list[tuple[str, int, int]] = []
     for m in _VAT_RE.finditer(text[:2000]):
@@ -176,8 +177,9 @@ def find_vat_ids(text: str) -> list[tuple[str, int, int]]:
         for n in range(len(parts), 0, -1):
             candidate = (prefix + "".join(parts[:n])).upper()
             try:
-                if vat.is_valid(candidate):
-                    out.append((vat.compact(candidate), m.start(), m.start() + len(prefix) + len("".join(parts[:n]))))
+                checker = gb_vat if candidate.startswith("GB") else vat
+                if checker.is_valid(candidate):
+                    out.append(("GB" + gb_vat.compact(candidate) if candidate.startswith("GB") else vat.compact(candidate), m.start(), m.start() + len(prefix) + len("".join(parts[:n]))))
                     break
             except Exception:  # stdnum raises only its own errors for odd input; never let one through
                 continue
