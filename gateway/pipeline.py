@@ -9,7 +9,6 @@ documents are content-addressed by SHA-256 and export rows are unique per
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import fnmatch
 import hashlib
 import io
@@ -90,6 +89,7 @@ class Outcome:
     decision: dict[str, Any] = field(default_factory=dict)
     assign: dict[str, Any] = field(default_factory=dict)
     sender_domain: str = ""
+    sender_name: str = ""
     iban_records: list[tuple[str, str, str | None]] = field(default_factory=list)
 
 
@@ -434,7 +434,6 @@ class Pipeline:
         docs = []
         payees: list[tuple[dict[str, Any], list[str]]] = []
         received = (row.get("received") or "")[:10]
-        sender_name = email.utils.parseaddr(str(row.get("sender") or ""))[0]
         for d in outcome.documents:
             sha = d.sha256
             rel = self.files.path_for(sha, d.filename)
@@ -444,7 +443,7 @@ class Pipeline:
             # missing values are null in the store and the API, not ""
             inv_fields: dict[str, Any] = {k: (v or None) for k, v in inv.fields().items()} if inv is not None else {}
             tags = list(meta.get("tags") or [])
-            read = read_fields(d.data, d.kind, einvoice=inv, assign=meta, sender_name=sender_name,
+            read = read_fields(d.data, d.kind, einvoice=inv, assign=meta, sender_name=outcome.sender_name,
                                sender_domain=outcome.sender_domain)
             # what the text says counts for the top-level columns; the sender's display name does not
             # (anyone can write any name there), so it stays a low-confidence field only
@@ -479,6 +478,7 @@ class Pipeline:
         inv_fields = first_inv.fields() if first_inv is not None else None
         view = mail_view(parsed, row, inv_fields)
         out.sender_domain = from_domain(parsed)
+        out.sender_name = parsed.sender.name if parsed.sender else ""
         require = self.settings.trust.require_authenticated_sender
         if row.get("released_at"):  # mail_view counts the sender as authenticated
             out.notes.append(f"released by {row.get('released_by') or 'a person'} at {str(row['released_at'])[:19]}")
