@@ -40,3 +40,15 @@ def test_a_pdf_without_text_has_empty_fields_and_no_company_from_the_display_nam
     # the display name is a hint in the fields, with its source, never the document's company
     assert doc["fields"]["seller"] == "Trusted Supplier GmbH" and doc["field_sources"]["seller"]["source"] == "mail"
     assert doc["fields"]["grand_total"] is None
+
+
+def test_a_mail_whose_body_is_the_invoice_gets_fields_from_its_rendered_pdf(gateway: Gateway) -> None:
+    source, truth = html("en", "b", 1)
+    body = source.split("<body>", 1)[1].split("</body>", 1)[0]
+    gateway.send(make_mail(sender="Harbour <billing@harbour.example>", subject="Your invoice",
+                           body="See the HTML part.", html=f"<html><body>{body}</body></html>"))
+    [doc] = wait_for(lambda: gateway.api("/api/documents").json()["items"], timeout=30)
+    assert doc["origin"] == "body"
+    for key in ("invoice_number", "issue_date", "grand_total", "iban", "seller_vat_id", "currency"):
+        assert doc["fields"][key] == truth[key], key
+    assert doc["invoice_number"] == truth["invoice_number"]

@@ -53,8 +53,8 @@ ISSUE_LABELS = _labels(
     r"rechnungsdatum", r"belegdatum", r"ausstellungsdatum", r"datum\s+der\s+rechnung", r"invoice\s+date", r"date\s+of\s+issue",
     r"issue\s+date", r"date\s+(?:de\s+(?:la\s+)?)?facture", r"date\s+d['’]émission", r"factuurdatum", r"data\s+(?:della\s+)?fattura",
     r"data\s+(?:di\s+)?emissione", r"fecha\s+(?:de\s+)?(?:la\s+)?factura", r"fecha\s+de\s+emisi[óo]n", r"fecha\s+factura",
-    r"datum", r"date", r"data", r"fecha",
 )
+ISSUE_GENERIC = _labels(r"datum", r"date", r"data", r"fecha", r"den")
 DUE_LABELS = _labels(
     r"f[äa]lligkeit(?:sdatum)?", r"f[äa]llig\s+(?:am|bis(?:\s+zum)?)", r"zahlbar\s+(?:bis|ohne\s+abzug\s+bis)(?:\s+zum)?",
     r"zahlungsziel", r"due\s+date", r"payment\s+due(?:\s+date)?", r"due\s+by", r"pay\s+by", r"date\s+d['’]?[ée]ch[ée]ance",
@@ -131,14 +131,19 @@ def _below(lines: Sequence[Line], index: int, seg: Segment) -> Line | None:
     here = lines[index]
     height = max(1.0, seg.box[3] - seg.box[1])
     for nxt in lines[index + 1:index + 4]:
-        if nxt.page != here.page or nxt.box[1] - seg.box[3] > 2.5 * height:
+        if nxt.page != here.page or nxt.box[1] - seg.box[3] > max(3 * height, 18.0):
             return None
         parts = [s for s in nxt.segments if s.box[0] < seg.box[2] + 40 and s.box[2] > seg.box[0] - 10]
         if parts:
             # the value under the label is the run whose start or centre is nearest the label's
             centre = (seg.box[0] + seg.box[2]) / 2
             best = min(parts, key=lambda s: min(abs(s.box[0] - seg.box[0]), abs((s.box[0] + s.box[2]) / 2 - centre)))
-            return Line(nxt.page, tuple(s for s in nxt.segments if s.box[0] >= best.box[0]), nxt.page_height)
+            # with the runs that continue it (a value printed in pieces), not the next column's
+            run = [best]
+            for s in nxt.segments:
+                if s.box[0] > run[-1].box[2] and s.box[0] - run[-1].box[2] < 4.0:
+                    run.append(s)
+            return Line(nxt.page, tuple(run), nxt.page_height)
     return None
 
 
@@ -204,9 +209,11 @@ def read_dates(layout: Layout, month_first: bool) -> tuple[Found | None, Found |
     """The issue date and the due date."""
     parse = _date_value(month_first)
     due = labelled(layout, DUE_LABELS, parse)
-    issue = [f for f in labelled(layout, ISSUE_LABELS, parse, exclude=re.compile(
-        r"liefer|leistungs|delivery|livraison|levering|consegna|entrega|bestell|order|commande|f[äa]llig|due|"
-        r"[ée]ch[ée]ance|verval|scadenza|vencimiento|druck|print|period|zeitraum|start|end|fin|d[ée]but", re.I))]
+    not_issue = re.compile(r"liefer|leistungs|delivery|livraison|levering|consegna|entrega|bestell|order|commande|"
+                           r"f[äa]llig|due|[ée]ch[ée]ance|verval|scadenza|vencimiento|druck|print|period|zeitraum|"
+                           r"start|end|fin|d[ée]but|associ|zeit|time", re.I)
+    issue = labelled(layout, ISSUE_LABELS, parse, exclude=not_issue) or labelled(
+        layout, ISSUE_GENERIC, parse, exclude=not_issue)
     issue_found = issue[0] if issue else None
     if issue_found is None:  # a title such as "Rechnung Nr. 47110815 vom 01.12.2025"
         for line in layout.lines[:80]:
@@ -257,12 +264,14 @@ def read_amounts(layout: Layout) -> dict[str, Found]:
     if net:
         out["net_total"] = max(net, key=lambda f: (f.page, f.box[1]))
     taxes = [f for f in tax if f.value.value > 0]
+    if taxes and "net_total" in out and "grand_total" in out:
+        diff = out["grand_total"].value.value - out["net_total"].value.value
+        for f in taxes:  # any amount on a tax line that makes net + tax = total
+            for a in find_amounts(layout_line_text(layout, f)):
+                if a.value == diff and a.decimals:
+                    taxes = [Found(a, f.page, f.box, f.confidence, f.label)]
+                    break
     if taxes:
-        if len(taxes) > 1 and "net_total" in out and "grand_total" in out:
-            diff = out["grand_total"].value.value - out["net_total"].value.value
-            match = [f for f in taxes if f.value.value == diff]
-            if match:
-                taxes = match
         out["tax_total"] = taxes[-1]
     return out
 
