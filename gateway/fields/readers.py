@@ -333,7 +333,8 @@ def _entity_name(text: str) -> str | None:
     """The company name in a text holding a legal form ("Bei Spiel GmbH, Ecke 12" -> "Bei Spiel GmbH")."""
     for part in re.split(r"\s+[|·•–]\s+|\s{2,}|,\s+(?=\D)|\s-\s", text):
         m = LEGAL_FORM.search(part)
-        if m and m.start() > 0:
+        # "10 KG" is a weight and "Lager 3 AG" no company: a name has letters right before its legal form
+        if m and m.start() > 0 and re.search(r"[^\W\d_][\s.,&)]*$", part[:m.start()]) and not part[0].isdigit():
             name = part[:m.end()].strip(" :,-")
             name = re.sub(r"^(?:name|firma|company|soci[ée]t[ée]|vendor|seller|verk[äa]ufer|lieferant)\s*:\s*", "",
                           name, flags=re.I)
@@ -357,8 +358,8 @@ def read_parties(layout: Layout, vat: Found | None) -> tuple[Found | None, Found
         for label, kind in ((seller_label, "seller"), (buyer_label, "buyer")):
             if label.match(line.text.strip()) and len(line.text) < 40:
                 for nxt in lines[i + 1:i + 5]:
-                    name = _entity_name(nxt.text) or (
-                        re.sub(r"^name\s*:\s*", "", nxt.text, flags=re.I) if re.match(r"name\s*:", nxt.text, re.I) else None)
+                    named = re.match(r"(?:name|firma|company|nom|naam|nome|nombre)\s*:\s*(\S.{1,78})$", nxt.text, re.I)
+                    name = named.group(1).strip() if named else _entity_name(nxt.text)
                     if name:
                         f = Found(name, nxt.page, nxt.box, 0.8, label.pattern and line.text.strip())
                         if kind == "seller" and seller is None:
