@@ -447,7 +447,9 @@ class Pipeline:
                                sender_domain=outcome.sender_domain)
             # what the text says counts for the top-level columns; the sender's display name does not
             # (anyone can write any name there), so it stays a low-confidence field only
-            text = {k: v for k, v in read.values().items() if v and read.sources[k].source in ("text", "einvoice")}
+            # (and a guess, such as a letterhead's first line, neither: "unknown" beats a wrong name in a file name)
+            text = {k: v for k, v in read.values().items()
+                    if v and read.sources[k].source in ("text", "einvoice") and read.sources[k].confidence >= 0.5}
             doc = {
                 "sha256": sha, "filename": d.filename, "content_type": d.content_type, "kind": d.kind,
                 "origin": d.origin, "size": len(d.data), "path": rel,

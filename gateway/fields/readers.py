@@ -37,7 +37,8 @@ def _labels(*words: str) -> re.Pattern[str]:
 
 NUMBER_LABELS = _labels(
     r"rechnungs?[- ]?(?:nummer|nr\.?|no\.?)", r"rechnung\s+(?:nr\.?|nummer)", r"beleg[- ]?(?:nummer|nr\.?)",
-    r"gutschrift(?:s[- ]?(?:nummer|nr\.?)|\s+nr\.?)", r"invoice\s*(?:no\.?|number|nr\.?|num\.?|#|id)",
+    r"gutschrift(?:s[- ]?(?:nummer|nr\.?)|\s+nr\.?)", r"re\.?-?\s?nr\.?", r"rg\.?-?\s?nr\.?",
+    r"invoice\s*(?:no\.?|number|nr\.?|num\.?|#|id)",
     r"inv\.?\s*(?:no\.?|#)", r"receipt\s*(?:no\.?|number|#)", r"credit\s*note\s*(?:no\.?|number|#)",
     r"n[°º]\s*(?:de\s+)?facture", r"num[ée]ro\s+de\s+facture", r"facture\s*n[°ºo]\.?", r"avoir\s*n[°ºo]\.?",
     r"factuur\s*(?:nummer|nr\.?|no\.?)", r"factuurnummer", r"numero\s+(?:di\s+)?fattura", r"fattura\s*n[.°º]?",
@@ -195,6 +196,9 @@ def read_invoice_number(layout: Layout) -> Found | None:
     return None
 
 
+_WITHIN = re.compile(r"\b(?:innerhalb|binnen|within|sous|dans\s+les|entro|en\s+un\s+plazo\s+de|a)\s+(?:von\s+)?(\d{1,3})\s+"
+                     r"(?:kalender)?(?:tagen|tage|days|jours|dagen|giorni|d[íi]as)\b", re.I)
+_DISCOUNT = re.compile(r"skonto|discount|escompte|korting|sconto|descuento", re.I)
 _DATED = re.compile(r"\b(?:vom|von|du|of|dated|del|van|de)\s+(?=\d)", re.I)
 
 
@@ -232,6 +236,13 @@ def read_dates(layout: Layout, month_first: bool) -> tuple[Found | None, Found |
                 issue_found = Found(dates[0][0], line.page, line.box, 0.5, None)
                 break
     due_found = next((d for d in due if issue_found is None or d.value >= issue_found.value), None)
+    if due_found is None and issue_found is not None:  # "zahlbar innerhalb von 14 Tagen": issue date + 14 days
+        for line in layout.lines:
+            m = _WITHIN.search(line.text)
+            if m and not _DISCOUNT.search(line.text) and 0 < int(m.group(1)) <= 120:
+                due_found = Found(issue_found.value + dt.timedelta(days=int(m.group(1))), line.page, line.box, 0.6,
+                                  m.group(0))
+                break
     return issue_found, due_found
 
 
@@ -442,6 +453,9 @@ def check_totals(amounts: dict[str, Found]) -> dict[str, Found]:
     elif g and n and t is None and g.value.value >= n.value.value:
         value = g.value.value - n.value.value
         out["tax_total"] = Found(Amount(value, g.value.currency, 0, 0, True), g.page, g.box, 0.6, "total - net")
+    if "grand_total" not in out and "amount_due" in out:  # only "Balance due" printed: no prepayment shown either
+        f = out["amount_due"]
+        out["grand_total"] = Found(f.value, f.page, f.box, min(f.confidence, 0.6), f.label)
     if "amount_due" not in out and "grand_total" in out:
         f = out["grand_total"]
         out["amount_due"] = Found(f.value, f.page, f.box, min(f.confidence, 0.6), "no prepayment printed")
