@@ -198,6 +198,8 @@ def read_invoice_number(layout: Layout) -> Found | None:
 
 _WITHIN = re.compile(r"\b(?:innerhalb|binnen|within|sous|dans\s+les|entro|en\s+un\s+plazo\s+de|a)\s+(?:von\s+)?(\d{1,3})\s+"
                      r"(?:kalender)?(?:tagen|tage|days|jours|dagen|giorni|d[íi]as)\b", re.I)
+_PAYMENT = re.compile(r"zahlbar|zahlung|payable|payment|paiement|payer|r[èe]glement|betal|pagament|pagar|pago|"
+                      r"net\s+\d", re.I)
 _DISCOUNT = re.compile(r"skonto|discount|escompte|korting|sconto|descuento", re.I)
 _DATED = re.compile(r"\b(?:vom|von|du|of|dated|del|van|de)\s+(?=\d)", re.I)
 
@@ -239,7 +241,7 @@ def read_dates(layout: Layout, month_first: bool) -> tuple[Found | None, Found |
     if due_found is None and issue_found is not None:  # "zahlbar innerhalb von 14 Tagen": issue date + 14 days
         for line in layout.lines:
             m = _WITHIN.search(line.text)
-            if m and not _DISCOUNT.search(line.text) and 0 < int(m.group(1)) <= 120:
+            if m and _PAYMENT.search(line.text) and not _DISCOUNT.search(line.text) and 0 < int(m.group(1)) <= 120:
                 due_found = Found(issue_found.value + dt.timedelta(days=int(m.group(1))), line.page, line.box, 0.6,
                                   m.group(0))
                 break
@@ -381,7 +383,7 @@ def read_parties(layout: Layout, vat: Found | None) -> tuple[Found | None, Found
     # a return-address line above the address window ("Bei Spiel GmbH · Ecke 12 · 12345 Stadt")
     for i, line in enumerate(lines[:40]):
         for seg in line.segments:
-            if re.search(r"\s[|·•●,–-]\s.*\b\d{4,5}\b", " ".join(x.text for x in line.segments)) and seg.box[1] < line.page_height * 0.4:
+            if re.search(r"\s[|·•●,–-]\s.*\b\d{4,5}\s+[^\W\d_]{2,}", " ".join(x.text for x in line.segments)) and seg.box[1] < line.page_height * 0.4:
                 name = _entity_name(seg.text) or re.split(r"\s[|·•●–-]\s|,", seg.text)[0].strip(" ,")
                 if seller is None and name and 2 < len(name) <= 80 and not re.search(r"\d{4,}", name):
                     seller = Found(name, seg.page, seg.box, 0.75, "return address")
@@ -428,7 +430,7 @@ def read_document_type(layout: Layout) -> Found | None:
                     return Found(kind, seg.page, seg.box, 0.8, m.group(0))
     # elsewhere a credit-note or reminder word is only a hint ("Gutschrift folgt"): invoice words decide
     if DOC_TYPES[-1][1].search(layout.text[:20000]):
-        return Found("invoice", 1, (0.0, 0.0, 0.0, 0.0), 0.5, None)
+        return Found("invoice", 1, (0.0, 0.0, 0.0, 0.0), 0.4, None)
     return None
 
 
