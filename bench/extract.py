@@ -92,7 +92,7 @@ def main() -> int:
     logging.disable(logging.WARNING)
     from test_fields_corpus import strip_xml
 
-    from fieldsamples import samples
+    from fieldsamples import heldout, samples
     from gateway import einvoice
 
     corpus: list[tuple[str, bytes, dict[str, str]]] = []
@@ -106,15 +106,17 @@ def main() -> int:
 
         corpus.append(("corpus", strip_xml(path.read_bytes()), {k: truth.get(k, "") for k in FIELD_NAMES}))
     generated = [(s.language, s.pdf, s.truth) for s in samples(args.per_layout)]
-    for title, items in (("corpus hybrids without XML", corpus), ("generated (six languages, two layouts)", generated)):
+    later = [(s.layout, s.pdf, s.truth) for s in heldout()]
+    for title, items in (("corpus hybrids without XML", corpus), ("generated (six languages, two layouts)", generated),
+                         ("layouts written after the readers", later)):
         per_field, per_group = accuracy(items)
         right = sum(a for a, _ in per_field.values())
         total = sum(b for _, b in per_field.values())
         print(f"{title}: {len(items)} PDFs, {right}/{total} fields right ({100 * right / max(1, total):.1f} %)")
         print("  per field: " + ", ".join(f"{k} {a}/{b}" for k, (a, b) in per_field.items()))
         if len(per_group) > 1:
-            print("  per language: " + ", ".join(f"{k} {a}/{b}" for k, (a, b) in per_group.items()))
-    pdfs = [pdf for _, pdf, _ in corpus] + [pdf for _, pdf, _ in generated]
+            print("  per group: " + ", ".join(f"{k} {a}/{b}" for k, (a, b) in per_group.items()))
+    pdfs = [pdf for _, pdf, _ in corpus] + [pdf for _, pdf, _ in generated] + [pdf for _, pdf, _ in later]
     t = timing(pdfs, args.rounds)
     print(f"median ms per page over {len(pdfs)} PDFs x {args.rounds} rounds: text with boxes (pypdfium2) "
           f"{t['boxes']:.2f}, plain text (pypdf extract_text, baseline) {t['pypdf']:.2f} "

@@ -168,3 +168,63 @@ def samples(per_layout: int = 1) -> list[Sample]:
                 source, truth = html(language, layout, n + (1 if layout == "b" else 0))
                 out.append(Sample(language, layout, pdf_of(source), truth))
     return out
+
+
+# Layouts written after the readers, to see how they fare on what they were not shaped by.
+def heldout() -> list[Sample]:
+    """Four invoices in layouts unlike ``html``: a US SaaS bill, a German receipt, an Italian and a Dutch invoice."""
+    us_iban = valid_iban("GB", "NWBK60161331926819")
+    docs: list[tuple[str, str, str, dict[str, str]]] = [
+        ("en", "saas", f"""
+        <div style="float:right; text-align:right">Cloudly Inc.<br>548 Market St<br>San Francisco, CA 94104</div>
+        <h1 style="font-size:26pt">Invoice</h1>
+        <table><tr><td>Invoice number</td><td>INV-2026-00318</td></tr>
+        <tr><td>Date of issue</td><td>March 3, 2026</td></tr><tr><td>Date due</td><td>April 2, 2026</td></tr></table>
+        <p><b>Bill to</b><br>Jane Doe<br>jane@example.com</p>
+        <h2>$1,210.00 USD due April 2, 2026</h2>
+        <table style="width:100%"><tr><td>Description</td><td>Qty</td><td>Unit price</td><td>Amount</td></tr>
+        <tr><td>Pro plan</td><td>10</td><td>$110.00</td><td>$1,100.00</td></tr></table>
+        <table style="margin-left:300pt"><tr><td>Subtotal</td><td>$1,100.00</td></tr>
+        <tr><td>Sales tax (10%)</td><td>$110.00</td></tr><tr><td>Total</td><td>$1,210.00</td></tr>
+        <tr><td><b>Amount due</b></td><td><b>$1,210.00 USD</b></td></tr></table>
+        <p>Wire transfer: IBAN {spaced(us_iban)}</p>""",
+         {"seller": "Cloudly Inc.", "invoice_number": "INV-2026-00318", "issue_date": "2026-03-03",
+          "due_date": "2026-04-02", "currency": "USD", "net_total": "1100.00", "tax_total": "110.00",
+          "grand_total": "1210.00", "amount_due": "1210.00", "iban": us_iban, "document_type": "invoice"}),
+        ("de", "receipt", """
+        <div style="text-align:center; width:200pt">Bäckerei Sonnenschein e.K.<br>Lindenweg 3, 79098 Freiburg<br>
+        USt-IdNr. DE136695976<br><br><b>KASSENBON</b><br>Beleg-Nr. 4711<br>14.02.2026 08:12</div>
+        <table style="width:200pt"><tr><td>2x Brezel</td><td>1,80</td></tr><tr><td>Kaffee</td><td>2,90</td></tr>
+        <tr><td><b>SUMME EUR</b></td><td><b>4,70</b></td></tr><tr><td>Gegeben BAR</td><td>10,00</td></tr>
+        <tr><td>Rückgeld</td><td>5,30</td></tr><tr><td>MwSt 7% Netto 4,39</td><td>0,31</td></tr></table>""",
+         {"seller": "Bäckerei Sonnenschein e.K.", "seller_vat_id": "DE136695976", "invoice_number": "4711",
+          "issue_date": "2026-02-14", "currency": "EUR", "grand_total": "4.70", "tax_total": "0.31",
+          "document_type": "receipt"}),
+        ("it", "pa", f"""
+        <p><b>Tecnoservizi S.p.A.</b> – Via Garibaldi 12 – 20121 Milano</p>
+        <p style="margin-left:280pt">Spett.le<br>Studio Bianchi<br>Corso Italia 8<br>50123 Firenze</p>
+        <p><b>FATTURA N. 2026/118 del 28/02/2026</b></p>
+        <table><tr><td>Descrizione</td><td>Importo</td></tr><tr><td>Manutenzione impianto</td><td>2.450,00</td></tr></table>
+        <table style="margin-left:280pt"><tr><td>Totale imponibile</td><td>€ 2.450,00</td></tr>
+        <tr><td>IVA 22%</td><td>€ 539,00</td></tr><tr><td>Totale documento</td><td>€ 2.989,00</td></tr></table>
+        <p>Pagamento: bonifico bancario a 30 giorni data fattura – IBAN {spaced(valid_iban("IT", "X0542811101000000123456"))}</p>
+        <p style="font-size:7pt">P.IVA IT00743600439 – Capitale sociale € 100.000 i.v.</p>""",
+         {"seller": "Tecnoservizi S.p.A.", "seller_vat_id": "IT00743600439", "buyer": "Studio Bianchi",
+          "invoice_number": "2026/118", "issue_date": "2026-02-28", "due_date": "2026-03-30", "currency": "EUR",
+          "net_total": "2450.00", "tax_total": "539.00", "grand_total": "2989.00", "amount_due": "2989.00",
+          "iban": valid_iban("IT", "X0542811101000000123456"), "document_type": "invoice"}),
+        ("nl", "columns", f"""
+        <table style="width:100%"><tr><td style="width:50%"><b>Bakker &amp; Zonen B.V.</b><br>Kade 7<br>1011 AB Amsterdam
+        <br>KvK 12345678<br>BTW NL123456782B01</td>
+        <td><b>CREDITNOTA</b><br>Creditnotanummer: CN-2026-007<br>Datum: 9 januari 2026</td></tr></table>
+        <p>Klant:<br>Jansen Techniek<br>Dorpsstraat 1</p>
+        <table style="margin-left:280pt"><tr><td>Subtotaal</td><td>€ -200,00</td></tr>
+        <tr><td>BTW 21%</td><td>€ -42,00</td></tr><tr><td>Totaal</td><td>€ -242,00</td></tr></table>
+        <p>Het bedrag wordt binnen 14 dagen teruggestort op uw rekening.</p>""",
+         {"seller": "Bakker & Zonen B.V.", "seller_vat_id": "NL123456782B01", "buyer": "Jansen Techniek",
+          "invoice_number": "CN-2026-007", "issue_date": "2026-01-09", "currency": "EUR", "net_total": "-200.00",
+          "tax_total": "-42.00", "grand_total": "-242.00", "document_type": "credit_note"}),
+    ]
+    return [Sample(language, layout, pdf_of(f'<html><head><meta charset="utf-8"></head><body style="font-family:'
+                                            f'sans-serif; font-size:10pt">{body}</body></html>'), truth)
+            for language, layout, body, truth in docs]

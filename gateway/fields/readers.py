@@ -58,7 +58,7 @@ ISSUE_LABELS = _labels(
 ISSUE_GENERIC = _labels(r"datum", r"date", r"data", r"fecha", r"den")
 DUE_LABELS = _labels(
     r"f[äa]lligkeit(?:sdatum)?", r"f[äa]llig\s+(?:am|bis(?:\s+zum)?)", r"zahlbar\s+(?:bis|ohne\s+abzug\s+bis)(?:\s+zum)?",
-    r"zahlungsziel", r"due\s+date", r"payment\s+due(?:\s+date)?", r"due\s+by", r"pay\s+by", r"date\s+d['’]?[ée]ch[ée]ance",
+    r"zahlungsziel", r"due\s+date", r"date\s+due", r"payment\s+due(?:\s+date)?", r"due\s+by", r"pay\s+by", r"date\s+d['’]?[ée]ch[ée]ance",
     r"[ée]ch[ée]ance", r"[àa]\s+payer\s+avant\s+le", r"vervaldatum", r"vervaldag", r"te\s+betalen\s+voor", r"uiterste\s+betaaldatum",
     r"data\s+(?:di\s+)?scadenza", r"scadenza", r"fecha\s+de\s+vencimiento", r"vencimiento",
     r"(?:[üu]berweisen|zahlen|bezahlen)\s+sie\s+(?:den\s+betrag\s+)?(?:bis|sp[äa]testens)(?:\s+(?:zum|am))?",
@@ -249,8 +249,16 @@ def read_dates(layout: Layout, month_first: bool) -> tuple[Found | None, Found |
 
 
 def _amount_value(text: str) -> Amount | None:
+    """The amount a label names: the one right after it ("Netto 4,39 0,31"), else the last on the line
+    ("USt 19 % auf 804,35 € 152,83 €")."""
     amounts = [a for a in find_amounts(text[:200]) if a.decimals]
-    return amounts[-1] if amounts else None
+    if not amounts:
+        return None
+    first = amounts[0]
+    lead = text[:first.start]
+    if len(lead.strip(" :€$£")) == 0 or lead.strip() in ("EUR", "USD", "GBP", "CHF"):
+        return first
+    return amounts[-1]
 
 
 def read_amounts(layout: Layout) -> dict[str, Found]:
@@ -276,7 +284,7 @@ def read_amounts(layout: Layout) -> dict[str, Found]:
         out["amount_due"] = due[-1]
     if net:
         out["net_total"] = max(net, key=lambda f: (f.page, f.box[1]))
-    taxes = [f for f in tax if f.value.value > 0]
+    taxes = [f for f in tax if f.value.value != 0]
     if taxes and "net_total" in out and "grand_total" in out:
         diff = out["grand_total"].value.value - out["net_total"].value.value
         for f in taxes:  # any amount on a tax line that makes net + tax = total
@@ -337,6 +345,10 @@ def read_iban(layout: Layout) -> Found | None:
             ibans = find_ibans(seg.text)
             if not ibans and IBAN_LABEL.search(seg.text):
                 ibans = find_ibans(line.text[line.text.find(seg.text):])
+            if not ibans and IBAN_LABEL.search(seg.text) and index + 1 < len(layout.lines):
+                # an IBAN broken over two lines (a wrapped paragraph, a narrow footer column)
+                joined = seg.text + " " + layout.lines[index + 1].segments[0].text
+                ibans = [i for i in find_ibans(joined) if i[:4] in re.sub(r"\s", "", seg.text).upper()]
             if ibans:
                 return Found(ibans[0], seg.page, seg.box, 0.95, "IBAN" if IBAN_LABEL.search(line.text) else None)
     return None
@@ -365,14 +377,21 @@ def read_parties(layout: Layout, vat: Found | None) -> tuple[Found | None, Found
                               r"fornitore|cedente|proveedor|vendedor|emisor)\b", re.I)
     buyer_label = re.compile(r"\b(?:k[äa]ufer|kunde|rechnungsempf[äa]nger|leistungsempf[äa]nger|bill(?:ed)?\s+to|buyer|"
                              r"customer|sold\s+to|client|acheteur|factur[ée]\s+[àa]|klant|koper|cliente|cessionario|"
-                             r"comprador|facturar\s+a)\b", re.I)
+                             r"comprador|facturar\s+a|spett\.?\s?le|attn|z\.\s?hd\.?)(?:\b|(?<=\.))", re.I)
     # labelled blocks first ("Verkäufer" ... "Name: Rohstoff AG Salzgitter")
     for i, line in enumerate(lines):
         for label, kind in ((seller_label, "seller"), (buyer_label, "buyer")):
-            if label.match(line.text.strip()) and len(line.text) < 40:
+            head = line.segments[0].text.strip()
+            m = label.match(head)
+            # the label stands alone ("Verkäufer", "Bill to:"), not inside a line ("Customer:2")
+            if m and len(head) < 40 and not re.search(r"\d", head[m.end():]):
                 for nxt in lines[i + 1:i + 5]:
                     named = re.match(r"(?:name|firma|company|nom|naam|nome|nombre)\s*:\s*(\S.{1,78})$", nxt.text, re.I)
-                    name = named.group(1).strip() if named else _entity_name(nxt.text)
+                    first = nxt.segments[0].text.strip()
+                    # a name without a legal form only right under its label, of two words or more
+                    plain = first if (nxt is lines[i + 1] and re.fullmatch(r"[^\W\d_][^\d:]{1,58}", first)
+                                      and len(first.split()) >= 2 and not label.search(first)) else None
+                    name = named.group(1).strip() if named else (_entity_name(nxt.text) or plain)
                     if name:
                         f = Found(name, nxt.page, nxt.box, 0.8, label.pattern and line.text.strip())
                         if kind == "seller" and seller is None:
