@@ -402,15 +402,16 @@ def read_parties(layout: Layout, vat: Found | None) -> tuple[Found | None, Found
     # a return-address line above the address window ("Bei Spiel GmbH · Ecke 12 · 12345 Stadt")
     for i, line in enumerate(lines[:40]):
         for seg in line.segments:
-            if re.search(r"\s[|·•●,–-]\s.*\b\d{4,5}\s+[^\W\d_]{2,}", " ".join(x.text for x in line.segments)) and seg.box[1] < line.page_height * 0.4:
+            joined = " ".join(x.text for x in line.segments)
+            if re.search(r"\s[|·•●,–-]\s.*\b\d{4,5}\s+[^\W\d_]{2,}", joined) and seg.box[1] < line.page_height * 0.4:
                 name = _entity_name(seg.text) or re.split(r"\s[|·•●–-]\s|,", seg.text)[0].strip(" ,")
                 if seller is None and name and 2 < len(name) <= 80 and not re.search(r"\d{4,}", name):
                     seller = Found(name, seg.page, seg.box, 0.75, "return address")
                 if buyer is None:
                     below = _below(lines, i, seg)
-                    first = below.segments[0] if below is not None else None
-                    if first is not None and not re.search(r"\d", first.text):
-                        buyer = Found(first.text.strip(), first.page, first.box, 0.6, "address window")
+                    window = below.segments[0] if below is not None else None
+                    if window is not None and not re.search(r"\d", window.text):
+                        buyer = Found(window.text.strip(), window.page, window.box, 0.6, "address window")
                 break
         if seller is not None:
             break
