@@ -98,6 +98,15 @@ def test_broken_pdfs_give_no_fields_and_never_raise() -> None:
         assert all(v is None for v in read_document(data, "pdf").values().values())
 
 
+def test_a_truncated_pdf_and_a_spent_time_budget_end_quietly(generated: list[Any]) -> None:
+    data = generated[0].pdf
+    for cut in (len(data) // 3, len(data) // 2, len(data) - 200):
+        read_document(data[:cut], "pdf")  # whatever PDFium makes of it: no exception
+    layout = read_pdf(data, budget=0.0)
+    assert layout.lines == () and any("stopped after 0 s" in w for w in layout.warnings)
+    assert len(read_pdf(data, max_chars=50).text) < 200
+
+
 def test_reading_is_bounded_to_five_pages() -> None:
     pages = "".join(f'<p style="page-break-after: always">Seite {i}</p>' for i in range(8))
     layout = read_pdf(pdf_of(f"<html><body>{pages}</body></html>"))
