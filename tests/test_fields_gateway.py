@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from conftest import Gateway, make_mail, wait_for
 from fieldsamples import html, pdf_of
 
 
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "worker-processes"])
 def test_a_plain_pdf_invoice_gets_its_fields_and_a_name_from_them(
-        gateway_factory: Callable[..., Gateway], workdir: Path) -> None:
-    gw = gateway_factory(exports=[{"name": "nas", "type": "folder", "path": str(workdir / "exports"),
+        gateway_factory: Callable[..., Gateway], workdir: Path, processes: bool) -> None:
+    gw = gateway_factory(limits={"worker_processes": processes}, exports=[{"name": "nas", "type": "folder", "path": str(workdir / "exports"),
                                    "filename": "{company}_{invoice_number}"}])
     source, truth = html("de", "a", 0)
     gw.send(make_mail(sender="Buchhaltung <rechnung@mueller.example>", subject="Ihre Rechnung",
