@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CORPUS
+from conftest import CORPUS, Gateway, make_mail, wait_for
 from gateway import einvoice
 from gateway.fields import FIELD_NAMES, Layout, read_document, read_pdf
 from gateway.fields.values import find_amounts, find_dates
@@ -127,3 +127,11 @@ def test_hybrids_whose_page_disagrees_with_their_xml_are_warned_and_only_they() 
                            "MustangGnuaccountingBeispielRE-20201121_508_withBOM.pdf",
                            "factur-x-invalid-xml-encoding-attribute.pdf"}
     assert "963.12" in warned["MustangBeispiel20221026.pdf"][0]
+
+
+def test_the_disagreement_is_a_warning_on_the_document_through_the_gateway(gateway: Gateway) -> None:
+    path = CORPUS / "einvoices/mustangproject/validator/src/test/resources/validXRechnung.pdf"
+    gateway.send(make_mail(subject="Rechnung", attachments=[(path.name, path.read_bytes(), "application/pdf")]))
+    [doc] = wait_for(lambda: gateway.api("/api/documents").json()["items"], timeout=20)
+    assert doc["invoice_number"] == "RE-20190610/507" and doc["field_sources"]["invoice_number"]["source"] == "einvoice"
+    assert any("RE-20200620/508" in w and "RE-20190610/507" in w for w in doc["warnings"]), doc["warnings"]
