@@ -26,7 +26,8 @@ class FieldSource:
         source: ``rule``, ``einvoice``, ``text`` or ``mail`` (later ``person``, ``supplier``, ``ocr``).
         confidence: 0..1; 1 for a rule or the XML.
         page: the page it was read on (1-based), or None.
-        box: [x0, y0, x1, y1] in PDF points from the page's top-left corner, or None.
+        box: [x0, y0, x1, y1] in PDF points from the page's top-left corner, around the value and
+            the label it was found by, or None.
         label: the label it was found by ("Rechnungsnummer"), or None.
     """
 
