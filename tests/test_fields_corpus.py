@@ -15,13 +15,13 @@ from gateway.fields import FIELD_NAMES, Layout, read_document, read_pdf
 from gateway.fields.values import find_amounts, find_dates
 
 pytestmark = pytest.mark.corpus
-# Measured 2026-12-07: 210 of 241 fields right (87 %); of the 220 fields whose XML value the visible
-# page shows at all, 210 (95 %, the target). The other 21: test PDFs that show another invoice
+# Measured 2026-12-07: 212 of 241 fields right (88 %); of the 220 fields whose XML value the visible
+# page shows at all, 212 (96 %; the target is 95 %). The other 21: test PDFs that show another invoice
 # than their XML (number, dates), totals the page does not print (809.34 = 804.35 + 4.99), and XML
 # VAT IDs and IBANs with wrong check digits, which the reader refuses on purpose. The misses among the
 # shown ones: sellers and buyers of layouts unlike any other, an IBAN broken over two lines.
-THRESHOLD = 0.86
-VISIBLE_THRESHOLD = 0.95
+THRESHOLD = 0.87
+VISIBLE_THRESHOLD = 0.96
 
 
 def strip_xml(data: bytes) -> bytes:

@@ -102,3 +102,9 @@ def test_seller_from_a_return_address_and_the_buyer_below_it() -> None:
 ])
 def test_legal_forms_make_the_seller(name: str) -> None:
     assert read("Invoice", "Invoice No.: 1", name)["seller"] == name
+
+
+def test_a_label_in_several_runs_and_none_across_a_column_gap() -> None:
+    assert read([(50, "Handelsrechnung"), (140, "Nr."), (160, "4711"), (190, "vom 01.02.2026")])["invoice_number"] == "4711"
+    got = read([(50, "Invoice date"), (250, "Due date")], [(50, "01/02/2026"), (250, "03/03/2026")])
+    assert (got["issue_date"], got["due_date"]) == ("2026-02-01", "2026-03-03")

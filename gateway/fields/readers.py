@@ -38,6 +38,7 @@ def _labels(*words: str) -> re.Pattern[str]:
 NUMBER_LABELS = _labels(
     r"rechnungs?[- ]?(?:nummer|nr\.?|no\.?)", r"rechnung\s+(?:nr\.?|nummer)", r"beleg[- ]?(?:nummer|nr\.?)",
     r"gutschrift(?:s[- ]?(?:nummer|nr\.?)|\s+nr\.?)", r"re\.?-?\s?nr\.?", r"rg\.?-?\s?nr\.?",
+    r"\w*rechnung\s*(?:\(\d{3}\)\s*)?nr\.?",
     r"invoice\s*(?:no\.?|number|nr\.?|num\.?|#|id)",
     r"inv\.?\s*(?:no\.?|#)", r"receipt\s*(?:no\.?|number|#)", r"credit\s*note\s*(?:no\.?|number|#)",
     r"n[°º]\s*(?:de\s+)?facture", r"num[ée]ro\s+de\s+facture", r"facture\s*n[°ºo]\.?", r"avoir\s*n[°ºo]\.?",
@@ -116,15 +117,45 @@ DOC_TYPES: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 
-def _after(line: Line, label: re.Pattern[str]) -> Iterator[tuple[str, Segment, str]]:
-    """For each label in ``line``: the text after it in its segment and the segments right of it; the label."""
-    for i, seg in enumerate(line.segments):
-        m = label.search(seg.text)
-        if m is None:
-            continue
-        rest = seg.text[m.end():]
-        right = " ".join(s.text for s in line.segments[i + 1:])
-        yield (rest + " " + right).strip(), seg, m.group(0).strip(" :#.")
+def _phrases(line: Line) -> list[list[Segment]]:
+    """The line's runs grouped where they are close (a word gap), split where a column gap is."""
+    out: list[list[Segment]] = []
+    for seg in line.segments:
+        if out:
+            last = out[-1][-1]
+            gap = seg.box[0] - last.box[2]
+            if gap < max(6.0, 1.2 * (last.box[3] - last.box[1])):
+                out[-1].append(seg)
+                continue
+        out.append([seg])
+    return out
+
+
+def _after(line: Line, label: re.Pattern[str]) -> Iterator[tuple[str, Segment, str, str]]:
+    """For each label in ``line``: the text after it, the label's run (its box around every run the label
+    spans: "Nr." is often a run of its own), the label, and the text from its run's start to 12 past it.
+
+    A label never spans a column gap: "Invoice date | Due date" holds no "date Due".
+    """
+    phrases = _phrases(line)
+    for index, phrase in enumerate(phrases):
+        text = ""
+        spans: list[tuple[int, int, Segment]] = []
+        for seg in phrase:
+            start = len(text) + (1 if text else 0)
+            text = f"{text} {seg.text}" if text else seg.text
+            spans.append((start, len(text), seg))
+        following = " ".join(s.text for later in phrases[index + 1:] for s in later)
+        for m in label.finditer(text):
+            covered = [(a, s) for a, b, s in spans if a < m.end() and b > m.start()]
+            if not covered:
+                continue
+            first = covered[0][1]
+            box = (min(s.box[0] for _, s in covered), min(s.box[1] for _, s in covered),
+                   max(s.box[2] for _, s in covered), max(s.box[3] for _, s in covered))
+            context = text[covered[0][0]:m.end() + 12]
+            rest = (text[m.end():] + " " + following).strip()
+            yield rest, Segment(first.text, first.page, box), m.group(0).strip(" :#."), context
 
 
 def _below(lines: Sequence[Line], index: int, seg: Segment) -> Line | None:
@@ -142,7 +173,7 @@ def _below(lines: Sequence[Line], index: int, seg: Segment) -> Line | None:
             # with the runs that continue it (a value printed in pieces), not the next column's
             run = [best]
             for s in nxt.segments:
-                if s.box[0] > run[-1].box[2] and s.box[0] - run[-1].box[2] < 4.0:
+                if s.box[0] > run[-1].box[2] and s.box[0] - run[-1].box[2] < max(4.0, 0.8 * (s.box[3] - s.box[1])):
                     run.append(s)
             return Line(nxt.page, tuple(run), nxt.page_height)
     return None
@@ -154,9 +185,8 @@ def labelled(layout: Layout, label: re.Pattern[str], parse: Callable[[str], Any]
     lines = layout.lines
     out: list[Found] = []
     for index, line in enumerate(lines):
-        for rest, seg, name in _after(line, label):
-            if exclude is not None and exclude.search(seg.text[:seg.text.lower().find(name.lower()) + len(name) + 12]
-                                                      if name else seg.text):
+        for rest, seg, name, context in _after(line, label):
+            if exclude is not None and exclude.search(context):
                 continue
             value = parse(rest) if rest else None
             where = seg
@@ -201,6 +231,7 @@ _WITHIN = re.compile(r"\b(?:innerhalb|binnen|within|sous|dans\s+les|entro|en\s+u
 _PAYMENT = re.compile(r"zahlbar|zahlung|payable|payment|paiement|payer|r[èe]glement|betal|pagament|pagar|pago|"
                       r"net\s+\d", re.I)
 _DISCOUNT = re.compile(r"skonto|discount|escompte|korting|sconto|descuento", re.I)
+_INVOICE_STEM = re.compile(r"rechnung|gutschrift|invoice|factur|factuur|fattura|credit\s*note|avoir", re.I)
 _DATED = re.compile(r"\b(?:vom|von|du|of|dated|del|van|de)\s+(?=\d)", re.I)
 
 
@@ -224,7 +255,7 @@ def read_dates(layout: Layout, month_first: bool) -> tuple[Found | None, Found |
     if issue_found is None:  # a title such as "Rechnung Nr. 47110815 vom 01.12.2025"
         for line in layout.lines[:80]:
             m = _DATED.search(line.text)
-            if line.page == 1 and m and DOC_TYPES[-1][1].search(line.text[:m.start()]):
+            if line.page == 1 and m and _INVOICE_STEM.search(line.text[:m.start()]):
                 date = parse(line.text[m.end():])
                 if date is not None:
                     issue_found = Found(date, line.page, line.box, 0.8, m.group(0).strip())
@@ -409,9 +440,8 @@ def read_parties(layout: Layout, vat: Found | None) -> tuple[Found | None, Found
                     seller = Found(name, seg.page, seg.box, 0.75, "return address")
                 if buyer is None:
                     below = _below(lines, i, seg)
-                    window = below.segments[0] if below is not None else None
-                    if window is not None and not re.search(r"\d", window.text):
-                        buyer = Found(window.text.strip(), window.page, window.box, 0.6, "address window")
+                    if below is not None and not re.search(r"\d", below.text):
+                        buyer = Found(below.text.strip(), below.page, below.box, 0.6, "address window")
                 break
         if seller is not None:
             break
