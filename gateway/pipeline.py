@@ -446,10 +446,13 @@ class Pipeline:
             read = read_fields(d.data, d.kind, einvoice=inv, assign=meta, sender_name=outcome.sender_name,
                                sender_domain=outcome.sender_domain)
             # what the text says counts for the top-level columns; the sender's display name does not
-            # (anyone can write any name there), so it stays a low-confidence field only
-            # (and a guess, such as a letterhead's first line, neither: "unknown" beats a wrong name in a file name)
+            # (anyone can write any name there), so it stays a low-confidence field only; nor does a guess
+            # such as a letterhead's first line ("unknown" beats a wrong name in a file name), nor a date
+            # that no label or title names (the date decides a target's `since`: received is safer)
+            sure = {"issue_date": 0.8}
             text = {k: v for k, v in read.values().items()
-                    if v and read.sources[k].source in ("text", "einvoice") and read.sources[k].confidence >= 0.5}
+                    if v and read.sources[k].source in ("text", "einvoice")
+                    and read.sources[k].confidence >= sure.get(k, 0.5)}
             doc = {
                 "sha256": sha, "filename": d.filename, "content_type": d.content_type, "kind": d.kind,
                 "origin": d.origin, "size": len(d.data), "path": rel,

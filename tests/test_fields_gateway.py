@@ -55,3 +55,13 @@ def test_a_mail_whose_body_is_the_invoice_gets_fields_from_its_rendered_pdf(gate
     for key in ("invoice_number", "issue_date", "grand_total", "iban", "seller_vat_id", "currency"):
         assert doc["fields"][key] == truth[key], key
     assert doc["invoice_number"] == truth["invoice_number"]
+
+
+def test_a_date_no_label_names_stays_a_field_and_the_document_is_dated_when_received(gateway: Gateway) -> None:
+    pdf = pdf_of("<html><body><p>03.02.2019</p><h1>Rechnung</h1><p>Rechnungsnummer: R-77</p>"
+                 "<p>Gesamtbetrag 10,00 €</p></body></html>")
+    gateway.send(make_mail(subject="Rechnung", attachments=[("r.pdf", pdf, "application/pdf")]))
+    [doc] = wait_for(lambda: gateway.api("/api/documents").json()["items"], timeout=20)
+    assert doc["fields"]["issue_date"] == "2019-02-03" and doc["field_sources"]["issue_date"]["confidence"] < 0.8
+    assert doc["date"] == doc["created"][:10]  # a guess does not decide a target's `since`
+    assert doc["invoice_number"] == "R-77"
