@@ -25,6 +25,7 @@ from typing import Any
 from gateway import mime
 from gateway.config import ExportConfig, Settings
 from gateway.errors import GatewayError, ParseError, RenderError
+from gateway.fields import read_document as read_fields
 from gateway.forwarded import forwarded_sender
 from gateway.models import Attachment, Decision, MailView, ParsedMessage
 from gateway.payment_guard import PaymentGuard, vouched_by
@@ -88,6 +89,7 @@ class Outcome:
     decision: dict[str, Any] = field(default_factory=dict)
     assign: dict[str, Any] = field(default_factory=dict)
     sender_domain: str = ""
+    sender_name: str = ""
     iban_records: list[tuple[str, str, str | None]] = field(default_factory=list)
 
 
@@ -466,16 +468,28 @@ class Pipeline:
             # missing values are null in the store and the API, not ""
             inv_fields: dict[str, Any] = {k: (v or None) for k, v in inv.fields().items()} if inv is not None else {}
             tags = list(meta.get("tags") or [])
+            read = read_fields(d.data, d.kind, einvoice=inv, assign=meta, sender_name=outcome.sender_name,
+                               sender_domain=outcome.sender_domain)
+            # what the text says counts for the top-level columns; the sender's display name does not
+            # (anyone can write any name there), so it stays a low-confidence field only; nor does a guess
+            # such as a letterhead's first line ("unknown" beats a wrong name in a file name), nor a date
+            # that no label or title names (the date decides a target's `since`: received is safer)
+            sure = {"issue_date": 0.8}
+            text = {k: v for k, v in read.values().items()
+                    if v and read.sources[k].source in ("text", "einvoice")
+                    and read.sources[k].confidence >= sure.get(k, 0.5)}
             doc = {
                 "sha256": sha, "filename": d.filename, "content_type": d.content_type, "kind": d.kind,
                 "origin": d.origin, "size": len(d.data), "path": rel,
-                "company": meta.get("company") or inv_fields.get("seller") or None,
+                "company": meta.get("company") or inv_fields.get("seller") or text.get("seller") or None,
                 "document_type": meta.get("document_type") or getattr(inv, "default_document_type", None),
-                "invoice_number": meta.get("invoice_number") or inv_fields.get("invoice_number") or None,
-                "doc_date": inv_fields.get("issue_date") or received or None,
+                "invoice_number": (meta.get("invoice_number") or inv_fields.get("invoice_number")
+                                   or text.get("invoice_number") or None),
+                "doc_date": inv_fields.get("issue_date") or text.get("issue_date") or received or None,
                 "tags": tags, "note": meta.get("note"),
                 "einvoice": inv_fields or None,
-                "warnings": [*(getattr(inv, "warnings", ()) or ()), *d.warnings],
+                "fields": read.to_json(),
+                "warnings": [*(getattr(inv, "warnings", ()) or ()), *d.warnings, *read.warnings],
             }
             docs.append(doc)
             payees.append((doc, self.payment_guard.ibans_of(d.kind, d.data, inv)))
@@ -494,6 +508,7 @@ class Pipeline:
         inv_fields = first_inv.fields() if first_inv is not None else None
         view = mail_view(parsed, row, inv_fields)
         out.sender_domain = from_domain(parsed)
+        out.sender_name = parsed.sender.name if parsed.sender else ""
         require = self.settings.trust.require_authenticated_sender
         if row.get("released_at"):  # mail_view counts the sender as authenticated
             out.notes.append(f"released by {row.get('released_by') or 'a person'} at {str(row['released_at'])[:19]}")

@@ -214,6 +214,10 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX messages_claimed ON messages(claimed_by) WHERE claimed_by IS NOT NULL;
     CREATE INDEX exports_claimed ON exports(claimed_by) WHERE claimed_by IS NOT NULL;
     """,
+    # 10: every document's fields (gateway.fields): {"fields": {...}, "field_sources": {...}} as JSON
+    """
+    ALTER TABLE documents ADD COLUMN fields TEXT;
+    """,
 ]
 EVENTS_KEPT = 20_000
 

@@ -67,8 +67,24 @@ def export_json(e: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def document_fields(doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A document's ``fields`` and ``field_sources``; a document stored before fields were read has its XML's, if any."""
+    from gateway.fields import FIELD_NAMES
+
+    stored = loads(doc.get("fields"), None)
+    if isinstance(stored, dict):
+        values = stored.get("fields") or {}
+        return {k: values.get(k) for k in FIELD_NAMES}, dict(stored.get("field_sources") or {})
+    inv = loads(doc.get("einvoice"), None) or {}
+    values = {k: (inv.get(k) or None) for k in FIELD_NAMES}
+    if inv:
+        values["document_type"] = "credit_note" if inv.get("document_type") == "credit_note" else "invoice"
+    return values, {k: {"source": "einvoice", "confidence": 1.0} for k, v in values.items() if v}
+
+
 def document_json(service: Any, doc: dict[str, Any]) -> dict[str, Any]:
-    """A document as the API shows it, with its export state."""
+    """A document as the API shows it, with its export state and fields."""
+    fields, sources = document_fields(doc)
     return {
         "id": doc["id"],
         "message_id": doc["message_id"],
@@ -86,6 +102,8 @@ def document_json(service: Any, doc: dict[str, Any]) -> dict[str, Any]:
         "tags": loads(doc["tags"], []),
         "note": doc["note"],
         "einvoice": loads(doc["einvoice"], None),
+        "fields": fields,
+        "field_sources": sources,
         "warnings": loads(doc["warnings"], []),
         "payment_details_changed": loads(doc["payment_details_changed"], None),
         "approved": doc["approved_at"] is not None,

@@ -1,0 +1,151 @@
+"""Every document's fields: seller, number, dates, totals, IBAN and type, from its XML or its text.
+
+``read_document(data, kind, ...)`` gives one frozen :class:`DocumentFields` per
+document, with the e-invoice key names and, per field, where the value came
+from (``sources``). Precedence: a rule's ``assign`` > the e-invoice XML > the
+text read from the PDF (born-digital PDFs and rendered mail bodies; no OCR
+yet) > the mail's sender (seller only).
+
+Decisions:
+
+- No supplier templates: labels in German, English, French, Dutch, Italian
+  and Spanish, and the place of a value (right of its label or below it),
+  read from the PDF's text layer with boxes (``text.read_pdf``).
+- Check digits decide: a VAT ID counts only when python-stdnum validates it,
+  an IBAN only with its country's length and mod-97 (the IBAN guard's finder).
+- A hybrid e-invoice whose visible PDF disagrees with its XML on the total,
+  the number or the IBAN gets a warning; the XML's values stand.
+- Reading never raises: an unreadable PDF gives empty fields and a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from . import readers
+from .model import DOCUMENT_TYPES, FIELD_NAMES, SOURCES, DocumentFields, FieldSource
+from .text import Layout, read_pdf
+
+__all__ = ["DOCUMENT_TYPES", "FIELD_NAMES", "SOURCES", "DocumentFields", "FieldSource", "Layout",
+           "read_document", "read_layout", "read_pdf"]
+
+log = logging.getLogger(__name__)
+
+_EINVOICE_DOC_TYPE = {"invoice": "invoice", "credit_note": "credit_note", "corrective": "invoice"}
+
+
+def read_layout(layout: Layout) -> dict[str, tuple[str, FieldSource]]:
+    """The fields the text says, each with its source (``text``); missing fields are left out."""
+    out: dict[str, tuple[str, FieldSource]] = {}
+
+    def put(name: str, found: readers.Found | None, value: str | None = None) -> None:
+        if found is None:
+            return
+        text = value if value is not None else str(found.value)
+        out[name] = (text, FieldSource("text", found.confidence, found.page, found.box, found.label))
+
+    if not layout.lines:
+        return out
+    put("invoice_number", readers.read_invoice_number(layout))
+    issue, due = readers.read_dates(layout, readers.month_first(layout))
+    put("issue_date", issue, issue.value.isoformat() if issue else None)
+    put("due_date", due, due.value.isoformat() if due else None)
+    amounts = readers.check_totals(readers.read_amounts(layout))
+    for key in ("net_total", "tax_total", "grand_total", "amount_due"):
+        f = amounts.get(key)
+        put(key, f, readers.amount_text(f.value.value) if f else None)
+    put("currency", readers.read_currency(layout, amounts))
+    vat = readers.read_vat_id(layout)
+    put("seller_vat_id", vat)
+    seller, buyer = readers.read_parties(layout, vat)
+    put("seller", seller)
+    put("buyer", buyer)
+    put("iban", readers.read_iban(layout))
+    put("document_type", readers.read_document_type(layout))
+    return out
+
+
+def _same_amount(a: str | None, b: str | None) -> bool:
+    try:
+        return a is not None and b is not None and Decimal(a) == Decimal(b)
+    except InvalidOperation:
+        return False
+
+
+def _squash(text: str | None) -> str:
+    return re.sub(r"[\s\-_/.]", "", text or "").upper()
+
+
+def _disagreements(inv: Mapping[str, Any], text: Mapping[str, tuple[str, FieldSource]], layout: Layout) -> list[str]:
+    """Where the visible PDF says otherwise than its XML: the total, the number, the IBAN."""
+    out = []
+    total = text.get("grand_total")
+    xml_totals = [inv.get("grand_total"), inv.get("amount_due")]
+    if total and total[1].confidence >= 0.9 and inv.get("grand_total") and not any(
+            _same_amount(total[0], x) for x in xml_totals):
+        out.append(f"the visible PDF shows the total {total[0]} ({total[1].label or 'page ' + str(total[1].page)}), "
+                   f"its embedded XML says {inv.get('grand_total')}: check which is right before paying")
+    number = text.get("invoice_number")
+    if number and inv.get("invoice_number") and _squash(inv["invoice_number"]) not in _squash(layout.text) and \
+            _squash(number[0]) != _squash(inv["invoice_number"]):
+        out.append(f"the visible PDF shows the invoice number {number[0]}, its embedded XML says "
+                   f"{inv['invoice_number']}")
+    if inv.get("iban"):
+        from gateway.payment_guard import find_ibans
+
+        printed = find_ibans(layout.text)
+        xml_iban = _squash(inv["iban"])
+        if printed and xml_iban not in printed:
+            from gateway.payment_guard import mask_iban
+
+            out.append(f"the visible PDF shows the IBAN {mask_iban(printed[0])}, its embedded XML says "
+                       f"{mask_iban(xml_iban)}: confirm the account with the seller before paying")
+    return out
+
+
+def read_document(data: bytes, kind: str, *, einvoice: Any = None, assign: Mapping[str, Any] | None = None,
+                  sender_name: str = "", sender_domain: str = "", layout: Layout | None = None) -> DocumentFields:
+    """One document's fields: rule assign > e-invoice XML > text > sender. Never raises."""
+    values: dict[str, str] = {}
+    sources: dict[str, FieldSource] = {}
+    warnings: list[str] = []
+    try:
+        if layout is None and kind == "pdf":
+            layout = read_pdf(data)
+        if layout is not None:
+            for warning in layout.warnings:  # no finding about the document itself: the log has it
+                log.info("reading a document's text: %s", warning)
+            for name, (value, source) in read_layout(layout).items():
+                values[name], sources[name] = value, source
+        if einvoice is not None:
+            inv = {k: (v or None) for k, v in einvoice.fields().items()}
+            if layout is not None and layout.lines:
+                warnings.extend(_disagreements(inv, {k: (values[k], sources[k]) for k in values}, layout))
+            inv["document_type"] = _EINVOICE_DOC_TYPE.get(str(inv.get("document_type")), "invoice")
+            if inv.get("iban"):
+                inv["iban"] = _squash(inv["iban"])
+            for name in FIELD_NAMES:
+                if inv.get(name):
+                    values[name], sources[name] = str(inv[name]), FieldSource("einvoice", 1.0)
+        if "seller" not in values and (sender_name or sender_domain):
+            name = sender_name.strip() or sender_domain
+            values["seller"] = name
+            sources["seller"] = FieldSource("mail", 0.3, label="sender" if sender_name.strip() else "sender domain")
+    except Exception as exc:  # a reader's bug must not stop a mail's processing
+        log.exception("reading a document's fields failed")
+        warnings.append(f"fields could not be read ({type(exc).__name__}: {exc})")
+    rule = {"seller": (assign or {}).get("company"), "document_type": (assign or {}).get("document_type"),
+            "invoice_number": (assign or {}).get("invoice_number")}
+    for name, assigned in rule.items():
+        if assigned not in (None, ""):
+            values[name], sources[name] = str(assigned), FieldSource("rule", 1.0)
+    if values.get("document_type") not in DOCUMENT_TYPES and "document_type" in values and sources[
+            "document_type"].source != "rule":
+        values["document_type"] = "other"
+    return DocumentFields(**{k: values.get(k) for k in FIELD_NAMES}, sources=sources,
+                          warnings=tuple(dict.fromkeys(warnings)))
+
