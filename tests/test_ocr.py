@@ -19,7 +19,8 @@ from gateway.config import OcrConfig
 from gateway.ocr import judge_image, needs_ocr, to_pdf
 
 HAVE_OCR = all(shutil.which(p) for p in ("ocrmypdf", "tesseract", "pdftotext"))
-FAST = {"languages": ["eng"]}  # one language reads fastest; the hot-folder test uses all six
+OCR = {"enabled": True}  # conftest's gateways have it off; this one reads with all six languages
+FAST = {"enabled": True, "languages": ["eng"]}  # one language reads fastest
 
 
 def pdf_text(path: Path) -> str:
@@ -58,6 +59,18 @@ def test_an_image_becomes_a_pdf_losslessly() -> None:
     photo = receipt_photo()
     pdf = to_pdf(photo, OcrConfig())
     assert pdf.startswith(b"%PDF") and photo in pdf  # img2pdf embeds the JPEG as it is
+
+
+def test_a_heic_photo_becomes_a_pdf(tmp_path: Path) -> None:
+    need(bool(shutil.which("heif-enc") and shutil.which("heif-convert")),
+         "heif-enc and heif-convert are needed (libheif-examples, deps/debian-runtime.txt)")
+    (tmp_path / "r.jpg").write_bytes(receipt_photo())
+    subprocess.run(["heif-enc", str(tmp_path / "r.jpg"), "-o", str(tmp_path / "r.heic")], check=True,
+                   capture_output=True)
+    heic = (tmp_path / "r.heic").read_bytes()
+    assert judge_image(heic, OcrConfig()).kind == "heic"
+    pdf = to_pdf(heic, OcrConfig())
+    assert pdf.startswith(b"%PDF") and b"/Image" in pdf
 
 
 def test_a_scan_is_told_from_a_born_digital_pdf() -> None:
@@ -100,7 +113,7 @@ def test_a_scan_and_a_photo_in_a_hot_folder_become_pdfs_with_a_text_layer(
         workdir: Path, gateway_factory: Callable[..., Gateway]) -> None:
     need(HAVE_OCR, "ocrmypdf, tesseract and pdftotext are needed (deps/debian-runtime.txt, debian-test.txt)")
     hot = workdir / "scans"
-    gw = gateway_factory(folders=[{"name": "scanner", "path": str(hot)}])
+    gw = gateway_factory(ocr=OCR, folders=[{"name": "scanner", "path": str(hot)}])
     (hot / "scan-0815.pdf").write_bytes(scan_pdf(1))
     (hot / "receipt.jpg").write_bytes(receipt_photo())
     scan, photo = sorted(read(gw, 2), key=lambda d: d["filename"], reverse=True)
@@ -110,6 +123,8 @@ def test_a_scan_and_a_photo_in_a_hot_folder_become_pdfs_with_a_text_layer(
         assert doc["ocr_source_sha256"] and doc["ocr_source_sha256"] != doc["sha256"]
     assert INVOICE_NUMBER in pdf_text(gw.settings.data_dir / scan["path"])
     assert RECEIPT_NUMBER in pdf_text(gw.settings.data_dir / photo["path"])
+    shown = gw.api(f"/api/documents/{scan['id']}").json()
+    assert shown["ocr"] == "done" and shown["sha256"] == scan["sha256"]
     # exported once, and what was exported is the document with its text layer
     files = wait_for(lambda: (lambda f: f if len(f) == 2 else None)(gw.exported_files()), timeout=15)
     assert sorted(f.read_bytes() for f in files) == sorted(
@@ -154,7 +169,7 @@ def test_a_logo_in_a_mail_is_not_a_document_but_a_photo_with_import_images_is(
 def test_a_failed_ocr_leaves_the_document_as_it_was_with_a_warning(
         workdir: Path, gateway_factory: Callable[..., Gateway]) -> None:
     need(HAVE_OCR, "ocrmypdf and tesseract are needed (deps/debian-runtime.txt)")
-    gw = gateway_factory(ocr={"languages": ["xyz"]}, smtp={**_smtp(workdir), "max_message_size": "5MB"})
+    gw = gateway_factory(ocr={"enabled": True, "languages": ["xyz"]}, smtp={**_smtp(workdir), "max_message_size": "5MB"})
     scan = scan_pdf(1, dpi=100)
     gw.send(make_mail(subject="Rechnung", attachments=[("scan.pdf", scan, "application/pdf")]))
     (doc,) = read(gw, 1, timeout=30)
@@ -168,7 +183,7 @@ def test_a_20_page_scan_being_read_does_not_delay_a_plain_pdf_mail(
         workdir: Path, gateway_factory: Callable[..., Gateway]) -> None:
     need(HAVE_OCR, "ocrmypdf and tesseract are needed (deps/debian-runtime.txt)")
     psutil = pytest.importorskip("psutil")
-    gw = gateway_factory(smtp={**_smtp(workdir), "max_message_size": "30MB"})
+    gw = gateway_factory(ocr=OCR, smtp={**_smtp(workdir), "max_message_size": "30MB"})
 
     def latency(n: int) -> float:
         """Seconds from the 250 to the mail's status ``imported``."""
