@@ -183,7 +183,9 @@ def test_a_20_page_scan_being_read_does_not_delay_a_plain_pdf_mail(
         workdir: Path, gateway_factory: Callable[..., Gateway]) -> None:
     need(HAVE_OCR, "ocrmypdf and tesseract are needed (deps/debian-runtime.txt)")
     psutil = pytest.importorskip("psutil")
-    gw = gateway_factory(ocr=OCR, smtp={**_smtp(workdir), "max_message_size": "30MB"})
+    # as `serve` runs: the mail processed in worker processes, OCR in the serve process's worker
+    gw = gateway_factory(ocr=OCR, smtp={**_smtp(workdir), "max_message_size": "30MB"},
+                         limits={"worker_processes": True, "workers": 2})
 
     def latency(n: int) -> float:
         """Seconds from the 250 to the mail's status ``imported``."""
