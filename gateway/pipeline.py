@@ -530,7 +530,7 @@ class Pipeline:
             return out
         # photos and scans sent as images are documents from a hot folder, or when a rule says so
         images = decision.import_mode == "images" or str(row.get("source") or "").startswith("folder:")
-        if images and decision.action != "ignore":
+        if images:
             candidates = candidates + [a for a in parsed.attachments if a.kind == "other" and image_type(a.data)]
         if decision.action == "import":
             chosen = candidates

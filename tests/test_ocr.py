@@ -106,6 +106,18 @@ def test_exports_of_a_document_wait_for_its_ocr(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_linked_mailbox_downloads_photos_when_a_rule_imports_images() -> None:
+    from gateway.rules.loader import load_rules_text
+    from gateway.sources.imap.scan import MailMeta, Part, download_policy
+
+    photo = MailMeta(uid=1, size=900_000, message_id="x", sender="me@example.com", subject="receipt",
+                     parts=(Part("text/plain", None, None), Part("image/jpeg", "IMG_0042.JPG", "attachment")))
+    assert not download_policy(None, "recognize").reason(photo)
+    rules, problems = load_rules_text("name: phone\nwhen: {from: me@example.com}\nimport: images\n")
+    assert rules is not None, problems
+    assert download_policy(rules, "recognize").reason(photo)
+
+
 # -- through the gateway --------------------------------------------------------------------------
 
 
