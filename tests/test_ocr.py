@@ -97,6 +97,8 @@ def test_exports_of_a_document_wait_for_its_ocr(tmp_path: Path) -> None:
     now = dt.datetime.now(dt.timezone.utc)
     assert store.claim_export("nas", now=now, require_approval=False) is None
     assert store.claim_ocr()["id"] == doc_id and store.claim_ocr() is None
+    assert store.release_ocr_claims() == 1  # at start: a reading cut short by a stop or a crash waits again
+    assert store.claim_ocr()["id"] == doc_id
     assert store.claim_export("nas", now=now, require_approval=False) is None  # running: still held
     assert store.finish_ocr(doc_id, state="done", sha256="b" * 64, path="documents/bb/y.pdf", size=2)
     row = store.claim_export("nas", now=now, require_approval=False)

@@ -86,6 +86,9 @@ class OcrWorker:
             self.busy += 1
         try:
             self._read(doc)
+        except Exception as exc:  # a bug or a broken store: the exports must not wait for ever
+            log.exception("OCR of document %s failed unexpectedly", doc["id"])
+            self._finish(int(doc["id"]), False, f"OCR failed, the document has no text layer: {type(exc).__name__}: {exc}")
         finally:
             with self._lock:
                 self.busy -= 1
