@@ -108,6 +108,21 @@ def test_exports_of_a_document_wait_for_its_ocr(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_hot_folder_takes_images_only_when_they_are_whole(tmp_path: Path) -> None:
+    from gateway.sources.folder import looks_complete, wanted
+
+    assert all(wanted(n) for n in ("IMG_0042.JPG", "scan.jpeg", "a.png", "b.tif", "c.TIFF", "d.heic"))
+    assert not wanted("notes.txt") and not wanted(".IMG_0042.jpg")
+    photo = receipt_photo()
+    (tmp_path / "half.jpg").write_bytes(photo[: len(photo) // 2])
+    (tmp_path / "whole.jpg").write_bytes(photo)
+    assert not looks_complete(tmp_path / "half.jpg", ".jpg") and looks_complete(tmp_path / "whole.jpg", ".jpg")
+    logo = logo_png()
+    (tmp_path / "half.png").write_bytes(logo[:-20])
+    (tmp_path / "whole.png").write_bytes(logo)
+    assert not looks_complete(tmp_path / "half.png", ".png") and looks_complete(tmp_path / "whole.png", ".png")
+
+
 def test_a_linked_mailbox_downloads_photos_when_a_rule_imports_images() -> None:
     from gateway.rules.loader import load_rules_text
     from gateway.sources.imap.scan import MailMeta, Part, download_policy
