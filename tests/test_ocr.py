@@ -242,6 +242,7 @@ def test_a_20_page_scan_being_read_does_not_delay_a_plain_pdf_mail(
     print(f"plain mail, 250 -> imported: {baseline:.3f} s alone (max of 3), {max(during):.3f} s while the scan is read")
     assert max(during) <= baseline + 1.0, (baseline, during)
     assert all(e["state"] == "pending" for e in gw.store.exports_of(scan["id"]))  # held until read
+    assert "\ngateway_ocr_waiting 1.0\n" in gw.api("/metrics").text
 
 
 def _smtp(workdir: Path) -> dict[str, Any]:
