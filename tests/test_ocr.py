@@ -135,6 +135,30 @@ def test_a_linked_mailbox_downloads_photos_when_a_rule_imports_images() -> None:
     assert download_policy(rules, "recognize").reason(photo)
 
 
+def test_reading_is_bounded_in_pages_and_time() -> None:
+    need(HAVE_OCR, "ocrmypdf and tesseract are needed (deps/debian-runtime.txt)")
+    import io
+
+    import psutil
+    import pypdf
+
+    from gateway.ocr import runner
+
+    scan = scan_pdf(3, dpi=150)
+    cfg = OcrConfig(languages=("eng",), max_pages=2, rotate_pages=False)
+    result = runner.run(scan, cfg)
+    assert result.data is not None and result.pages == 2, result.error
+    texts = [p.extract_text() for p in pypdf.PdfReader(io.BytesIO(result.data)).pages]
+    assert INVOICE_NUMBER in texts[0] and INVOICE_NUMBER in texts[1] and texts[2].strip() == ""
+    started = time.monotonic()
+    slow = runner.run(scan, cfg.model_copy(update={"timeout": 1}))
+    assert slow.data is None and "ocr.timeout (1 s)" in slow.error
+    assert time.monotonic() - started < 5
+    assert not psutil.Process().children(recursive=True)  # the whole process group was killed
+    small = runner.run(scan, cfg.model_copy(update={"memory": 60 * 1024**2}))
+    assert small.data is None and "more memory than ocr.memory (60 MB)" in small.error, small.error
+
+
 # -- through the gateway --------------------------------------------------------------------------
 
 

@@ -32,6 +32,9 @@ _EXIT_REASONS = {
     6: "the PDF already has text",
     8: "the PDF is encrypted",
 }
+# what OCRmyPDF, Ghostscript, Tesseract and the dynamic loader say when the address space runs out
+_OUT_OF_MEMORY = ("MemoryError", "Cannot allocate memory", "failed to map segment", "std::bad_alloc",
+                  "VMerror", "out of memory")
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,7 @@ def _reason(code: int, stderr: bytes, config: OcrConfig) -> str:
     """Why OCRmyPDF failed, from its exit code and the last line it wrote."""
     text = stderr.decode("utf-8", "replace").strip()
     last = text.splitlines()[-1][:300] if text else ""
-    if "MemoryError" in text or "Cannot allocate memory" in text or code == -signal.SIGKILL:
+    if any(m in text for m in _OUT_OF_MEMORY) or code == -signal.SIGKILL:
         return f"reading needed more memory than ocr.memory ({config.memory // 1024**2} MB)"
     if code < 0:
         return f"OCRmyPDF was ended by signal {-code}"
