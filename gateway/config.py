@@ -590,6 +590,46 @@ class Limits(_Model):
         return self
 
 
+OCR_LANGUAGES = ("deu", "eng", "fra", "nld", "ita", "spa")
+
+
+class OcrConfig(_Model):
+    """OCR of scanned PDFs and of photos and scans sent as images (OCRmyPDF and Tesseract)."""
+
+    # false: scans are stored as they came, images still become PDFs, without a text layer
+    enabled: bool = True
+    # Tesseract's language codes (Debian's tesseract-ocr-LANG packages); fewer read faster
+    languages: tuple[str, ...] = OCR_LANGUAGES
+    # documents read at once, each by one child process at nice 19
+    workers: Annotated[int, Field(ge=1, le=16)] = 1
+    # the first pages that are read; the others stay without text
+    max_pages: Annotated[int, Field(ge=1, le=1000)] = 20
+    # one document's reading, and its memory (address space of each child process)
+    timeout: Duration = 600
+    memory: Size = 1536 * 1024**2
+    # straighten skewed pages (about 1 s more per page) and turn pages lying on their side
+    deskew: bool = False
+    rotate_pages: bool = True
+    # a PDF with fewer characters of text per page (on average, first pages) is a scan
+    min_text_chars: Annotated[int, Field(ge=0)] = 40
+    # an image smaller than this, or narrower than min_image_pixels on a side, is a logo or icon:
+    # never a document
+    min_image_size: Size = 50 * 1024
+    min_image_pixels: Annotated[int, Field(ge=0)] = 300
+    # larger images are refused (a decompression bomb)
+    max_image_pixels: Annotated[int, Field(ge=1)] = 80_000_000
+
+    @field_validator("languages")
+    @classmethod
+    def _check_languages(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("name at least one language (deu, eng, fra, nld, ita, spa, ...)")
+        for lang in v:
+            if not re.fullmatch(r"[a-z]{3}(?:_[a-z]+)?", lang):
+                raise ValueError(f"{lang!r} is not a Tesseract language code such as deu, eng or chi_sim")
+        return v
+
+
 class TrustConfig(_Model):
     """Sender authentication (SPF, DKIM, DMARC) and what rules demand of it."""
 
@@ -672,6 +712,7 @@ class Settings(_Model):
     web: WebConfig = WebConfig()
     limits: Limits = Limits()
     trust: TrustConfig = TrustConfig()
+    ocr: OcrConfig = OcrConfig()
     notify: NotifyConfig = NotifyConfig()
     timezone: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"

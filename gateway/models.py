@@ -182,7 +182,7 @@ class Decision:
         rule: the deciding rule's name, or None when no rule matched.
         action: ``import`` or ``ignore``; ``unmatched`` when no rule matched
             (the source's unmatched policy then decides).
-        import_mode: ``attachments``, ``body`` or ``both``.
+        import_mode: ``attachments``, ``body``, ``both`` or ``images`` (attachments, photos and scans too).
         attachment_globs: file-name globs that narrow the attachments ((): all).
         assign: company, document_type, tags, note, placeholders filled in.
         explain: one trace per rule tried, in order, up to the deciding one

@@ -28,6 +28,7 @@ from gateway.errors import GatewayError, ParseError, RenderError
 from gateway.fields import read_document as read_fields
 from gateway.forwarded import forwarded_sender
 from gateway.models import Attachment, Decision, MailView, ParsedMessage
+from gateway.ocr.images import image_type
 from gateway.payment_guard import PaymentGuard, vouched_by
 from gateway.rules.trace import stored as stored_explanation
 from gateway.senderauth import SenderAuth, from_domain
@@ -57,7 +58,7 @@ class NewDocument:
         filename: the safe file name.
         content_type: the MIME type.
         kind: pdf, xml or other.
-        origin: attachment, body (the mail rendered) or einvoice-render.
+        origin: attachment, body (the mail rendered), einvoice-render or image (a photo or scan made a PDF).
         data: the bytes.
         einvoice: the e-invoice read from it, or None.
         warnings: findings about the file itself (hostile XML refused, say),
@@ -490,11 +491,22 @@ class Pipeline:
                 "einvoice": inv_fields or None,
                 "fields": read.to_json(),
                 "warnings": [*(getattr(inv, "warnings", ()) or ()), *d.warnings, *read.warnings],
+                "ocr": self._ocr_plan(d),
             }
             docs.append(doc)
             payees.append((doc, self.payment_guard.ibans_of(d.kind, d.data, inv)))
         outcome.iban_records = self.payment_guard.review(int(row["id"]), payees, outcome.sender_domain, vouched_by(row))
         return docs
+
+    def _ocr_plan(self, d: NewDocument) -> str | None:
+        """``pending`` when a document is read by OCR before it is exported (a photo, a scan), else None."""
+        if not self.settings.ocr.enabled or d.kind != "pdf" or d.einvoice is not None:
+            return None
+        if d.origin == "image":
+            return "pending"
+        from gateway.ocr import needs_ocr
+
+        return "pending" if d.origin == "attachment" and needs_ocr(d.data, self.settings.ocr) else None
 
     # -- the decision ------------------------------------------------------------------
 
@@ -556,16 +568,20 @@ class Pipeline:
         if decision.action == "ignore":
             out.status, out.reason = "ignored", f"rule {decision.rule!r}: action ignore"
             return out
+        # photos and scans sent as images are documents from a hot folder, or when a rule says so
+        images = decision.import_mode == "images" or str(row.get("source") or "").startswith("folder:")
+        if images:
+            candidates = candidates + [a for a in parsed.attachments if a.kind == "other" and image_type(a.data)]
         if decision.action == "import":
             chosen = candidates
             if decision.attachment_globs:
                 from gateway.rules.attachments import choose
 
-                chosen, refused = choose(parsed.attachments, decision.attachment_globs)
+                chosen, refused = choose(parsed.attachments, decision.attachment_globs, images=images)
                 out.notes.extend(refused)
             why = f"rule {decision.rule!r}"
             mode = decision.import_mode
-            if mode in ("attachments", "both"):
+            if mode in ("attachments", "both", "images"):
                 self._add_attachments(out, chosen, exams)
             if mode in ("body", "both"):
                 self._add_body(out, parsed)
@@ -629,6 +645,9 @@ class Pipeline:
     def _add_attachments(self, out: Outcome, atts: Sequence[Attachment], exams: Mapping[int, Any]) -> None:
         seen = {d.sha256 for d in out.documents}
         for a in atts:
+            if a.kind == "other" and image_type(a.data):
+                self._add_image(out, a, seen)
+                continue
             exam = exams.get(id(a)) if id(a) in exams else (_einvoice_examine(a) if is_document(a) else None)
             inv = exam.einvoice if exam is not None else None
             doc = NewDocument(a.filename, a.content_type if a.kind == "other" else f"application/{a.kind}",
@@ -646,6 +665,27 @@ class Pipeline:
                 else:
                     stem = a.filename.rpartition(".")[0] or a.filename
                     out.documents.append(NewDocument(f"{stem}.pdf", "application/pdf", "pdf", "einvoice-render", pdf, inv))
+
+    def _add_image(self, out: Outcome, a: Attachment, seen: set[str]) -> None:
+        """A photo or scan becomes a PDF document (read by OCR later); a logo or icon is left out."""
+        from gateway.ocr import judge_image, to_pdf
+
+        verdict = judge_image(a.data, self.settings.ocr)
+        if not verdict.document:
+            out.notes.append(f"{a.filename}: not imported: {verdict.reason}")
+            return
+        try:
+            pdf = to_pdf(a.data, self.settings.ocr)
+        except ValueError as exc:
+            out.notes.append(f"{a.filename}: not imported: {exc}")
+            return
+        stem = a.filename.rpartition(".")[0] or a.filename
+        doc = NewDocument(f"{stem}.pdf", "application/pdf", "pdf", "image", pdf)
+        if doc.sha256 not in seen:
+            seen.add(doc.sha256)
+            out.documents.append(doc)
+            out.notes.append(f"{a.filename}: a {verdict.kind.upper() if verdict.kind else ''} image, made a PDF"
+                             + (" to be read by OCR" if self.settings.ocr.enabled else " (OCR is off: no text layer)"))
 
     def _add_body(self, out: Outcome, parsed: ParsedMessage) -> None:
         pdf = self.renderer(parsed)

@@ -70,6 +70,7 @@ class Service:
         self.rules_watcher: Any = None
         self.pollers: dict[str, Any] = {}
         self.folder_watchers: list[Any] = []
+        self.ocr: Any = None  # gateway.ocr.queue.OcrWorker while serving with ocr.enabled
         self.started_at: dt.datetime | None = None
         self.eventlog: EventLog | None = None
 
@@ -170,6 +171,11 @@ class Service:
                 self._thread(f"worker-{i}", self.pipeline.worker, self.stop_event)
         self._thread("exports", self.exports.immediate_loop, self.stop_event)
         self._thread("claims", self._check_claims, self.stop_event)
+        if self.settings.ocr.enabled:
+            from gateway.ocr.queue import OcrWorker
+
+            self.ocr = OcrWorker(self.settings, self.store, on_done=[lambda _doc, _ok: self.exports.wake.set()])
+            self.ocr.start()
         for target in self.settings.exports:
             if target.enabled and target.schedule is not None and target.schedule.every is not None:
                 self.scheduler.add(Job(f"export:{target.name}", target.schedule, self._export_job(target)))
@@ -266,6 +272,8 @@ class Service:
             p.stop()
         for w in self.folder_watchers:
             w.stop()
+        if self.ocr is not None:
+            self.ocr.stop()
         if self.web is not None:
             self.web.stop()
         for t in self.threads:

@@ -218,6 +218,14 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE documents ADD COLUMN fields TEXT;
     """,
+    # 11: OCR: a scan's or photo's document waits for its text layer (ocr: pending, running; then done,
+    # failed); once read, sha256 is the new file's and ocr_source_sha256 the bytes that came
+    """
+    ALTER TABLE documents ADD COLUMN ocr TEXT;
+    ALTER TABLE documents ADD COLUMN ocr_source_sha256 TEXT;
+    CREATE INDEX documents_ocr ON documents(ocr, id) WHERE ocr IN ('pending', 'running');
+    CREATE INDEX documents_ocr_source ON documents(ocr_source_sha256) WHERE ocr_source_sha256 IS NOT NULL;
+    """,
 ]
 EVENTS_KEPT = 20_000
 
@@ -507,7 +515,8 @@ class Store:
                 fields = dict(fields, duplicate_of=first["id"])
                 documents = ()
             for doc in documents:
-                existing = conn.execute("SELECT id FROM documents WHERE sha256 = ?", (doc["sha256"],)).fetchone()
+                existing = conn.execute("SELECT id FROM documents WHERE sha256 = ? OR ocr_source_sha256 = ?",
+                                        (doc["sha256"], doc["sha256"])).fetchone()
                 if existing is not None:
                     doc_id = int(existing["id"])
                 else:
@@ -875,6 +884,7 @@ class Store:
                 f"""UPDATE exports SET state = 'running', claimed_by = ?, claimed_at = ?, attempts = attempts + 1
                 WHERE id = (SELECT e.id FROM exports e JOIN documents d ON d.id = e.document_id
                     WHERE e.target = ? AND e.state IN ('pending', 'failed') AND e.claimed_by IS NULL
+                    AND (d.ocr IS NULL OR d.ocr NOT IN ('pending', 'running'))
                     AND (e.next_attempt IS NULL OR e.next_attempt <= ?) {approval} {skip}
                     ORDER BY e.id LIMIT 1)
                 RETURNING *""",
@@ -1086,8 +1096,57 @@ class Store:
         if not shas:
             return {}
         marks = ",".join("?" * len(shas))
-        return {str(r[0]): int(r[1]) for r in self._conn().execute(
+        known = {str(r[0]): int(r[1]) for r in self._conn().execute(
             f"SELECT sha256, id FROM documents WHERE sha256 IN ({marks})", list(shas))}
+        known.update({str(r[0]): int(r[1]) for r in self._conn().execute(  # a scan stored with its text layer
+            f"SELECT ocr_source_sha256, id FROM documents WHERE ocr_source_sha256 IN ({marks})", list(shas))})
+        return known
+
+    # -- OCR ---------------------------------------------------------------------
+
+    def claim_ocr(self) -> Row | None:
+        """Claim the oldest document waiting for OCR (``ocr`` pending -> running); None when none waits."""
+        with self.write(durable=False) as conn:
+            row = conn.execute(
+                "UPDATE documents SET ocr = 'running' WHERE id = (SELECT id FROM documents WHERE ocr = 'pending' "
+                "ORDER BY id LIMIT 1) RETURNING *").fetchone()
+        return _row(row)
+
+    def release_ocr_claims(self) -> int:
+        """At start: documents whose reading was cut short wait again; returns how many."""
+        with self.write() as conn:
+            return conn.execute("UPDATE documents SET ocr = 'pending' WHERE ocr = 'running'").rowcount
+
+    def ocr_waiting(self) -> int:
+        """How many documents wait for OCR or are being read."""
+        return int(self._conn().execute(
+            "SELECT count(*) FROM documents WHERE ocr IN ('pending', 'running')").fetchone()[0])
+
+    def finish_ocr(self, document_id: int, *, state: str, warning: str | None = None, sha256: str | None = None,
+                   path: str | None = None, size: int | None = None) -> bool:
+        """Record a document's OCR outcome; with ``sha256``, its file is now the one with a text layer.
+
+        Returns False when another document already holds that file (it stays as it came).
+        """
+        with self.write() as conn:
+            row = conn.execute("SELECT sha256, warnings FROM documents WHERE id = ?", (document_id,)).fetchone()
+            if row is None:
+                return False
+            warnings = json.loads(row["warnings"] or "[]")
+            replaced = False
+            if sha256 is not None and sha256 != row["sha256"]:
+                taken = conn.execute("SELECT id FROM documents WHERE sha256 = ?", (sha256,)).fetchone()
+                if taken is None:
+                    conn.execute("UPDATE documents SET ocr_source_sha256 = sha256, sha256 = ?, path = ?, size = ? "
+                                 "WHERE id = ?", (sha256, path, size, document_id))
+                    replaced = True
+                else:
+                    state, warning = "failed", f"OCR: the read file is already document {taken['id']}"
+            if warning:
+                warnings.append(warning)
+            conn.execute("UPDATE documents SET ocr = ?, warnings = ? WHERE id = ?",
+                         (state, json.dumps(warnings), document_id))
+        return replaced or sha256 is None
 
     # -- IMAP state --------------------------------------------------------------
 

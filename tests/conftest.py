@@ -151,6 +151,9 @@ def base_config(workdir: Path, **overrides: Any) -> dict[str, Any]:
         # in-process gateways process in threads, so tests can hand the pipeline stubs (a DNS
         # resolver); `serve` (the subprocess tests) and the tests that say so use worker processes
         "limits": {"worker_processes": False},
+        # OCR reads PDFs of page images (as some tests draw theirs with Pillow) and replaces their
+        # files: the tests of OCR (test_ocr*.py) turn it on
+        "ocr": {"enabled": False},
     }
     for k, v in overrides.items():
         cfg[k] = v

@@ -105,6 +105,8 @@ def document_json(service: Any, doc: dict[str, Any]) -> dict[str, Any]:
         "fields": fields,
         "field_sources": sources,
         "warnings": loads(doc["warnings"], []),
+        # OCR of a scan or photo: pending or running (its exports wait), done, failed; None: not needed
+        "ocr": doc.get("ocr"),
         "payment_details_changed": loads(doc["payment_details_changed"], None),
         "approved": doc["approved_at"] is not None,
         "approved_at": doc["approved_at"],

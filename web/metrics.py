@@ -48,6 +48,8 @@ class GatewayCollector(Collector):
             m.add_metric([status], float(by_status.get(status, 0)))
         yield m
         yield GaugeMetricFamily("gateway_documents", "Documents stored", value=float(store.document_count()))
+        yield GaugeMetricFamily("gateway_ocr_waiting", "Documents waiting for OCR or being read (their exports wait)",
+                                value=float(store.ocr_waiting()))
         count, seconds = store.processing_latency()
         yield SummaryMetricFamily("gateway_processing_latency_seconds",
                                   "Time from receipt of a message to its recorded outcome",

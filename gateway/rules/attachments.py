@@ -1,6 +1,7 @@
 """Which attachments a rule's ``attachments:`` globs import: documents, named types, never programs.
 
-Documents are PDF and XML files (judged by their bytes). A glob imports
+Documents are PDF and XML files (judged by their bytes), and with ``import:
+images`` photos and scans (JPEG, PNG, TIFF, HEIC). A glob imports
 another file only when it names the file's type: its extension written out
 (``*.docx`` names .docx; ``*``, ``*.*`` and ``invoice*`` name none).
 Executables and scripts are never imported, whatever a rule says: by
@@ -60,8 +61,14 @@ def names_type(glob: str, filename: str) -> bool:
     return bool(ext) and "*" not in ext and "?" not in ext and ext == extension(filename)
 
 
-def choose(attachments: Sequence[Attachment], globs: Sequence[str]) -> tuple[list[Attachment], list[str]]:
-    """The attachments ``globs`` import, and why each other one they matched was left out."""
+def choose(attachments: Sequence[Attachment], globs: Sequence[str], *,
+           images: bool = False) -> tuple[list[Attachment], list[str]]:
+    """The attachments ``globs`` import, and why each other one they matched was left out.
+
+    ``images``: photos and scans count as documents (``import: images``, a hot folder), as PDFs do.
+    """
+    from gateway.ocr.images import image_type
+
     rxs = [(g, glob_regex(g)) for g in globs]
     chosen: list[Attachment] = []
     skipped: list[str] = []
@@ -72,7 +79,8 @@ def choose(attachments: Sequence[Attachment], globs: Sequence[str]) -> tuple[lis
         program = executable(att)
         if program:
             skipped.append(f"{att.filename}: not imported: {program}; executables are never imported")
-        elif att.kind in ("pdf", "xml") or any(names_type(g, att.filename) for g in matched):
+        elif (att.kind in ("pdf", "xml") or any(names_type(g, att.filename) for g in matched)
+              or (images and image_type(att.data))):
             chosen.append(att)
         else:
             ext = extension(att.filename)

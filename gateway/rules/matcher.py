@@ -738,7 +738,7 @@ class Rule:
         position: the rule's place in its file (0-based, across documents).
         priority: lower is tried first (default 100).
         action: ``import`` or ``ignore``.
-        import_mode: ``attachments``, ``body`` or ``both``.
+        import_mode: ``attachments``, ``body``, ``both`` or ``images`` (attachments, photos and scans too).
         attachment_globs: globs narrowing which attachments are imported.
         when: the compiled conditions.
         assign: company, document_type and note as templates with {placeholders}.

@@ -176,8 +176,9 @@ class RuleModel(_Model):
     name: str = Field(min_length=1, description="Unique across all rule files.")
     when: WhenModel = Field(description="Conditions; every key must hold. {} matches every mail.")
     action: Literal["import", "ignore"] = Field("import", description="import (default) or ignore.")
-    import_: Literal["attachments", "body", "both"] = Field("attachments", alias="import", description=(
-        "attachments (default), body (render the mail itself to PDF) or both."))
+    import_: Literal["attachments", "body", "both", "images"] = Field("attachments", alias="import", description=(
+        "attachments (default), body (render the mail itself to PDF), both, or images (the attachments, "
+        "with photos and scans sent as JPEG, PNG, TIFF or HEIC among them: each becomes a PDF read by OCR)."))
     attachments: Patterns = Field(None, description="Globs narrowing which attachments are imported (*.pdf).")
     assign: AssignModel | None = Field(None, description="company, document_type, tags, note.")
     priority: StrictInt = Field(100, description="Lower runs first (default 100); then file path, then position.")

@@ -1,8 +1,10 @@
-"""Hot folders: PDF and XML files a scanner (or a script) drops become messages in the spool.
+"""Hot folders: PDF and XML files, photos and scans a scanner (or a script) drops become messages in the spool.
 
 A file is taken only when it is complete: its size and modification time
 have stayed the same for ``settle`` seconds (and a PDF ends with ``%%EOF``,
-an XML file with ``>``, or has been still for a long while). It enters the
+an XML file with ``>``, a JPEG with its end marker, a PNG with its ``IEND``
+chunk, or has been still for a long while). Images (JPEG, PNG, TIFF, HEIC)
+become PDF documents read by OCR, as scanned PDFs do (``gateway.ocr``). It enters the
 spool like any mail, as a generated RFC 5322 message with the file attached
 (From: the hot folder's name, Subject: the file name), with source
 ``folder:<name>``. Then it is moved to ``done/`` inside the folder, or left
@@ -44,7 +46,9 @@ from gateway.store import Store, iso, utcnow
 
 log = logging.getLogger(__name__)
 
-TYPES = {".pdf": ("application", "pdf"), ".xml": ("application", "xml")}
+TYPES = {".pdf": ("application", "pdf"), ".xml": ("application", "xml"),
+         ".jpg": ("image", "jpeg"), ".jpeg": ("image", "jpeg"), ".png": ("image", "png"),
+         ".tif": ("image", "tiff"), ".tiff": ("image", "tiff"), ".heic": ("image", "heic"), ".heif": ("image", "heif")}
 DONE = "done"
 SETTLE = 1.0          # seconds a file's size and mtime must stay the same
 CHECK = 0.25          # how often a file that is still settling is looked at
@@ -53,14 +57,14 @@ POLL = {"auto": 10.0, "poll": 2.0}
 
 
 def wanted(name: str) -> bool:
-    """Whether a file name is one to import (PDF or XML, not hidden, not temporary)."""
+    """Whether a file name is one to import (PDF, XML or an image; not hidden, not temporary)."""
     if name.startswith((".", "~")) or name.endswith("~"):
         return False
     return os.path.splitext(name)[1].lower() in TYPES
 
 
 def looks_complete(path: Path, kind: str) -> bool:
-    """Whether the end of the file looks like the end of a PDF or XML document."""
+    """Whether the end of the file looks like the end of a PDF, XML, JPEG or PNG file (TIFF and HEIC: no end mark)."""
     try:
         with open(path, "rb") as fh:
             fh.seek(max(0, path.stat().st_size - 2048))
@@ -69,7 +73,13 @@ def looks_complete(path: Path, kind: str) -> bool:
         return False
     if kind == ".pdf":
         return b"%%EOF" in tail
-    return tail.rstrip().endswith(b">")
+    if kind in (".jpg", ".jpeg"):
+        return tail.rstrip(b"\0").endswith(b"\xff\xd9")
+    if kind == ".png":
+        return b"IEND" in tail[-16:]
+    if kind == ".xml":
+        return tail.rstrip().endswith(b">")
+    return True
 
 
 def build_message(folder: str, filename: str, data: bytes, sha256: str, mtime: float) -> bytes:

@@ -239,8 +239,8 @@ def download_policy(ruleset: Any, unmatched: str) -> DownloadPolicy:
     for rule in getattr(ruleset, "rules", ()) or ():
         if getattr(rule, "action", "import") != "import":
             continue
-        if getattr(rule, "attachment_globs", ()):
-            any_named = True
+        if getattr(rule, "attachment_globs", ()) or getattr(rule, "import_mode", "") == "images":
+            any_named = True  # a photo sent as an image counts too
         if getattr(rule, "import_mode", "attachments") in ("body", "both"):
             # Rule.senders: the sender domains its `from` limits it to (() = any sender)
             keys = tuple(getattr(rule, "senders", None) or getattr(rule, "index_keys", None) or ())
