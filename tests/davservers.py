@@ -40,9 +40,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from conftest import free_port, wait_port
+from conftest import free_port, need, wait_port
 
 USER, PASSWORD = "john", "app-password-123"
 AS_ROOT = os.geteuid() == 0
@@ -107,7 +105,7 @@ class DavServer:
                                            str(self.root)], capture_output=True).returncode == 0
         if self.full_disk and not self.mounted and not self.limit_works:
             self.stop()
-            pytest.skip(f"a full disk for {self.name} needs a tmpfs mount (root with CAP_SYS_ADMIN)")
+            need(False, f"a full disk for {self.name} needs a tmpfs mount (root with CAP_SYS_ADMIN)")
         for folder in self.folders:
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         (self.dir / "htpasswd").write_text(

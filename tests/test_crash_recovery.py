@@ -16,9 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from conftest import base_config, make_mail, unique_pdf, wait_for, wait_port, write_config
+from conftest import base_config, make_mail, need, unique_pdf, wait_for, wait_port, write_config
 
 from gateway.store import Store
 
@@ -39,8 +37,7 @@ def _orphans_stay_unreaped() -> Iterator[None]:
     children and stay zombies until the end: "dead but not yet reaped", as under an
     init that reaps late. A claim must not outlive its holder even then."""
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        pytest.skip("cannot become a child subreaper")
+    need(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0, "cannot become a child subreaper (prctl)")
     try:
         yield
     finally:

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import Gateway, make_mail, need, wait_for
 from ocr_samples import (INVOICE_NUMBER, RECEIPT_NUMBER, holiday_photo, invoice_pdf, logo_png, receipt_photo,
                          scan_pdf)
@@ -237,7 +236,7 @@ def test_a_failed_ocr_leaves_the_document_as_it_was_with_a_warning(
 def test_a_20_page_scan_being_read_does_not_delay_a_plain_pdf_mail(
         workdir: Path, gateway_factory: Callable[..., Gateway]) -> None:
     need(HAVE_OCR, "ocrmypdf and tesseract are needed (deps/debian-runtime.txt)")
-    psutil = pytest.importorskip("psutil")
+    import psutil
     # as `serve` runs: the mail processed in worker processes, OCR in the serve process's worker
     gw = gateway_factory(ocr=OCR, smtp={**_smtp(workdir), "max_message_size": "30MB"},
                          limits={"worker_processes": True, "workers": 2})
