@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import queue
+import re
 import threading
 import time
 import uuid
@@ -36,6 +37,13 @@ log = logging.getLogger(__name__)
 FSYNC_THREADS = 16
 # Recovery leaves younger files alone: another process (import, fetch) may be recording them.
 RECOVER_AFTER = 120
+# A temp file is named <writer's claim token>~<name>: recovery removes the partial files of
+# writers that are gone at once, and never those of a writer that still runs.
+_WRITER_SEP = "~"
+
+
+def _token_part(token: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._:-]", "_", token)
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,7 @@ class Spool:
     def write_file(self, raw: bytes, envelope: Envelope) -> Spooled:
         """Write ``raw`` to its final name, fsync'd (file and directory entry)."""
         name = uuid.uuid4().hex
-        tmp = self.tmp / name
+        tmp = self.tmp / self._tmp_name(name)
         try:
             month, final_dir = self._month_dir(envelope)
             with open(tmp, "wb") as fh:
@@ -117,7 +125,11 @@ class Spool:
         Whoever writes there deletes the file when the message is not handed over
         with ``submit_file``; a crash leaves it to ``recover``, which deletes it.
         """
-        return self.tmp / uuid.uuid4().hex
+        return self.tmp / self._tmp_name(uuid.uuid4().hex)
+
+    def _tmp_name(self, name: str) -> str:
+        """``<writer>~<name>``: the writer's claim token tells recovery whether the writer still runs."""
+        return f"{_token_part(self.store.claims.token())}{_WRITER_SEP}{name}"
 
     def adopt_file(self, tmp: Path, size: int, sha256: str, envelope: Envelope) -> Spooled:
         """fsync a message already written to ``tmp`` (from ``new_tmp``) and move it to its final name."""
@@ -128,11 +140,12 @@ class Spool:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            final = final_dir / f"{tmp.name}.eml"
+            name = tmp.name.rpartition(_WRITER_SEP)[2]
+            final = final_dir / f"{name}.eml"
             os.rename(tmp, final)
         except OSError as exc:
             raise SpoolError(f"cannot write the message to {self.root}: {exc.strerror or exc}") from exc
-        return Spooled(final, f"mail/{month}/{tmp.name}.eml", size, sha256, envelope)
+        return Spooled(final, f"mail/{month}/{name}.eml", size, sha256, envelope)
 
     def record(self, items: list[Spooled]) -> list[int]:
         """fsync the directories, then insert the rows in one transaction."""
@@ -251,7 +264,11 @@ class Spool:
                 return False
 
         for f in self.tmp.iterdir():
-            if settled(f):
+            writer, sep, _ = f.name.partition(_WRITER_SEP)
+            # a partial file of a process that is gone (a killed serve) goes at once; one whose
+            # writer still runs (an import beside) stays; one of unknown writer when it is old
+            gone = bool(sep) and not self.store.claims.alive(writer)
+            if gone or (not sep and settled(f)):
                 f.unlink(missing_ok=True)
                 counts["tmp_removed"] += 1
         known = {r[0] for r in self.store._conn().execute("SELECT raw_path FROM messages WHERE received >= date('now', '-62 days')")}

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 from conftest import base_config, make_mail, run_cli, unique_pdf, wait_for, wait_port, write_config
 
+from gateway.spool import Spool
 from gateway.store import Store
 
 _HOLDER = textwrap.dedent("""
@@ -141,3 +142,25 @@ def test_recovery_at_start_leaves_the_files_another_process_is_recording(tmp_pat
     assert counts == {"tmp_removed": 1, "orphaned": 1}
     assert not partial.exists() and not stray.path.exists() and (tmp_path / "orphaned" / stray.path.name).exists()
     assert importing.path.exists()
+
+
+def test_recovery_removes_the_partial_files_of_a_writer_that_is_gone_at_once(tmp_path: Path) -> None:
+    """A partial file in the spool's tmp folder names its writer: kept while the writer runs
+    (an import beside a starting serve), removed at once when it is gone (a killed serve)."""
+    data = tmp_path / "data"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from gateway.store import Store; "
+         "from gateway.spool import Spool; spool = Spool(Store(Path(sys.argv[1]))); p = spool.new_tmp(); "
+         "p.write_bytes(b'half a mail'); print(p, flush=True); time.sleep(120)", str(data)],
+        stdout=subprocess.PIPE)
+    try:
+        assert writer.stdout is not None
+        partial = Path(writer.stdout.readline().decode().strip())
+        spool = Spool(Store(data))
+        assert spool.recover()["tmp_removed"] == 0 and partial.exists()  # its writer still runs
+    finally:
+        writer.kill()
+        writer.wait()
+        if writer.stdout is not None:
+            writer.stdout.close()
+    assert spool.recover()["tmp_removed"] == 1 and not partial.exists()  # gone: no 2-minute wait
