@@ -316,13 +316,18 @@ def approve(c: _Ctx, document_ids: tuple[int, ...]) -> None:
     Example:
         invoice-gateway approve 12 13
     """
+    import getpass
+
+    from gateway.fields.suppliers import Suppliers
     from gateway.store import Store, iso, utcnow
 
     store = Store(c.settings.data_dir)
+    suppliers = Suppliers(store, {a.address.rpartition("@")[2] for a in c.settings.smtp.addresses})
     for d in document_ids:
         if store.document(d) is None:
             _fail(f"no document {d}")
         store.update_document(d, approved_at=iso(utcnow()))
+        suppliers.learn_confirmed(d, getpass.getuser())  # a person confirmed its seller
         click.echo(f"document {d} approved")
 
 
@@ -360,6 +365,31 @@ def confirm_account(c: _Ctx, document_ids: tuple[int, ...], by: str | None) -> N
         except StoreError as exc:
             _fail(str(exc))
         click.echo(f"document {d}: {', '.join(ibans)} confirmed by {who}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per supplier.")
+@pass_ctx
+def suppliers(c: _Ctx, as_json: bool) -> None:
+    """List the suppliers learned from e-invoices and approved documents, with documents and totals.
+
+    \b
+    Example:
+        invoice-gateway suppliers
+        invoice-gateway suppliers --json
+    """
+    import json
+
+    from gateway.fields.suppliers import Suppliers
+    from gateway.store import Store
+
+    for s in Suppliers(Store(c.settings.data_dir)).list():
+        totals = ", ".join(f"{v} {k}".strip() for k, v in s["totals"].items()) or "-"
+        if as_json:
+            click.echo(json.dumps({"id": s["id"], "name": s["name"], "documents": s["documents"],
+                                   "totals": s["totals"]}, ensure_ascii=False))
+        else:
+            click.echo(f"{s['id']:>5}  {s['name']}  ({s['documents']} documents; {totals})")
 
 
 @main.command()

@@ -23,9 +23,12 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.store import Store
+
+if TYPE_CHECKING:
+    from gateway.fields.suppliers import Suppliers
 
 # ISO 13616 lengths of the IBAN per country (SWIFT registry).
 IBAN_LENGTHS: dict[str, int] = {
@@ -143,10 +146,14 @@ def vouched_by(row: Mapping[str, Any]) -> str | None:
 class PaymentGuard:
     """Compares the IBANs of new documents with the account known for their seller, and learns only from proof."""
 
-    def __init__(self, store: Store, text_of: Callable[[bytes], str], own_domains: Iterable[str] = ()) -> None:
+    def __init__(self, store: Store, text_of: Callable[[bytes], str], own_domains: Iterable[str] = (),
+                 suppliers: Suppliers | None = None) -> None:
+        from gateway.fields.suppliers import Suppliers
+
         self.store = store
         self.text_of = text_of
         self.own_domains = tuple(own_domains)
+        self.suppliers = suppliers or Suppliers(store, self.own_domains)
 
     def ibans_of(self, kind: str, data: bytes, einvoice: Any) -> list[str]:
         """The IBANs a document carries: the e-invoice's, else those printed in a PDF."""
@@ -183,12 +190,14 @@ class PaymentGuard:
             if not ibans:
                 continue
             keys = seller_keys(doc.get("einvoice"), sender_domain, self.own_domains)
-            if not keys:
-                continue
             for k in keys:
                 by = vouched_by if self.vouched(k, message_id, sender_domain, vouched_by is not None) else None
                 records += [(k, i, by) for i in ibans]
-            known = self.store.known_ibans(keys, before_message=message_id)
+            known = self.store.known_ibans(keys, before_message=message_id) if keys else None
+            supplier = (self.suppliers.known_ibans(int(doc["supplier_id"]), before_message=message_id)
+                        if doc.get("supplier_id") is not None and (known is None or not known[3]) else None)
+            if supplier is not None:  # the document's own keys know no confirmed account; its supplier does
+                known = (f"supplier:{supplier[0]}", supplier[1], supplier[2], True)
             if known is None:
                 continue
             key, before, seen_in, confirmed = known
@@ -203,7 +212,7 @@ class PaymentGuard:
                     "previous_message_id": seen_in,
                     "previous_seen_at": seen["received"] if seen is not None else None,
                 }
-                was = ", ".join(mask_iban(i) for i in previous)
+                was = (" or " if supplier is not None else ", ").join(mask_iban(i) for i in previous)
                 where = (f"last confirmed for {key.replace(':', ' ', 1)} in message #{seen_in}" if confirmed else
                          f"first seen for {key.replace(':', ' ', 1)} in message #{seen_in}; no account of this "
                          "seller is confirmed yet")
@@ -242,6 +251,7 @@ class PaymentGuard:
         # a second confirmation changes nothing and is fine; a document whose seller is not known
         # (no VAT ID, name or own domain) has nothing the guard remembers
         self.store.confirm_ibans(document_id, ibans, f"confirmed by {by or 'a person'}")
-        if not ibans or not self.store.ibans_recorded(document_id, ibans):
+        of_supplier = self.suppliers.confirm_ibans(document_id, ibans, by)  # keyed on its supplier too
+        if not ibans or not (self.store.ibans_recorded(document_id, ibans) or of_supplier):
             raise StoreError(f"document {document_id} carries no IBAN of a known seller: nothing to confirm")
         return [mask_iban(i) for i in ibans]

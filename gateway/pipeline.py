@@ -26,6 +26,7 @@ from gateway import mime
 from gateway.config import ExportConfig, Settings
 from gateway.errors import GatewayError, ParseError, RenderError
 from gateway.fields import read_document as read_fields
+from gateway.fields.suppliers import Suppliers, with_supplier
 from gateway.forwarded import forwarded_sender
 from gateway.models import Attachment, Decision, MailView, ParsedMessage
 from gateway.ocr.images import image_type
@@ -324,7 +325,9 @@ class Pipeline:
         self.renderer = renderer or self._render_body
         self.xml_renderer = xml_renderer or self._render_xml
         self.sender_auth = SenderAuth(settings)
-        self.payment_guard = PaymentGuard(store, pdf_text, {a.address.rpartition("@")[2] for a in settings.smtp.addresses})
+        own = {a.address.rpartition("@")[2] for a in settings.smtp.addresses}
+        self.suppliers = Suppliers(store, own)
+        self.payment_guard = PaymentGuard(store, pdf_text, own, self.suppliers)
         self.wake = threading.Event()
         self.stats = {"processed": 0, "errors": 0, "seconds": 0.0}
         self.on_exports: Callable[[], None] | None = None
@@ -432,7 +435,9 @@ class Pipeline:
         known = self.store.known_documents([d["sha256"] for d in docs])
         done = self.store.finish_processed(
             mid, status=status, reason=reason, fields=fields, documents=docs, targets_for=targets_for, dedup=dedup,
-            duplicate_reason=lambda first: duplicate_reason(first, dedup.sha256 if dedup else ""))
+            duplicate_reason=lambda first: duplicate_reason(first, dedup.sha256 if dedup else ""),
+            learn=(self.suppliers.learner(mid, outcome.sender_domain, vouched_by(row))
+                   if outcome is not None and row is not None else None))
         if done.duplicate_of is not None:  # another copy got its outcome while this one was processed
             status, reason, docs = done.status, done.reason, []
         else:
@@ -471,13 +476,16 @@ class Pipeline:
             tags = list(meta.get("tags") or [])
             read = read_fields(d.data, d.kind, einvoice=inv, assign=meta, sender_name=outcome.sender_name,
                                sender_domain=outcome.sender_domain)
+            ibans = self.payment_guard.ibans_of(d.kind, d.data, inv)
+            supplier = self.suppliers.match(read, outcome.sender_domain, ibans)
+            read = with_supplier(read, supplier)
             # what the text says counts for the top-level columns; the sender's display name does not
             # (anyone can write any name there), so it stays a low-confidence field only; nor does a guess
             # such as a letterhead's first line ("unknown" beats a wrong name in a file name), nor a date
             # that no label or title names (the date decides a target's `since`: received is safer)
             sure = {"issue_date": 0.8}
             text = {k: v for k, v in read.values().items()
-                    if v and read.sources[k].source in ("text", "einvoice")
+                    if v and read.sources[k].source in ("text", "einvoice", "supplier")
                     and read.sources[k].confidence >= sure.get(k, 0.5)}
             doc = {
                 "sha256": sha, "filename": d.filename, "content_type": d.content_type, "kind": d.kind,
@@ -492,9 +500,10 @@ class Pipeline:
                 "fields": read.to_json(),
                 "warnings": [*(getattr(inv, "warnings", ()) or ()), *d.warnings, *read.warnings],
                 "ocr": self._ocr_plan(d),
+                "supplier_id": supplier.supplier_id if supplier is not None else None,
             }
             docs.append(doc)
-            payees.append((doc, self.payment_guard.ibans_of(d.kind, d.data, inv)))
+            payees.append((doc, ibans))
         outcome.iban_records = self.payment_guard.review(int(row["id"]), payees, outcome.sender_domain, vouched_by(row))
         return docs
 

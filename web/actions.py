@@ -130,6 +130,7 @@ def approve(service: Any, document_id: int, approved: bool = True) -> None:
     doc = document_or_404(service, document_id)
     if approved and doc["approved_at"] is None:
         service.store.update_document(document_id, approved_at=iso(utcnow()))
+        service.pipeline.suppliers.learn_confirmed(document_id, "a person")  # a person confirmed its seller
     elif not approved and doc["approved_at"] is not None:
         service.store.update_document(document_id, approved_at=None)
     service.exports.wake.set()
@@ -160,6 +161,7 @@ def approve_many(service: Any, ids: Any) -> tuple[list[int], list[int]]:
     for row in rows:
         if row["approved_at"] is None:
             service.store.update_document(int(row["id"]), approved_at=now)
+            service.pipeline.suppliers.learn_confirmed(int(row["id"]), "a person")
             done.append(int(row["id"]))
     service.exports.wake.set()
     return wanted, done

@@ -402,3 +402,22 @@ def log_events() -> Any:
     limit, offset = _page()
     rows, total = _service().store.list_events(kind=request.args.get("kind") or None, limit=limit, offset=offset)
     return jsonify({"total": total, "limit": limit, "offset": offset, "items": rows})
+
+
+# -- suppliers -------------------------------------------------------------------------------
+
+
+@bp.get("/suppliers")
+def suppliers() -> Any:
+    """Every supplier with its number of documents and totals per currency."""
+    items = data.suppliers_json(_service())
+    return jsonify({"total": len(items), "items": items})
+
+
+@bp.get("/suppliers/<int:supplier_id>")
+def supplier(supplier_id: int) -> Any:
+    """One supplier: its keys (IBANs masked), documents, totals per month and the rules that name it."""
+    s = data.supplier_json(_service(), supplier_id) if 0 < supplier_id <= actions.MAX_ID else None
+    if s is None:
+        abort(404, f"there is no supplier {supplier_id}")
+    return jsonify(s)

@@ -99,6 +99,7 @@ def document_json(service: Any, doc: dict[str, Any]) -> dict[str, Any]:
         "company": doc["company"],
         "document_type": doc["document_type"],
         "invoice_number": doc["invoice_number"],
+        "supplier_id": doc.get("supplier_id"),
         "tags": loads(doc["tags"], []),
         "note": doc["note"],
         "einvoice": loads(doc["einvoice"], None),
@@ -399,3 +400,25 @@ def dashboard(service: Any, now: dt.datetime | None = None) -> dict[str, Any]:
         "health": {"parts": parts, "down": [k for k, ok in parts.items() if not ok]},
         "smtp": dict(service.smtp.stats) if service.smtp is not None else None,
     }
+
+
+# -- suppliers ---------------------------------------------------------------------
+
+
+def suppliers_json(service: Any) -> list[dict[str, Any]]:
+    """Every supplier as the API lists it: id, name, number of documents, totals per currency."""
+    return [{"id": s["id"], "name": s["name"], "documents": s["documents"], "totals": s["totals"],
+             "created": s["created"], "updated": s["updated"]}
+            for s in service.pipeline.suppliers.list()]
+
+
+def supplier_json(service: Any, supplier_id: int) -> dict[str, Any] | None:
+    """One supplier with its keys (IBANs masked), documents, totals per month and the rules naming it."""
+    from gateway.fields.suppliers import rules_naming
+
+    s: dict[str, Any] | None = service.pipeline.suppliers.get(supplier_id)
+    if s is None:
+        return None
+    ruleset = service.rules.ruleset
+    s["rules"] = rules_naming(ruleset, s) if ruleset is not None else []
+    return s

@@ -224,6 +224,7 @@ class MessagesMixin(StoreBase):
         targets_for: Any = None,
         dedup: DedupKey | None = None,
         duplicate_reason: Callable[[Row], str] | None = None,
+        learn: Callable[[sqlite3.Connection, int, Row], None] | None = None,
     ) -> Finished:
         """``finish_message``, unless another copy of the mail got its outcome first.
 
@@ -232,6 +233,8 @@ class MessagesMixin(StoreBase):
         IMMEDIATE``), so however two copies race (two workers, SMTP and IMAP,
         ``import`` beside ``serve``) exactly one is recorded with its outcome
         and every other one as ``duplicate`` of it, with no documents.
+        ``learn(conn, document_id, doc)`` runs for each new document in the same
+        transaction (the suppliers learn from it: gateway.fields.suppliers).
         """
         now = iso(utcnow())
         doc_ids: list[int] = []
@@ -263,6 +266,8 @@ class MessagesMixin(StoreBase):
                             "INSERT OR IGNORE INTO exports (document_id, target, created) VALUES (?, ?, ?)",
                             (doc_id, target, now),
                         )
+                    if learn is not None:
+                        learn(conn, doc_id, doc)
                 conn.execute("INSERT OR IGNORE INTO message_documents VALUES (?, ?)", (message_id, doc_id))
                 doc_ids.append(doc_id)
             update = dict(fields, status=status, reason=reason, processed_at=now, claimed_by=None, claimed_at=None,

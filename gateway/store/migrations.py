@@ -199,4 +199,28 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX documents_ocr ON documents(ocr, id) WHERE ocr IN ('pending', 'running');
     CREATE INDEX documents_ocr_source ON documents(ocr_source_sha256) WHERE ocr_source_sha256 IS NOT NULL;
     """,
+    # 12: suppliers (gateway.fields.suppliers), learned from e-invoices and documents a person confirmed;
+    # their keys (kind: vat, iban, domain, name, alias, tax) indexed for matching; each document's supplier
+    """
+    CREATE TABLE suppliers (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL,
+        learned_from TEXT
+    );
+    CREATE TABLE supplier_keys (
+        supplier_id INTEGER NOT NULL REFERENCES suppliers(id),
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        message_id INTEGER,
+        document_id INTEGER,
+        confirmed_by TEXT,
+        seen_at TEXT NOT NULL,
+        PRIMARY KEY (supplier_id, kind, value)
+    );
+    CREATE INDEX supplier_keys_value ON supplier_keys(kind, value);
+    ALTER TABLE documents ADD COLUMN supplier_id INTEGER REFERENCES suppliers(id);
+    CREATE INDEX documents_supplier ON documents(supplier_id) WHERE supplier_id IS NOT NULL;
+    """,
 ]

@@ -15,9 +15,9 @@ PAGE_SIZE = 25
 
 def register(app: Flask) -> None:
     """Register every page blueprint."""
-    from web.pages import dashboard, documents, exports, log, mailboxes, messages, notifications, rules
+    from web.pages import dashboard, documents, exports, log, mailboxes, messages, notifications, rules, suppliers
 
-    for module in (dashboard, messages, documents, mailboxes, rules, exports, notifications, log):
+    for module in (dashboard, messages, documents, suppliers, mailboxes, rules, exports, notifications, log):
         app.register_blueprint(module.bp)
 
 

@@ -1,0 +1,133 @@
+"""Suppliers: learned from e-invoices, matched on later documents, shown, and used by the IBAN guard."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from conftest import PDF_BYTES, Gateway, make_mail, wait_for
+from fieldsamples import html, pdf_of, valid_vat
+from gateway.fields import DocumentFields
+from gateway.fields.suppliers import Suppliers, name_key
+from gateway.payment_guard import format_iban, mask_iban
+from gateway.pipeline import Pipeline
+from gateway.spool import Spool
+from gateway.store import Store
+from test_trust_iban import CII, NEW, OLD, changed, feed, pipeline, text_pdf  # noqa: F401  (pipeline is a fixture)
+from test_web_pages import Browserless
+
+VAT = valid_vat("DE", "13669597")  # the VAT ID of fieldsamples' German invoices
+SELLER = "Muster Bürobedarf GmbH"  # the seller of CII
+
+
+def cii(number: str, *, vat: str = VAT, seller: str = SELLER, iban: str = OLD) -> bytes:
+    """The XRechnung sample with another number, VAT ID, seller name and IBAN."""
+    return (CII.replace(b"IG-2024-0042", number.encode()).replace(b"DE123456789", vat.encode())
+            .replace(SELLER.encode(), seller.replace("&", "&amp;").replace("<", "&lt;").encode())
+            .replace(OLD.encode(), iban.encode()))
+
+
+def docs_of(store: Store) -> list[dict[str, object]]:
+    return [dict(d, fields=json.loads(d["fields"])) for mid in store.message_ids() for d in store.documents_of(mid)]
+
+
+def test_names_are_matched_without_case_accents_punctuation_or_legal_form() -> None:
+    assert name_key("Müller Bürotechnik GmbH & Co. KG") == name_key("MULLER BÜROTECHNIK") == "muller burotechnik"
+    assert name_key("ACME, Inc.") == name_key("Acme") == name_key("acme ltd.") == "acme"
+    assert name_key("Van Dijk Installaties B.V.") == "van dijk installaties"
+    assert name_key("Ferramenta Rossi S.r.l.") == name_key("Ferramenta Rossi SRL") == "ferramenta rossi"
+    assert name_key("Atelier Lumière SAS") == name_key("atelier lumiere") and name_key("AG") == "ag"
+    assert name_key("Acme Widgets") != name_key("Acme")
+
+
+def test_a_plain_pdf_from_another_domain_is_named_by_the_supplier_its_vat_id_names(
+        pipeline: tuple[Pipeline, Spool, Store]) -> None:  # noqa: F811
+    _, _, store = pipeline
+    feed(pipeline, "a.xml", cii("IG-1"), "application/xml")  # the supplier's e-invoice: learned
+    feed(pipeline, "b.pdf", text_pdf(f"Rechnung R-7  USt-IdNr.: {VAT}"), "application/pdf",
+         sender="Shop <shop@elsewhere.example>")
+    feed(pipeline, "c.pdf", text_pdf(f"Rechnung R-8  USt-IdNr.: {valid_vat('DE', '29876543')}"),
+         "application/pdf", sender="Shop <shop@elsewhere.example>")  # another company's VAT ID: not the supplier
+    [supplier] = Suppliers(store).list()
+    assert supplier["name"] == SELLER
+    *_, pdf, other = docs_of(store)
+    assert pdf["fields"]["fields"]["seller"] == SELLER and pdf["company"] == SELLER
+    assert pdf["fields"]["field_sources"]["seller"] == {"source": "supplier", "confidence": 0.95,
+                                                        "label": f"VAT ID {VAT}"}
+    assert pdf["supplier_id"] == supplier["id"] and other["supplier_id"] is None
+    assert other["fields"]["field_sources"]["seller"]["source"] == "mail"
+    # by name too, whatever the case and legal form; never over the e-invoice's own seller
+    got = Suppliers(store).match(DocumentFields(seller="MUSTER BÜROBEDARF"))
+    assert got is not None and got.kind == "name" and got.supplier_id == supplier["id"]
+
+
+def test_the_iban_guard_compares_with_the_supplier_across_sender_domains(
+        pipeline: tuple[Pipeline, Spool, Store]) -> None:  # noqa: F811
+    pipe, _, store = pipeline
+    feed(pipeline, "a.xml", cii("IG-1"), "application/xml")  # unauthenticated: the account is not learned
+    first = store.documents_of(store.message_ids()[0])[0]
+    assert Suppliers(store).get(first["supplier_id"])["ibans"] == []
+    pipe.payment_guard.confirm(int(first["id"]), "anna", store.data_dir)  # a person confirms it by phone
+
+    def pdf(iban: str, domain: str) -> list[str]:
+        return changed(feed(pipeline, f"{domain}.pdf", text_pdf(f"Rechnung USt-IdNr.: {VAT}  IBAN {format_iban(iban)}"),
+                            "application/pdf", sender=f"Billing <billing@{domain}>"))
+
+    [warning] = pdf(NEW, "muster-shop.example")  # a sender domain never seen, same VAT ID: same supplier
+    assert warning.startswith(f"payment details changed: IBAN {mask_iban(NEW)} was {mask_iban(OLD)}")
+    assert f"supplier {SELLER}" in warning
+    assert pdf(OLD, "muster-service.example") == []  # the supplier's account, from a third domain
+    page = Suppliers(store).get(first["supplier_id"])
+    assert [i["value"] for i in page["ibans"]] == [mask_iban(OLD)] and page["ibans"][0]["confirmed_by"] == \
+        "confirmed by anna"
+
+
+def test_suppliers_page_and_api_through_the_gateway(gateway_factory: Callable[..., Gateway], workdir: Path) -> None:
+    (workdir / "rules" / "muster.yaml").write_text(
+        "name: muster-office\nwhen: {from: '@never.example'}\nassign: {company: Muster Bürobedarf}\n")
+    gw = gateway_factory()
+    gw.service.pipeline.xml_renderer = lambda inv: PDF_BYTES + inv.invoice_number.encode()  # not what is tested
+    nasty = "<script>alert(1)</script> & Söhne GmbH"
+    gw.send(make_mail(sender="Muster <rechnung@muster-buero.example>", subject="e-invoice",
+                      attachments=[("IG-1.xml", cii("IG-1"), "application/xml")]),
+            sender="rechnung@muster-buero.example")
+    gw.send(make_mail(sender="X <x@nasty.example>", subject="nasty", attachments=[
+        ("N-1.xml", cii("N-1", vat=valid_vat("DE", "29876543"), seller=nasty), "application/xml")]))
+    wait_for(lambda: len(gw.api("/api/suppliers").json()["items"]) == 2, timeout=30)
+    source, truth = html("de", "a", 0)  # a plain PDF from another domain, printing the supplier's VAT ID
+    gw.send(make_mail(sender="Buchhaltung <rechnung@muster-shop.example>", subject="plain",
+                      attachments=[("scan.pdf", pdf_of(source), "application/pdf")]),
+            sender="rechnung@muster-shop.example")
+    items = wait_for(lambda: (r := gw.api("/api/documents?limit=100").json()["items"]) and
+                     any(d["filename"] == "scan.pdf" for d in r) and r, timeout=30)
+    [doc] = [d for d in items if d["filename"] == "scan.pdf"]
+    assert truth["seller_vat_id"] == VAT and truth["seller"] != SELLER
+    assert doc["fields"]["seller"] == SELLER and doc["company"] == SELLER
+    assert doc["field_sources"]["seller"]["source"] == "supplier"
+    assert doc["field_sources"]["seller"]["label"] == f"VAT ID {VAT}"
+
+    listed = {s["name"]: s for s in gw.api("/api/suppliers").json()["items"]}
+    muster = listed[SELLER]
+    mine = sorted(d["id"] for d in items if d["supplier_id"] == muster["id"])
+    assert muster["documents"] == len(mine) and doc["id"] in mine
+    assert muster["totals"]["EUR"]  # the e-invoices' and the PDF's totals, per currency
+    one = gw.api(f"/api/suppliers/{muster['id']}").json()
+    assert one["vat_ids"] == [VAT] and sorted(d["id"] for d in one["documents"]) == mine
+    assert one["rules"] == ["muster-office"] and one["months"]
+    assert gw.api("/api/suppliers/999").status_code == 404
+    assert httpx.get(f"http://127.0.0.1:{gw.web_port}/api/suppliers").status_code == 401
+
+    browser = Browserless(gw)
+    assert browser.get("/suppliers").status_code in (302, 303, 401)  # login first
+    browser.login()
+    pages = [browser.get("/suppliers").text, browser.get(f"/suppliers/{listed[nasty]['id']}").text]
+    detail = browser.get(f"/suppliers/{muster['id']}").text
+    assert f'href="/suppliers/{muster["id"]}"' in browser.get(f"/documents/{doc['id']}").text
+    browser.close()
+    for page in pages:
+        assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; Söhne GmbH" in page and "<script>alert" not in page
+    assert 'href="/suppliers"' in pages[0] and SELLER in detail and "muster-office" in detail
+    assert f'href="/documents/{doc["id"]}"' in detail
