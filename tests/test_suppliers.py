@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import PDF_BYTES, Gateway, make_mail, wait_for
+from conftest import PDF_BYTES, Gateway, make_mail, run_cli, wait_for
 from fieldsamples import html, pdf_of, valid_vat
 from gateway.fields import DocumentFields
 from gateway.fields.suppliers import Suppliers, name_key
@@ -131,3 +131,24 @@ def test_suppliers_page_and_api_through_the_gateway(gateway_factory: Callable[..
         assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; Söhne GmbH" in page and "<script>alert" not in page
     assert 'href="/suppliers"' in pages[0] and SELLER in detail and "muster-office" in detail
     assert f'href="/documents/{doc["id"]}"' in detail
+
+
+def test_an_approved_document_teaches_its_seller_and_the_cli_lists_the_suppliers(
+        pipeline: tuple[Pipeline, Spool, Store], tmp_path: Path) -> None:  # noqa: F811
+    _, _, store = pipeline
+    feed(pipeline, "a.pdf", text_pdf("Rechnung R-1"), "application/pdf",
+         sender="Harbour Supplies Ltd <a@harbour.example>")
+    [first] = store.documents_of(store.message_ids()[0])
+    assert Suppliers(store).list() == []  # a display name alone teaches nothing
+    assert Suppliers(store).learn_confirmed(int(first["id"]), "anna") is not None  # a person approved it
+    feed(pipeline, "b.pdf", text_pdf("Rechnung R-2"), "application/pdf", sender="HARBOUR SUPPLIES <b@other.example>")
+    second = docs_of(store)[-1]
+    assert second["fields"]["fields"]["seller"] == "Harbour Supplies Ltd"
+    assert second["fields"]["field_sources"]["seller"]["label"] == "name HARBOUR SUPPLIES"
+
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"data_dir: {store.data_dir}\n")
+    listed = run_cli("--config", str(config), "suppliers", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [json.loads(line) for line in listed.stdout.decode().splitlines()] == [
+        {"id": 1, "name": "Harbour Supplies Ltd", "documents": 2, "totals": {}}]

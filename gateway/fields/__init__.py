@@ -3,8 +3,9 @@
 ``read_document(data, kind, ...)`` gives one frozen :class:`DocumentFields` per
 document, with the e-invoice key names and, per field, where the value came
 from (``sources``). Precedence: a rule's ``assign`` > the e-invoice XML > the
-text read from the PDF (born-digital PDFs and rendered mail bodies; no OCR
-yet) > the mail's sender (seller only).
+document's supplier (the seller only; ``suppliers.with_supplier``, applied by
+the pipeline) > the text read from the PDF (born-digital PDFs and rendered
+mail bodies; no OCR yet) > the mail's sender (seller only).
 
 Decisions:
 

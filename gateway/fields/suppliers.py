@@ -54,6 +54,8 @@ LEGAL_FORMS = frozenset("""
 _KINDS = ("vat", "iban", "domain", "name", "alias", "tax")
 #: How sure a match by each key makes the seller.
 CONFIDENCE = {"vat": 0.95, "iban": 0.9, "domain": 0.7, "name": 0.6}
+#: The newest documents a supplier's page lists (its totals count them all).
+DOCUMENTS_SHOWN = 200
 _LABEL = {"vat": "VAT ID", "iban": "IBAN", "domain": "sender domain", "name": "name"}
 
 
@@ -320,7 +322,7 @@ class Suppliers:
             if total is not None:
                 key = ((d["doc_date"] or "")[:7] or "unknown", currency or "")
                 months[key] = months.get(key, 0) + total
-        out["documents"] = docs
+        out["documents"], out["documents_total"] = docs[:DOCUMENTS_SHOWN], len(docs)
         out["totals"] = self._totals(conn, supplier_id)
         out["months"] = [{"month": m, "currency": c, "total": _money(v)} for (m, c), v in sorted(months.items(),
                                                                                                  reverse=True)]
