@@ -11,7 +11,7 @@ import httpx
 from conftest import PDF_BYTES, Gateway, make_mail, run_cli, wait_for
 from fieldsamples import html, pdf_of, valid_vat
 from gateway.fields import DocumentFields
-from gateway.fields.suppliers import Suppliers, name_key
+from gateway.fields.suppliers import Suppliers, name_key, rules_naming
 from gateway.payment_guard import format_iban, mask_iban
 from gateway.pipeline import Pipeline
 from gateway.spool import Spool
@@ -41,6 +41,17 @@ def test_names_are_matched_without_case_accents_punctuation_or_legal_form() -> N
     assert name_key("Ferramenta Rossi S.r.l.") == name_key("Ferramenta Rossi SRL") == "ferramenta rossi"
     assert name_key("Atelier Lumière SAS") == name_key("atelier lumiere") and name_key("AG") == "ag"
     assert name_key("Acme Widgets") != name_key("Acme")
+
+
+def test_the_rules_that_name_a_supplier() -> None:
+    files = (("a.yaml", b"rules:\n- {name: by-regex, when: {any: [{supplier: 're:muster b.robedarf'}]}}\n"
+                        b"- {name: by-glob, when: {company: 'Muster*'}}\n- {name: by-assign, when: {from: x},"
+                        b" assign: {company: MUSTER BUROBEDARF}}\n- {name: other, when: {company: Muster AG},"
+                        b" assign: {company: Mustermann}}\n"),
+             ("b.yaml", b"name: by-alias\nwhen: {not: {seller: Buero Muster}}\n"), ("broken.yaml", b"a: [\n"))
+    ruleset = type("RuleSet", (), {"sources": files})
+    found = rules_naming(ruleset, {"name": SELLER, "aliases": [SELLER, "Büro Muster"]})
+    assert found == ["by-regex", "by-glob", "by-assign"]
 
 
 def test_a_plain_pdf_from_another_domain_is_named_by_the_supplier_its_vat_id_names(

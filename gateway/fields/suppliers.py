@@ -61,12 +61,17 @@ _LABEL = {"vat": "VAT ID", "iban": "IBAN", "domain": "sender domain", "name": "n
 
 def name_key(name: str | None) -> str:
     """A name as matched: no case, accents, punctuation or legal-form ending ("ACME, Inc." -> "acme")."""
-    text = unicodedata.normalize("NFKD", (name or "").casefold().replace("&", " "))
-    text = "".join(c for c in text if not unicodedata.combining(c))
-    words = re.sub(r"[^\w\s]", "", text).split()
+    words = _words(name)
     while len(words) > 1 and words[-1] in LEGAL_FORMS:
         words.pop()
     return " ".join(words)
+
+
+def _words(name: str | None) -> list[str]:
+    """A name's words without case, accents and punctuation."""
+    text = unicodedata.normalize("NFKD", (name or "").casefold().replace("&", " "))
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    return re.sub(r"[^\w\s]", "", text).split()
 
 
 def vat_key(vat: str | None) -> str:
@@ -363,13 +368,11 @@ def _domain_of(sender: str) -> str:
 def rules_naming(ruleset: Any, supplier: Mapping[str, Any]) -> list[str]:
     """The rules that mention a supplier: its name or an alias in a ``company``/``supplier`` condition or assign.
 
-    A textual match over the loaded rule files (``RuleSet.sources``): a value names the supplier when its
-    name key (``name_key``, with ``re:`` and glob characters dropped) holds the supplier's name or an
-    alias as whole words, or is held by one (at least three characters).
+    A textual match over the loaded rule files (``RuleSet.sources``), by ``names_supplier``.
     """
     import yaml
 
-    names = {name_key(n) for n in [supplier.get("name"), *(supplier.get("aliases") or [])] if n} - {""}
+    names = [str(n) for n in [supplier.get("name"), *(supplier.get("aliases") or [])] if n]
     found: list[str] = []
     for _path, content in getattr(ruleset, "sources", ()) or ():
         try:
@@ -382,14 +385,35 @@ def rules_naming(ruleset: Any, supplier: Mapping[str, Any]) -> list[str]:
                 if not isinstance(rule, dict):
                     continue
                 texts = _company_texts({"when": rule.get("when"), "assign": rule.get("assign")})
-                if any(_names(t, names) for t in texts) and str(rule.get("name")) not in found:
+                if any(names_supplier(t, names) for t in texts) and str(rule.get("name")) not in found:
                     found.append(str(rule.get("name")))
     return found
 
 
-def _names(text: str, names: set[str]) -> bool:
-    key = name_key(re.sub(r"^re:|[*?^$\\()|\[\].+]", " ", text))
-    return len(key) >= 3 and any(f" {key} " in f" {n} " or f" {n} " in f" {key} " for n in names if len(n) >= 3)
+def names_supplier(value: str, names: Sequence[str]) -> bool:
+    """Whether a rule's ``company``/``supplier`` value names one of ``names``.
+
+    ``re:`` a regular expression found in the name; a glob (``*``, ``?``) matching it; else text
+    found in the name as whole words ("Muster"), or text holding the name's key as whole words
+    ("Muster Bürobedarf, Berlin"); the text's key has three characters at least.
+    """
+    import fnmatch
+
+    if value.startswith("re:"):
+        try:
+            pattern = re.compile(value[3:], re.I)
+        except re.error:
+            return False
+        return any(pattern.search(n) for n in names)
+    if "*" in value or "?" in value:
+        return any(fnmatch.fnmatchcase(n.casefold(), value.casefold()) for n in names)
+    key, text = name_key(value), " ".join(_words(value))
+    if len(key) < 3:
+        return False
+    for n in names:  # the rule's text in the name ("Muster"), or the name in the rule's text
+        if f" {text} " in f" {' '.join(_words(n))} " or (len(name_key(n)) >= 3 and f" {name_key(n)} " in f" {key} "):
+            return True
+    return False
 
 
 def _company_texts(part: Any) -> list[str]:
