@@ -75,6 +75,30 @@ def test_a_plain_pdf_from_another_domain_is_named_by_the_supplier_its_vat_id_nam
     assert got is not None and got.kind == "name" and got.supplier_id == supplier["id"]
 
 
+def test_a_supplier_learns_its_domains_and_accounts_only_from_senders_that_speak_for_it(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    suppliers = Suppliers(store, ["home.example"])
+
+    def learn(mid: int, domain: str, auth: str | None, **inv: str) -> None:
+        with store.write() as conn:
+            einvoice = {"seller": SELLER, "seller_vat_id": VAT, "iban": OLD, **inv}
+            suppliers.learner(mid, domain, auth)(conn, mid, {"einvoice": einvoice, "fields": {}})
+
+    learn(1, "gmail.com", "authenticated sender")  # anyone authenticates at a freemail domain
+    learn(2, "muster-buero.example", None)  # anyone can write any From
+    assert (s := suppliers.get(1)) is not None and s["vat_ids"] == [VAT]
+    assert s["sender_domains"] == [] and s["ibans"] == []
+    learn(3, "billing.muster-buero.example", "authenticated sender")  # the first that speaks for it
+    learn(4, "evil.example", "authenticated sender", iban=NEW)  # the attacker's own domain authenticates
+    learn(5, "muster-buero.example", None, iban=NEW)
+    s = suppliers.get(1)
+    assert s is not None and [d["value"] for d in s["sender_domains"]] == ["muster-buero.example"]
+    assert [(i["value"], i["confirmed_by"]) for i in s["ibans"]] == [(mask_iban(OLD), "authenticated sender")]
+    assert suppliers.known_ibans(1, before_message=6) == (SELLER, {OLD}, 3)
+    assert suppliers.known_ibans(1, before_message=3) is None
+    assert [x["id"] for x in suppliers.list()] == [1]  # one supplier, whoever named its VAT ID
+
+
 def test_the_iban_guard_compares_with_the_supplier_across_sender_domains(
         pipeline: tuple[Pipeline, Spool, Store]) -> None:  # noqa: F811
     pipe, _, store = pipeline

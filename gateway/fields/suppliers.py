@@ -178,9 +178,10 @@ class Suppliers:
             values, sources = stored.get("fields") or {}, stored.get("field_sources") or {}
             einvoice = doc.get("einvoice") or {}
             if einvoice.get("seller"):  # the XML's seller, whatever a rule named the document
-                self._learn(conn, document_id, message_id, einvoice, domain, vouched_by, False)
+                self._learn(conn, document_id, message_id, einvoice, domain, vouched_by, None)
             elif (sources.get("seller") or {}).get("source") == "person" and values.get("seller"):
-                self._learn(conn, document_id, message_id, values, domain, "confirmed by a person", True)
+                self._learn(conn, document_id, message_id, dict(values, iban=None), domain, vouched_by,
+                            "confirmed by a person")
 
         return learn
 
@@ -199,11 +200,11 @@ class Suppliers:
         from gateway.senderauth.dmarc import org_domain
 
         domain = self.sender_key(org_domain(_domain_of(message.get("sender") or ""))) if message else ""
-        vouched = vouched_by(message) if message else None
-        values.pop("iban", None)  # approving a document is not confirming its bank account (confirm-account is)
+        auth = vouched_by(message) if message else None
+        values["iban"] = None  # approving a document is not confirming its bank account (confirm-account is)
         with self.store.write() as conn:
-            return self._learn(conn, document_id, int(doc["message_id"]), values, domain if vouched else "",
-                               f"approved by {by or 'a person'}", True)
+            return self._learn(conn, document_id, int(doc["message_id"]), values, domain, auth,
+                               f"approved by {by or 'a person'}")
 
     def confirm_ibans(self, document_id: int, ibans: Sequence[str], by: str) -> bool:
         """A person confirmed a document's bank account(s): they are its supplier's; False when it has none."""
@@ -217,8 +218,14 @@ class Suppliers:
         return True
 
     def _learn(self, conn: sqlite3.Connection, document_id: int, message_id: int, values: Mapping[str, Any],
-               domain: str, vouched_by: str | None, person: bool) -> int:
-        """Find or create the supplier of ``values`` (seller, seller_vat_id, iban) and learn what is safe."""
+               domain: str, auth: str | None, person: str | None) -> int:
+        """Find or create the supplier of ``values`` (seller, seller_vat_id, iban) and learn what is safe.
+
+        ``domain`` is the sender's (``sender_key``), ``auth`` who vouches for the sender (authenticated,
+        released) or None, ``person`` who confirmed the seller or None. The domain and the IBAN are learned
+        when an authenticated sender speaks for the supplier: its domain is the supplier's, or the supplier
+        has none yet; a person who confirms the seller of authenticated mail adds its domain too.
+        """
         from gateway.payment_guard import normalize_iban
 
         name, vat = str(values["seller"]).strip(), vat_key(values.get("seller_vat_id"))
@@ -228,20 +235,17 @@ class Suppliers:
             cur = conn.execute("INSERT INTO suppliers (name, created, updated, learned_from) VALUES (?, ?, ?, ?)",
                                (name, now, now, f"document {document_id}"))
             sid = int(cur.lastrowid or 0)
-            trusted = vouched_by is not None
-        else:
-            domains = {r[0] for r in conn.execute(
-                "SELECT value FROM supplier_keys WHERE supplier_id = ? AND kind = 'domain'", (sid,))}
-            trusted = person or (vouched_by is not None and bool(domain) and (not domains or domain in domains))
+        domains = {r[0] for r in conn.execute(
+            "SELECT value FROM supplier_keys WHERE supplier_id = ? AND kind = 'domain'", (sid,))}
+        speaks = auth is not None and bool(domain) and (not domains or domain in domains)
         if vat:
             self._add(conn, sid, "vat", vat, message_id, document_id)
         self._add(conn, sid, "name", name_key(name), message_id, document_id)
         self._add(conn, sid, "alias", name, message_id, document_id)
-        if trusted:
-            if domain:
-                self._add(conn, sid, "domain", domain, message_id, document_id, vouched_by)
-            if values.get("iban"):
-                self._add(conn, sid, "iban", normalize_iban(str(values["iban"])), message_id, document_id, vouched_by)
+        if domain and (speaks or (person and auth is not None)):
+            self._add(conn, sid, "domain", domain, message_id, document_id, auth)
+        if speaks and values.get("iban"):
+            self._add(conn, sid, "iban", normalize_iban(str(values["iban"])), message_id, document_id, auth)
         if person:
             conn.execute("UPDATE suppliers SET name = ? WHERE id = ?", (name, sid))
         conn.execute("UPDATE suppliers SET updated = ? WHERE id = ?", (now, sid))
