@@ -261,6 +261,17 @@ def test_an_einvoice_document(page: Page, site: tuple[Gateway, dict[str, int]]) 
     assert "E-invoice" in page.page.inner_text("main")
 
 
+def test_the_suppliers_page(page: Page, site: tuple[Gateway, dict[str, int]]) -> None:
+    page.goto("/suppliers")
+    page.page.click("table.suppliers a:has-text('Muster Bürobedarf GmbH')")
+    page.page.wait_for_url(page.base + "/suppliers/*")
+    text = page.page.inner_text("main")
+    assert "Muster Bürobedarf GmbH" in page.page.inner_text("h1") and "DE123456789" in text and "238.00 EUR" in text
+    page.shoot("supplier")
+    page.goto("/suppliers")
+    page.shoot("suppliers")
+
+
 def test_run_an_export(page: Page, site: tuple[Gateway, dict[str, int]]) -> None:
     gw, ids = site
     doc = gw.store.documents_of(ids["acme"])[0]

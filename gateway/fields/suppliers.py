@@ -54,6 +54,8 @@ LEGAL_FORMS = frozenset("""
 _KINDS = ("vat", "iban", "domain", "name", "alias", "tax")
 #: How sure a match by each key makes the seller.
 CONFIDENCE = {"vat": 0.95, "iban": 0.9, "domain": 0.7, "name": 0.6}
+#: Each invoice once: the readable PDF made from a bare XML e-invoice is its pair, not another invoice.
+_ONCE = "origin != 'einvoice-render'"
 #: The newest documents a supplier's page lists (its totals count them all).
 DOCUMENTS_SHOWN = 200
 _LABEL = {"vat": "VAT ID", "iban": "IBAN", "domain": "sender domain", "name": "name"}
@@ -296,8 +298,8 @@ class Suppliers:
         """Every supplier with its number of documents and totals per currency, by name."""
         conn = self._conn()
         out = []
-        for row in conn.execute("SELECT s.*, (SELECT count(*) FROM documents d WHERE d.supplier_id = s.id) "
-                                "AS documents FROM suppliers s ORDER BY s.name COLLATE NOCASE, s.id"):
+        for row in conn.execute(f"SELECT s.*, (SELECT count(*) FROM documents d WHERE d.supplier_id = s.id "
+                                f"AND {_ONCE}) AS documents FROM suppliers s ORDER BY s.name COLLATE NOCASE, s.id"):
             item = dict(row)
             item["totals"] = self._totals(conn, int(row["id"]))
             out.append(item)
@@ -323,7 +325,7 @@ class Suppliers:
                    tax_numbers=[k["value"] for k in keys["tax"]])
         docs = [dict(d) for d in conn.execute(
             "SELECT id, filename, doc_date, invoice_number, document_type, fields FROM documents "
-            "WHERE supplier_id = ? ORDER BY coalesce(doc_date, created) DESC, id DESC", (supplier_id,))]
+            f"WHERE supplier_id = ? AND {_ONCE} ORDER BY coalesce(doc_date, created) DESC, id DESC", (supplier_id,))]
         months: dict[tuple[str, str], Any] = {}
         for d in docs:
             total, currency = _total(d.pop("fields"))
@@ -340,7 +342,8 @@ class Suppliers:
     @staticmethod
     def _totals(conn: sqlite3.Connection, supplier_id: int) -> dict[str, str]:
         sums: dict[str, Any] = {}
-        for (stored,) in conn.execute("SELECT fields FROM documents WHERE supplier_id = ?", (supplier_id,)):
+        for (stored,) in conn.execute(f"SELECT fields FROM documents WHERE supplier_id = ? AND {_ONCE}",
+                                      (supplier_id,)):
             total, currency = _total(stored)
             if total is not None:
                 sums[currency or ""] = sums.get(currency or "", 0) + total
