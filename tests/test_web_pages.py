@@ -198,7 +198,9 @@ def client(site: tuple[Gateway, dict[str, int]]) -> Iterator[Browserless]:
 def page_paths(gw: Gateway, ids: dict[str, int]) -> list[str]:
     """Every page of the admin, with details of the seeded messages and their documents."""
     docs = [d["id"] for i in ids.values() for d in gw.store.documents_of(i)]
+    suppliers = [s["id"] for s in gw.service.pipeline.suppliers.list()]
     return ["/", "/messages", "/messages?status=unmatched&q=Hello", "/documents", "/documents?company=ACME",
+            "/suppliers", *(f"/suppliers/{s}" for s in suppliers),
             "/mailboxes", "/rules", "/rules/test", "/exports", "/exports/nas", "/exports/broken?state=failed",
             "/rules/file/acme.yaml", "/rules/file/hostile.yaml",
             *(f"/messages/{i}" for i in ids.values()), *(f"/rules/test?message={i}" for i in ids.values()),
