@@ -323,11 +323,15 @@ def approve(c: _Ctx, document_ids: tuple[int, ...]) -> None:
 
     store = Store(c.settings.data_dir)
     suppliers = Suppliers(store, {a.address.rpartition("@")[2] for a in c.settings.smtp.addresses})
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):  # a container's user without a name
+        who = "a person"
     for d in document_ids:
         if store.document(d) is None:
             _fail(f"no document {d}")
         store.update_document(d, approved_at=iso(utcnow()))
-        suppliers.learn_confirmed(d, getpass.getuser())  # a person confirmed its seller
+        suppliers.learn_confirmed(d, who)  # a person confirmed its seller
         click.echo(f"document {d} approved")
 
 
