@@ -11,7 +11,7 @@ from typing import Any
 
 from gateway import mime
 from gateway.config import Settings
-from gateway.pipeline import _einvoice_detect, is_document, mail_view
+from gateway.pipeline import mail_view, readings_of
 
 
 def explain_decision(raw: bytes, ruleset: Any, *, source: str = "smtp", settings: Settings | None = None,
@@ -25,12 +25,12 @@ def explain_decision(raw: bytes, ruleset: Any, *, source: str = "smtp", settings
     the caller says whether its sender is ``authenticated`` (else not known).
     """
     parsed = mime.parse(raw)
-    inv = next((i for i in (_einvoice_detect(a) for a in parsed.attachments if is_document(a)) if i is not None), None)
+    readings, inv = readings_of(parsed)
     row: dict[str, Any] = {"source": source, "rcpt_tos": list(rcpt_tos),
                            "auth": json.dumps({"authenticated": authenticated}) if authenticated is not None else None}
     if stored is not None:
         row.update(auth=stored.get("auth"), released_at=stored.get("released_at"))
-    view = mail_view(parsed, row, inv.fields() if inv else None)
+    view = mail_view(parsed, row, inv.fields() if inv else None, readings)
     from gateway.models import Decision
 
     require = settings.trust.require_authenticated_sender if settings is not None else False
@@ -47,7 +47,9 @@ def explain_decision(raw: bytes, ruleset: Any, *, source: str = "smtp", settings
                     for t in decision.explain],
         "mail": {"from": str(parsed.sender) if parsed.sender else None, "subject": parsed.subject,
                  "attachments": [a.filename for a in parsed.attachments],
-                 "einvoice": inv.fields() if inv else None},
+                 "einvoice": inv.fields() if inv else None,
+                 # what conditions on fields saw (read only when a rule asked, or here)
+                 "documents": [dict(d) for d in readings]},
     }
     if require:
         out["require_authenticated_sender"] = True
@@ -130,9 +132,8 @@ def _view_of(raw_path: Path | None, message: Mapping[str, Any], trace: Mapping[s
         return None, f"The mail's raw file cannot be read ({exc.strerror or exc})"
     try:
         parsed = mime.parse(raw)
-        inv = next((i for i in (_einvoice_detect(a) for a in parsed.attachments if is_document(a)) if i is not None),
-                   None)
-        view = mail_view(parsed, message, inv.fields() if inv else None)
+        readings, inv = readings_of(parsed)
+        view = mail_view(parsed, message, inv.fields() if inv else None, readings)
     except Exception as exc:  # a mail that was decided once is read again; say so rather than fail the page
         logging.getLogger(__name__).warning("message %s: reading it again for its explanation failed: %s",
                                             message.get("id"), exc)

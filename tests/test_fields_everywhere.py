@@ -1,8 +1,132 @@
-"""The fields read from every document, used everywhere: naming, the sidecar and e-mail subjects."""
+"""The fields read from every document, used everywhere: naming, the sidecar, e-mail subjects, rule conditions
+(with their explanations and validation, in the rule tester too) and the `recognize` policy."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Gateway, make_mail, wait_for
+from fieldsamples import html, pdf_of
+from test_recognize import _import
+
+
+def _invoice() -> tuple[bytes, dict[str, str]]:
+    source, truth = html("de", "a", 0)  # Müller Bürotechnik GmbH, DE-2026-0100, 2026-01-03, 163.57 EUR
+    return pdf_of(source), truth
+
+
+def test_a_plain_pdf_is_decided_by_its_fields_and_named_by_them(
+        gateway_factory: Callable[..., Gateway], workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gateway.docfields
+
+    reads: list[int] = []
+    real = gateway.docfields.read_document
+    monkeypatch.setattr(gateway.docfields, "read_document", lambda *a, **k: reads.append(1) or real(*a, **k))
+    (workdir / "rules" / "office.yaml").write_text(
+        "name: Office supplies\n"
+        "when:\n"
+        "  supplier: müller*\n"
+        "  document_type: invoice\n"
+        "  currency: EUR\n"
+        "  total: {min: 100, max: 500}\n"
+        "assign: {tags: [office]}\n", encoding="utf-8")
+    gw = gateway_factory(exports=[{
+        "name": "nas", "type": "folder", "path": str(workdir / "exports"), "sidecar": "json",
+        "filename": "{issue_date:%Y}/{seller}_{invoice_number}_{total}{currency}"}])
+    pdf, truth = _invoice()
+    gw.send(make_mail(sender="Buchhaltung <rechnung@mueller.example>", subject="Unterlagen",
+                      attachments=[("scan0001.pdf", pdf, "application/pdf")]), sender="rechnung@mueller.example")
+    files = wait_for(lambda: (f := gw.exported_files()) and len(f) == 2 and f, timeout=30)
+    names = sorted(p.relative_to(gw.exports).as_posix() for p in files)
+    assert names == ["2026/Müller Bürotechnik GmbH_DE-2026-0100_163.57EUR.pdf",
+                     "2026/Müller Bürotechnik GmbH_DE-2026-0100_163.57EUR.pdf.json"]
+    assert len(reads) == 1  # read once, before the rule decided; the same reading is stored
+    side = json.loads(next(p for p in files if p.suffix == ".json").read_text(encoding="utf-8"))
+    assert side["fields"]["grand_total"] == "163.57" and side["fields"]["due_date"] == truth["due_date"]
+    assert side["field_sources"]["invoice_number"]["source"] == "text"
+    assert side["fields"]["iban"].startswith(truth["iban"][:4]) and truth["iban"][4:-4] not in side["fields"]["iban"]
+    assert side["tags"] == ["office"]
+
+    [msg] = gw.api("/api/messages").json()["items"]
+    assert msg["decision"]["rule"] == "Office supplies"
+    [trace] = gw.api(f"/api/messages/{msg['id']}").json()["decision"]["explain"]
+    assert trace["matched"] and "total 163.57 is within 100..500 (scan0001.pdf)" in trace["reason"]
+    assert 'supplier: "müller*" matched seller "Müller Bürotechnik GmbH"' in trace["reason"]
+
+
+DRAFT = """\
+rules:
+  - name: Large
+    when: {total: {min: 1000}}
+  - name: Dollars
+    when: {currency: [USD, CHF]}
+  - name: Credit notes
+    when: {document_type: credit_note}
+  - name: Other supplier
+    when: {company: "Acme*"}
+  - name: Number
+    when: {invoice_number: "XX-*"}
+  - name: Catalogue
+    when: {subject: Katalog, total: {max: 50}}
+  - name: Müller
+    when: {supplier: [Acme, "re:^müller\\\\b"], invoice_number: "DE-2026-*", amount_due: {max: 200}}
+"""
+
+
+def _tester(raw: bytes, draft: str = DRAFT) -> dict[str, Any]:
+    """What the rule tester (page, API) says about ``raw`` with ``draft`` as the only rules."""
+    from gateway.explain import explain_decision, with_draft
+
+    drafted = with_draft(None, draft, "draft.yaml")
+    assert drafted.problems == ()
+    return explain_decision(raw, drafted.ruleset)
+
+
+def test_the_rule_tester_says_which_field_value_failed_and_any_document_satisfies_a_condition() -> None:
+    from test_recognize import text_pdf
+
+    pdf, _ = _invoice()
+    brochure = text_pdf("Unser neuer Katalog")
+    raw = make_mail(sender="Versand <news@mueller.example>", subject="Katalog und Rechnung",
+                    attachments=[("katalog.pdf", brochure, "application/pdf"),
+                                 ("scan0001.pdf", pdf, "application/pdf")]).as_bytes()
+    out = _tester(raw)
+    assert out["rule"] == "Müller"
+    reasons = {t["rule"]: t["reason"] for t in out["explain"]}
+    assert reasons["Large"] == "total 163.57 is below min 1000 (scan0001.pdf)"
+    assert reasons["Dollars"] == "currency: USD or CHF did not match EUR (scan0001.pdf)"
+    assert reasons["Credit notes"].startswith("document_type: credit_note did not match invoice")
+    assert reasons["Other supplier"] == 'company: "Acme*" did not match seller "Müller Bürotechnik GmbH" (scan0001.pdf)'
+    assert reasons["Number"] == 'invoice_number: "XX-*" did not match invoice_number "DE-2026-0100" (scan0001.pdf)'
+    assert reasons["Catalogue"] == "total 163.57 is above max 50 (scan0001.pdf)"
+    # the brochure has no fields: the invoice beside it satisfies each condition
+    assert "amount due 163.57 is at most 200 (scan0001.pdf)" in reasons["Müller"]
+    assert [d["filename"] for d in out["mail"]["documents"]] == ["katalog.pdf", "scan0001.pdf"]
+
+    plain = make_mail(subject="Hallo", body="Kein Anhang").as_bytes()
+    words = {t["rule"]: t["reason"] for t in _tester(plain)["explain"]}
+    assert words["Large"] == "total: the mail has no PDF or XML document to read a total from"
+
+
+@pytest.mark.parametrize(("rule", "line", "key", "message"), [
+    ("  total: {min: x}\n", 3, "when.total.min", "'x' is not a number; write it as 10 or 499.99"),
+    ("  total: {min: 500, max: 10}\n", 3, "when.total", "min 500 is above max 10"),
+    ("  amount_due: 100\n", 3, "when.amount_due", "must be a range such as {min: 10, max: 500}"),
+    ("  document_type: [invoice, recipt]\n", 3, "when.document_type[1]", "'recipt' is not a document type"),
+    ("  currency: euro\n", 3, "when.currency", "'euro' is not a currency code"),
+])
+def test_a_bad_field_condition_names_its_line_and_key(rule: str, line: int, key: str, message: str) -> None:
+    from gateway.rules import load_rules_text
+
+    ruleset, problems = load_rules_text(f"name: Bad\nwhen:\n{rule}", "bad.yaml")
+    assert ruleset is None
+    [p] = problems
+    assert (p.line, p.key) == (line, key) and p.message.startswith(message), str(p)
 
 
 def test_naming_and_mail_subjects_use_the_fields_and_leave_guesses_out() -> None:
@@ -28,3 +152,21 @@ def test_naming_and_mail_subjects_use_the_fields_and_leave_guesses_out() -> None
     fields["field_sources"]["seller"] = {"source": "mail", "confidence": 0.3}
     guessed = naming_values(dict(doc, fields=json.dumps(fields)), {})
     assert render_pattern("{seller}_{company}", guessed, "pdf") == "unknown_unknown.pdf"
+
+
+def test_recognize_tells_an_invoice_from_a_newsletter_by_its_fields(tmp_path: Path) -> None:
+    invoice = pdf_of("""<html><body style="font-family: sans-serif">
+        <p><b>Hofmann Werkzeuge GmbH</b><br>Industriestr. 4, 70173 Stuttgart</p>
+        <p style="margin-top:30pt">Rechnungsnummer: 2026-0042<br>Rechnungsdatum: 03.03.2026</p>
+        <p>Werkzeugkoffer, 1 Stück</p>
+        <p style="margin-top:20pt">Gesamtbetrag: 119,00 EUR</p></body></html>""")
+    newsletter = pdf_of("""<html><body style="font-family: sans-serif">
+        <h1>Frühjahrsaktion</h1><p>Neue Werkzeugkoffer ab 19,99 EUR. Jetzt im Shop bestellen!</p>
+        <p>Sie erhalten diese Nachricht, weil Sie unseren Newsletter abonniert haben.</p></body></html>""")
+    got = _import(tmp_path, {"invoice": ("Dokument", "scan_0042.pdf", invoice),
+                             "newsletter": ("Dokument", "scan_0043.pdf", newsletter)})
+    assert got["invoice"]["status"] == "imported", got["invoice"]
+    assert ("scan_0042.pdf: looks like an invoice (its fields read as one: invoice number 2026-0042, "
+            "total 119.00 EUR, date 2026-03-03)") in got["invoice"]["reason"]
+    assert got["newsletter"]["status"] == "unmatched", got["newsletter"]
+    assert "scan_0043.pdf: not recognised as an invoice" in got["newsletter"]["reason"]

@@ -20,6 +20,7 @@ Decisions:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Mapping
@@ -31,7 +32,7 @@ from .model import DOCUMENT_TYPES, FIELD_NAMES, SOURCES, DocumentFields, FieldSo
 from .text import Layout, read_pdf
 
 __all__ = ["DOCUMENT_TYPES", "FIELD_NAMES", "SOURCES", "DocumentFields", "FieldSource", "Layout",
-           "read_document", "read_layout", "read_pdf"]
+           "apply_assign", "read_document", "read_layout", "read_pdf"]
 
 log = logging.getLogger(__name__)
 
@@ -138,14 +139,24 @@ def read_document(data: bytes, kind: str, *, einvoice: Any = None, assign: Mappi
     except Exception as exc:  # a reader's bug must not stop a mail's processing
         log.exception("reading a document's fields failed")
         warnings.append(f"fields could not be read ({type(exc).__name__}: {exc})")
+    if values.get("document_type") not in DOCUMENT_TYPES and "document_type" in values:
+        values["document_type"] = "other"
+    read = DocumentFields(**{k: values.get(k) for k in FIELD_NAMES}, sources=sources,
+                          warnings=tuple(dict.fromkeys(warnings)))
+    return apply_assign(read, assign)
+
+
+def apply_assign(read: DocumentFields, assign: Mapping[str, Any] | None) -> DocumentFields:
+    """``read`` with a rule's ``assign`` (company, document_type, invoice_number) put over it (source ``rule``).
+
+    The pipeline reads a mail's documents once, before the rules decide (rule
+    conditions on fields), and puts the deciding rule's assign over that reading.
+    """
     rule = {"seller": (assign or {}).get("company"), "document_type": (assign or {}).get("document_type"),
             "invoice_number": (assign or {}).get("invoice_number")}
-    for name, assigned in rule.items():
-        if assigned not in (None, ""):
-            values[name], sources[name] = str(assigned), FieldSource("rule", 1.0)
-    if values.get("document_type") not in DOCUMENT_TYPES and "document_type" in values and sources[
-            "document_type"].source != "rule":
-        values["document_type"] = "other"
-    return DocumentFields(**{k: values.get(k) for k in FIELD_NAMES}, sources=sources,
-                          warnings=tuple(dict.fromkeys(warnings)))
+    changes: dict[str, Any] = {name: str(v) for name, v in rule.items() if v not in (None, "")}
+    if not changes:
+        return read
+    sources = {**read.sources, **{name: FieldSource("rule", 1.0) for name in changes}}
+    return dataclasses.replace(read, **changes, sources=sources)
 
