@@ -12,7 +12,7 @@ import pytest
 
 from conftest import Gateway, make_mail, wait_for
 from fieldsamples import html, pdf_of
-from test_recognize import _import
+from test_web_pages import Browserless
 
 
 def _invoice() -> tuple[bytes, dict[str, str]]:
@@ -20,7 +20,18 @@ def _invoice() -> tuple[bytes, dict[str, str]]:
     return pdf_of(source), truth
 
 
-def test_a_plain_pdf_is_decided_by_its_fields_and_named_by_them(
+# an invoice without an invoice word ("Rechnungsnummer" is not "Rechnung"), and a newsletter's brochure
+HOFMANN = """<html><body style="font-family: sans-serif">
+    <p><b>Hofmann Werkzeuge GmbH</b><br>Industriestr. 4, 70173 Stuttgart</p>
+    <p style="margin-top:30pt">Rechnungsnummer: 2026-0042<br>Rechnungsdatum: 03.03.2026</p>
+    <p>Werkzeugkoffer, 1 Stück</p>
+    <p style="margin-top:20pt">Gesamtbetrag: 119,00 EUR</p></body></html>"""
+BROCHURE = """<html><body style="font-family: sans-serif">
+    <h1>Frühjahrsaktion</h1><p>Neue Werkzeugkoffer ab 19,99 EUR. Jetzt im Shop bestellen!</p>
+    <p>Sie erhalten diese Nachricht, weil Sie unseren Newsletter abonniert haben.</p></body></html>"""
+
+
+def test_plain_pdfs_are_decided_recognized_and_named_by_their_fields(
         gateway_factory: Callable[..., Gateway], workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import gateway.docfields
 
@@ -35,28 +46,61 @@ def test_a_plain_pdf_is_decided_by_its_fields_and_named_by_them(
         "  currency: EUR\n"
         "  total: {min: 100, max: 500}\n"
         "assign: {tags: [office]}\n", encoding="utf-8")
-    gw = gateway_factory(exports=[{
+    gw = gateway_factory(unmatched={"smtp": "recognize"}, exports=[{
         "name": "nas", "type": "folder", "path": str(workdir / "exports"), "sidecar": "json",
         "filename": "{issue_date:%Y}/{seller}_{invoice_number}_{total}{currency}"}])
     pdf, truth = _invoice()
     gw.send(make_mail(sender="Buchhaltung <rechnung@mueller.example>", subject="Unterlagen",
                       attachments=[("scan0001.pdf", pdf, "application/pdf")]), sender="rechnung@mueller.example")
-    files = wait_for(lambda: (f := gw.exported_files()) and len(f) == 2 and f, timeout=30)
+    gw.send(make_mail(sender="Hofmann <buero@hofmann.example>", subject="Dokument", body="Anbei.",
+                      attachments=[("scan_0042.pdf", pdf_of(HOFMANN), "application/pdf")]))
+    gw.send(make_mail(sender="Hofmann Shop <news@hofmann.example>", subject="Dokument", body="Anbei.",
+                      attachments=[("scan_0043.pdf", pdf_of(BROCHURE), "application/pdf")]))
+    msgs = settled_by_subject_and_sender(gw)
+    files = wait_for(lambda: (f := gw.exported_files()) and len(f) == 4 and f, timeout=30)
     names = sorted(p.relative_to(gw.exports).as_posix() for p in files)
-    assert names == ["2026/Müller Bürotechnik GmbH_DE-2026-0100_163.57EUR.pdf",
+    assert names == ["2026/Hofmann Werkzeuge GmbH_2026-0042_119.00EUR.pdf",
+                     "2026/Hofmann Werkzeuge GmbH_2026-0042_119.00EUR.pdf.json",
+                     "2026/Müller Bürotechnik GmbH_DE-2026-0100_163.57EUR.pdf",
                      "2026/Müller Bürotechnik GmbH_DE-2026-0100_163.57EUR.pdf.json"]
-    assert len(reads) == 1  # read once, before the rule decided; the same reading is stored
-    side = json.loads(next(p for p in files if p.suffix == ".json").read_text(encoding="utf-8"))
+    assert len(reads) == 3  # each document read once, before the decision; the same reading is stored
+    side = json.loads((gw.exports / names[3]).read_text(encoding="utf-8"))
     assert side["fields"]["grand_total"] == "163.57" and side["fields"]["due_date"] == truth["due_date"]
     assert side["field_sources"]["invoice_number"]["source"] == "text"
     assert side["fields"]["iban"].startswith(truth["iban"][:4]) and truth["iban"][4:-4] not in side["fields"]["iban"]
     assert side["tags"] == ["office"]
 
-    [msg] = gw.api("/api/messages").json()["items"]
-    assert msg["decision"]["rule"] == "Office supplies"
+    # `recognize`: the invoice without an invoice word is one by its fields; the brochure is not
+    assert msgs["buero@hofmann.example"]["status"] == "imported"
+    assert ("scan_0042.pdf: looks like an invoice (its fields read as one: invoice number 2026-0042, "
+            "total 119.00 EUR, date 2026-03-03)") in msgs["buero@hofmann.example"]["reason"]
+    assert msgs["news@hofmann.example"]["status"] == "unmatched"
+    assert "scan_0043.pdf: not recognised as an invoice" in msgs["news@hofmann.example"]["reason"]
+
+    msg = msgs["rechnung@mueller.example"]
+    assert json.loads(msg["decision"])["rule"] == "Office supplies"
     [trace] = gw.api(f"/api/messages/{msg['id']}").json()["decision"]["explain"]
     assert trace["matched"] and "total 163.57 is within 100..500 (scan0001.pdf)" in trace["reason"]
     assert 'supplier: "müller*" matched seller "Müller Bürotechnik GmbH"' in trace["reason"]
+
+    # the admin page's rule tester, with a draft, on the stored mail
+    client = Browserless(gw)
+    try:
+        assert client.login().status_code == 302
+        page = client.post("/rules/test", {"message": str(msg["id"]), "draft_file": "big.yaml",
+                                           "draft": "name: Big\npriority: 1\nwhen: {total: {min: 1000}}\n"}).text
+    finally:
+        client.close()
+    assert "total 163.57 is below min 1000 (scan0001.pdf)" in page
+    fields = page[page.index('id="fields-read-1"'):]
+    assert "invoice_number DE-2026-0100" in fields[:fields.index("</dd>")]
+
+
+def settled_by_subject_and_sender(gw: Gateway) -> dict[str, dict[str, Any]]:
+    """The three messages, once processed, by sender address."""
+    rows = wait_for(lambda: (r := gw.store.list_messages()[0]) and len(r) >= 3
+                    and all(m["status"] != "received" for m in r) and r, timeout=30)
+    return {m["sender"].rpartition("<")[2].rstrip(">"): m for m in rows}
 
 
 DRAFT = """\
@@ -152,21 +196,3 @@ def test_naming_and_mail_subjects_use_the_fields_and_leave_guesses_out() -> None
     fields["field_sources"]["seller"] = {"source": "mail", "confidence": 0.3}
     guessed = naming_values(dict(doc, fields=json.dumps(fields)), {})
     assert render_pattern("{seller}_{company}", guessed, "pdf") == "unknown_unknown.pdf"
-
-
-def test_recognize_tells_an_invoice_from_a_newsletter_by_its_fields(tmp_path: Path) -> None:
-    invoice = pdf_of("""<html><body style="font-family: sans-serif">
-        <p><b>Hofmann Werkzeuge GmbH</b><br>Industriestr. 4, 70173 Stuttgart</p>
-        <p style="margin-top:30pt">Rechnungsnummer: 2026-0042<br>Rechnungsdatum: 03.03.2026</p>
-        <p>Werkzeugkoffer, 1 Stück</p>
-        <p style="margin-top:20pt">Gesamtbetrag: 119,00 EUR</p></body></html>""")
-    newsletter = pdf_of("""<html><body style="font-family: sans-serif">
-        <h1>Frühjahrsaktion</h1><p>Neue Werkzeugkoffer ab 19,99 EUR. Jetzt im Shop bestellen!</p>
-        <p>Sie erhalten diese Nachricht, weil Sie unseren Newsletter abonniert haben.</p></body></html>""")
-    got = _import(tmp_path, {"invoice": ("Dokument", "scan_0042.pdf", invoice),
-                             "newsletter": ("Dokument", "scan_0043.pdf", newsletter)})
-    assert got["invoice"]["status"] == "imported", got["invoice"]
-    assert ("scan_0042.pdf: looks like an invoice (its fields read as one: invoice number 2026-0042, "
-            "total 119.00 EUR, date 2026-03-03)") in got["invoice"]["reason"]
-    assert got["newsletter"]["status"] == "unmatched", got["newsletter"]
-    assert "scan_0043.pdf: not recognised as an invoice" in got["newsletter"]["reason"]
