@@ -196,3 +196,28 @@ def test_naming_and_mail_subjects_use_the_fields_and_leave_guesses_out() -> None
     fields["field_sources"]["seller"] = {"source": "mail", "confidence": 0.3}
     guessed = naming_values(dict(doc, fields=json.dumps(fields)), {})
     assert render_pattern("{seller}_{company}", guessed, "pdf") == "unknown_unknown.pdf"
+
+
+def test_supplier_holds_by_the_company_an_address_assigns_and_a_guessed_seller_never_counts() -> None:
+    from gateway.models import Address, MailView
+    from gateway.rules import load_rules_text
+
+    ruleset, problems = load_rules_text(
+        "rules:\n"
+        "  - {name: Power, when: {company: Stadtwerke*, not: {total: {min: 1000}}}}\n", "r.yaml")
+    assert ruleset is not None and not problems
+    view = MailView(sender=Address("Stadtwerke Hausen", "billing@sw.example"), to=(), subject="Strom", body="",
+                    attachments=("a.pdf",), headers={}, source="smtp", documents=[{"filename": "a.pdf"}],
+                    company="Stadtwerke Hausen")
+    decision = ruleset.decide(view, trace_all=True)
+    assert decision.rule == "Power"
+    assert decision.explain[0].reason == ('company: "Stadtwerke*" matched company "Stadtwerke Hausen" (assigned by '
+                                          'the import address or mailbox); not: (total: no total was read from the '
+                                          "mail's documents)")
+
+    from gateway.docfields import rule_values
+    from gateway.fields import read_document
+
+    # the sender's display name is the seller's last-resort guess: conditions never see it
+    guessed = read_document(b"%PDF-1.4\n%%EOF", "pdf", sender_name="Stadtwerke Hausen")
+    assert guessed.seller == "Stadtwerke Hausen" and "seller" not in rule_values(guessed, "a.pdf")

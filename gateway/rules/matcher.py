@@ -543,6 +543,9 @@ _FIELD_OF = {"supplier": "seller", "company": "seller", "invoice_number": "invoi
              "document_type": "document_type", "currency": "currency", "amount_due": "amount_due"}
 
 
+_ASSIGNED = "assigned by the import address or mailbox"
+
+
 def _in(filename: str) -> str:
     return f" ({filename})" if filename else ""
 
@@ -562,7 +565,7 @@ def _doc_values(m: _Mail, key: str) -> list[tuple[str, str]]:
         if value:
             out.append((str(value), str(doc.get("filename") or "")))
     if key in ("supplier", "company") and m.mail.company:
-        out.append((m.mail.company, "the company its import address assigns"))
+        out.append((m.mail.company, _ASSIGNED))
     return out
 
 
@@ -594,7 +597,8 @@ class _FieldText:
             for raw, t in self.pairs:
                 got = t(value, low)
                 if got:
-                    return True, f"{self.key}: {_q(raw)} matched {self.field} {_q(value)}{_in(where)}"
+                    what = "company" if where == _ASSIGNED else self.field
+                    return True, f"{self.key}: {_q(raw)} matched {what} {_q(value)}{_in(where)}"
                 if got is None:
                     late.append(f"the {self.field} {_q(value)}")
         shown = ", ".join(f"{_q(v)}{_in(w)}" for v, w in found[:5])
