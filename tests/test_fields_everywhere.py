@@ -192,6 +192,12 @@ def test_naming_and_mail_subjects_use_the_fields_and_leave_guesses_out() -> None
         "1000.00_1190.00_DE136695976_Acme GmbH.pdf"
     assert render_subject("Rechnung {seller} {invoice_number} über {total:,.2f} {currency}, fällig {due_date:%d.%m.%Y}",
                           values, "scan.pdf") == "Rechnung Acme GmbH A-7 über 1,190.00 EUR, fällig 30.04.2026"
+    from gateway.exporters.base import ExportItem
+    from gateway.exporters.email import EmailExporter
+
+    item = ExportItem(1, 3, Path("scan.pdf"), "scan.pdf", "application/pdf", "scan.pdf", "ab" * 32, {}, values)
+    body = EmailExporter.body(item, {}, values)
+    assert "Total: 1190.00 EUR\nDue date: 2026-04-30\n" in body
     # the sender's display name and a letterhead guess never name a file
     fields["field_sources"]["seller"] = {"source": "mail", "confidence": 0.3}
     guessed = naming_values(dict(doc, fields=json.dumps(fields)), {})
