@@ -86,6 +86,7 @@ class _Mail:
         self._body: str | None = None
         self._to: list[tuple[str, str, str]] | None = None
         self._shown_sender: str | None = None
+        self.doc_values: dict[str, list[tuple[str, str]]] = {}  # field conditions' values, by key (_doc_values)
 
     @property
     def body(self) -> str:
@@ -558,7 +559,10 @@ def _no_value(key: str, field: str, m: _Mail) -> str:
 
 
 def _doc_values(m: _Mail, key: str) -> list[tuple[str, str]]:
-    """(value, file name) of a field condition's field in every document of the mail."""
+    """(value, file name) of a field condition's field in every document of the mail (computed once per mail)."""
+    cached = m.doc_values.get(key)
+    if cached is not None:
+        return cached
     out = []
     for doc in m.mail.documents:
         value = doc.get("grand_total") or doc.get("amount_due") if key == "total" else doc.get(_FIELD_OF[key])
@@ -566,6 +570,7 @@ def _doc_values(m: _Mail, key: str) -> list[tuple[str, str]]:
             out.append((str(value), str(doc.get("filename") or "")))
     if key in ("supplier", "company") and m.mail.company:
         out.append((m.mail.company, _ASSIGNED))
+    m.doc_values[key] = out
     return out
 
 
