@@ -138,6 +138,12 @@ def test_corrections_need_the_login_and_csrf_are_checked_and_escaped(
     assert hostile not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert gw.api(f"/api/documents/{doc['id']}").json()["date"] == "2026-03-31"
 
+    # the document list shows the company: escaped too
+    assert patch(gw, doc["id"], {"seller": hostile}).json()["company"] == hostile
+    for path in ("/documents", f"/documents/{doc['id']}"):
+        page = c.get(path).text
+        assert hostile not in page and "&lt;img src=x onerror=alert(1)&gt;" in page, path
+
     # withdrawing the person's seller brings the rule's back
     r = patch(gw, doc["id"], {"seller": None})
     assert r.json()["company"] == "Rule Co" and r.json()["field_sources"]["seller"]["source"] == "rule"
@@ -156,3 +162,29 @@ def test_a_value_without_a_label_is_learned_by_its_place() -> None:
     [(value, source)] = read_learned(read_pdf(invoice("XY-2002")), [entry]).values()
     assert value == "XY-2002" and source.source == "supplier"
     assert source.label == "learned from your correction on document 7"
+
+
+def test_precedence_rule_then_einvoice_then_the_learned_layout_then_the_text() -> None:
+    from gateway.fields import read_document, read_pdf
+    from gateway.fields.learned import locate
+
+    class Einvoice:
+        def fields(self) -> dict[str, str]:
+            return {"invoice_number": "XML-9", "seller_vat_id": VAT}
+
+    first = read_pdf(supplier_pdf("KW-58213", "95,20", "80,00"))
+    entries = [e for e in (locate(first, "invoice_number", "KW-58213", 3), locate(first, "grand_total", "95.20", 3))
+               if e is not None]
+    pdf = supplier_pdf("KW-61007", "1.234,50", "999,00")
+    asked: list[list[str]] = []
+
+    def lookup(keys: Any) -> Any:
+        asked.append(list(keys))
+        return entries
+
+    read = read_document(pdf, "pdf", einvoice=Einvoice(), assign={"company": "Rule Co"}, learned=lookup)
+    assert asked[0][0] == f"vat:{VAT}"  # the supplier is known by its VAT ID first
+    assert (read.seller, read.sources["seller"].source) == ("Rule Co", "rule")
+    assert (read.invoice_number, read.sources["invoice_number"].source) == ("XML-9", "einvoice")
+    assert (read.grand_total, read.sources["grand_total"].source) == ("1234.50", "supplier")  # not the text's 999.00
+    assert read_document(pdf, "pdf").grand_total == "999.00"

@@ -124,6 +124,28 @@ def apply(stored: Mapping[str, Any] | None, corrections: Mapping[str, str]) -> d
     return {"fields": values, "field_sources": {k: v for k, v in sources.items() if values.get(k) is not None}}
 
 
+def stored_fields(fields_json: Any, einvoice_json: Any) -> dict[str, Any] | None:
+    """A document's stored fields; one stored before fields were read has its e-invoice's, if any."""
+    import json
+
+    def load(value: Any) -> Any:
+        try:
+            return json.loads(value) if isinstance(value, str) else value
+        except ValueError:
+            return None
+
+    stored = load(fields_json)
+    if isinstance(stored, dict):
+        return stored
+    inv = load(einvoice_json)
+    if not isinstance(inv, dict) or not inv:
+        return None
+    values = {k: (inv.get(k) or None) for k in FIELD_NAMES}
+    values["document_type"] = "credit_note" if inv.get("document_type") == "credit_note" else "invoice"
+    return {"fields": values, "field_sources": {k: {"source": "einvoice", "confidence": 1.0}
+                                                for k, v in values.items() if v}}
+
+
 def read_part(stored: Mapping[str, Any] | None, name: str) -> dict[str, Any] | None:
     """What the reading said for field ``name`` (value and source), to bring back when a correction is withdrawn."""
     stored = stored if isinstance(stored, Mapping) else {}

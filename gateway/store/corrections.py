@@ -41,7 +41,7 @@ class CorrectionsMixin(StoreBase):
             doc = conn.execute("SELECT * FROM documents WHERE id = ?", (document_id,)).fetchone()
             if doc is None:
                 raise StoreError(f"there is no document {document_id}")
-            stored = json.loads(doc["fields"]) if doc["fields"] else None
+            stored = corrections.stored_fields(doc["fields"], doc["einvoice"])
             shown = dict((stored or {}).get("fields") or {})
             existing = {str(r["field"]): r for r in conn.execute(
                 "SELECT * FROM field_corrections WHERE document_id = ?", (document_id,))}
