@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -188,3 +189,32 @@ def test_precedence_rule_then_einvoice_then_the_learned_layout_then_the_text() -
     assert (read.invoice_number, read.sources["invoice_number"].source) == ("XML-9", "einvoice")
     assert (read.grand_total, read.sources["grand_total"].source) == ("1234.50", "supplier")  # not the text's 999.00
     assert read_document(pdf, "pdf").grand_total == "999.00"
+
+
+def test_a_new_reading_of_the_fields_keeps_the_corrections_on_top(tmp_path: Path) -> None:
+    from gateway.store import Store
+
+    def reading(number: str, total: str) -> dict[str, Any]:
+        return {"fields": {"invoice_number": number, "grand_total": total},
+                "field_sources": {"invoice_number": {"source": "text", "confidence": 0.9},
+                                  "grand_total": {"source": "text", "confidence": 0.9}}}
+
+    store = Store(tmp_path)
+    (mid,) = store.insert_messages([{"received": "2026-12-07T10:00:00", "source": "smtp", "raw_path": "x",
+                                     "size": 1, "sha256": "m"}])
+    doc = {"sha256": "a" * 64, "filename": "r.pdf", "content_type": "application/pdf", "kind": "pdf", "size": 1,
+           "path": "documents/aa/r.pdf", "invoice_number": "R-1", "fields": reading("R-1", "10.00")}
+    (doc_id,) = store.finish_message(mid, status="imported", reason="", fields={}, documents=[doc])
+    assert store.correct_fields(doc_id, {"invoice_number": "R-100"}, by="admin") == {"invoice_number": ("R-1", "R-100")}
+    # read again (after OCR, say): the new reading counts where no person corrected
+    store.set_read_fields(doc_id, reading("R-2", "12.00"))
+    row = store.document(doc_id)
+    assert row is not None and row["invoice_number"] == "R-100"
+    fields = json.loads(row["fields"])
+    assert fields["fields"] == {**fields["fields"], "invoice_number": "R-100", "grand_total": "12.00"}
+    assert fields["field_sources"]["invoice_number"]["source"] == "person"
+    # withdrawn: the newest reading comes back, the column what it was
+    store.correct_fields(doc_id, {"invoice_number": None})
+    row = store.document(doc_id)
+    assert row is not None and json.loads(row["fields"])["fields"]["invoice_number"] == "R-2"
+    assert row["invoice_number"] == "R-1" and store.field_corrections(doc_id) == {}
