@@ -19,6 +19,7 @@ from werkzeug.exceptions import BadRequest
 
 from gateway.fields import corrections, learned
 from gateway.fields.text import Layout, read_pdf
+from web.data import document_fields
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,11 @@ def learn(service: Any, doc: dict[str, Any], checked: dict[str, str | None]) -> 
     out: dict[str, str] = {}
     wanted = {k: v for k, v in checked.items() if v is not None and k in learned.LEARNABLE}
     for name, value in checked.items():
-        if value is None or name not in learned.LEARNABLE:
+        if value is None:  # withdrawn: what it taught is forgotten
             store.forget_layout(int(doc["id"]), name)
     if not wanted:
         return out
-    fields = (data_fields(store.document(int(doc["id"])) or doc))
+    fields = document_fields(store.document(int(doc["id"])) or doc)[0]
     key = learned.supplier_key(fields, sender_domain(store.message(int(doc["message_id"]))))
     layout = _layout(service, doc) if key else None
     if key is None or layout is None or not layout.lines:
@@ -66,13 +67,6 @@ def learn(service: Any, doc: dict[str, Any], checked: dict[str, str | None]) -> 
         out[name] = f"label “{entry.label}”" if entry.label else f"its place on page {entry.page}"
     log.info("document %s: learned %s for supplier %s", doc["id"], ", ".join(sorted(out)) or "nothing", key)
     return out
-
-
-def data_fields(doc: dict[str, Any]) -> dict[str, Any]:
-    """A document row's field values."""
-    from web.data import document_fields
-
-    return document_fields(doc)[0]
 
 
 def check_all_or_400(given: Any) -> dict[str, str | None]:
