@@ -132,9 +132,34 @@ def serve(c: _Ctx) -> None:
              ", ".join(f"{t.name} ({t.type})" for t in settings.exports) or "none")
     _log_how_to_reach(settings)
     stop.wait()
+    stopped = threading.Event()
+    threading.Thread(target=_bound_shutdown, args=(stopped, STOP_GRACE), name="stop-watch", daemon=True).start()
     service.stop()
     lock.release()
+    stopped.set()
     log.info("stopped: every mail that got 250 is on disk and is processed at the next start")
+
+
+# A stop that takes longer than this ends the process: a container manager kills it
+# soon after anyway (Docker after 10 s unless stop_grace_period says more), and the
+# spool and the claims make a hard end as safe as a clean one.
+STOP_GRACE = 25.0
+
+
+def _bound_shutdown(stopped: threading.Event, grace: float) -> None:
+    """End the process if stopping has not finished within ``grace`` seconds, saying what was busy."""
+    if stopped.wait(grace):
+        return
+    busy = sorted(t.name for t in threading.enumerate()
+                  if t.is_alive() and t is not threading.current_thread() and t is not threading.main_thread())
+    log.warning("stopping took longer than %g s; ending now (busy: %s); their stacks follow on stderr",
+                grace, ", ".join(busy) or "nothing")
+    import faulthandler
+
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    log.info("stopped: every mail that got 250 is on disk and is processed at the next start")
+    logging.shutdown()
+    os._exit(0)
 
 
 def _log_how_to_reach(settings: Settings) -> None:

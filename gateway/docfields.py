@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, overload
 
-from gateway.fields import DocumentFields, read_document
+from gateway.fields import DocumentFields, LearnedLookup, read_document
 from gateway.models import Attachment
 
 #: The document types that make a document an invoice for the ``recognize`` policy.
@@ -58,16 +58,20 @@ def invoice_signs(read: DocumentFields) -> str | None:
 class Readings(Sequence[Mapping[str, str]]):
     """The fields of a mail's candidate documents, read on first use and kept.
 
+    ``learned`` is the store's lookup of what a supplier's corrections taught
+    (``Store.learned_for``), as for ``read_document``.
+
     As a sequence it is what rule conditions see (``MailView.documents``):
     one mapping per attachment (``rule_values``). ``of`` and ``fields_for``
     give the full reading, for ``recognize`` and for storing.
     """
 
     def __init__(self, attachments: Sequence[Attachment], einvoices: Mapping[int, Any] | None = None,
-                 sender_name: str = "", sender_domain: str = "") -> None:
+                 sender_name: str = "", sender_domain: str = "", learned: LearnedLookup | None = None) -> None:
         self._atts = list(attachments)
         self._einvoices = dict(einvoices or {})
         self._sender = (sender_name, sender_domain)
+        self._learned = learned
         self._read: dict[tuple[str, str], DocumentFields] = {}
         self._views: tuple[Mapping[str, str], ...] | None = None
 
@@ -77,7 +81,7 @@ class Readings(Sequence[Mapping[str, str]]):
         read = self._read.get(key)
         if read is None:
             read = read_document(data, kind, einvoice=einvoice, sender_name=self._sender[0],
-                                 sender_domain=self._sender[1])
+                                 sender_domain=self._sender[1], learned=self._learned)
             self._read[key] = read
         return read
 

@@ -497,18 +497,20 @@ class Pipeline:
             # missing values are null in the store and the API, not ""
             inv_fields: dict[str, Any] = {k: (v or None) for k, v in inv.fields().items()} if inv is not None else {}
             tags = list(meta.get("tags") or [])
-            if outcome.readings is not None:  # read before the rules decided: the same reading, once
+            # read before the rules decided (the same reading, once); a supplier's layout learned from a
+            # person's corrections comes before the generic reading
+            if outcome.readings is not None:
                 read = apply_assign(outcome.readings.fields_for(d.data, d.kind, inv), meta)
             else:
                 read = read_fields(d.data, d.kind, einvoice=inv, assign=meta, sender_name=outcome.sender_name,
-                                   sender_domain=outcome.sender_domain)
+                                   sender_domain=outcome.sender_domain, learned=self.store.learned_for)
             # what the text says counts for the top-level columns; the sender's display name does not
             # (anyone can write any name there), so it stays a low-confidence field only; nor does a guess
             # such as a letterhead's first line ("unknown" beats a wrong name in a file name), nor a date
             # that no label or title names (the date decides a target's `since`: received is safer)
             sure = {"issue_date": 0.8}
             text = {k: v for k, v in read.values().items()
-                    if v and read.sources[k].source in ("text", "einvoice")
+                    if v and read.sources[k].source in ("text", "einvoice", "supplier")
                     and read.sources[k].confidence >= sure.get(k, 0.5)}
             doc = {
                 "sha256": sha, "filename": d.filename, "content_type": d.content_type, "kind": d.kind,
@@ -552,7 +554,8 @@ class Pipeline:
         out.sender_domain = from_domain(parsed)
         out.sender_name = parsed.sender.name if parsed.sender else ""
         # the documents' fields, read when a condition on fields or `recognize` first asks, kept for the store
-        out.readings = Readings(candidates, einvoices, out.sender_name, out.sender_domain)
+        out.readings = Readings(candidates, einvoices, out.sender_name, out.sender_domain,
+                                learned=self.store.learned_for)
         view = mail_view(parsed, row, inv_fields, out.readings)
         require = self.settings.trust.require_authenticated_sender
         if row.get("released_at"):  # mail_view counts the sender as authenticated

@@ -164,3 +164,23 @@ def test_recovery_removes_the_partial_files_of_a_writer_that_is_gone_at_once(tmp
         if writer.stdout is not None:
             writer.stdout.close()
     assert spool.recover()["tmp_removed"] == 1 and not partial.exists()  # gone: no 2-minute wait
+
+
+_STUCK_STOP = textwrap.dedent("""
+    import logging, threading, time
+    from gateway import cli
+    logging.basicConfig(level=logging.INFO)
+    threading.Thread(target=time.sleep, args=(600,), name="stuck-exporter").start()  # not a daemon
+    stopped = threading.Event()
+    threading.Thread(target=cli._bound_shutdown, args=(stopped, 0.5), daemon=True).start()
+    time.sleep(600)  # a stop that never finishes
+""")
+
+
+def test_a_stop_that_hangs_ends_the_process_and_names_what_was_busy() -> None:
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", _STUCK_STOP], capture_output=True, text=True, timeout=30)
+    assert time.monotonic() - start < 15
+    assert done.returncode == 0
+    assert "stopping took longer than 0.5 s" in done.stderr and "stuck-exporter" in done.stderr
+    assert "stopped: every mail that got 250 is on disk" in done.stderr.strip().splitlines()[-1]

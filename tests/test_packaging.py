@@ -106,7 +106,13 @@ def test_fresh_clone_make_run_exports_a_mail(tmp_path: Path) -> None:
         assert ".venv/bin/invoice-gateway status" in text
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise AssertionError("make run did not stop within 60 s of SIGTERM:\n"
+                                 + log.read_text(errors="replace")[-6000:]) from None
     text = log.read_text(errors="replace")
     assert "stopped: every mail that got 250 is on disk" in text.strip().splitlines()[-1]
     assert "weasyprint.progress" not in text

@@ -6,8 +6,9 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, render_template, request, send_file, url_for
 
+from gateway.fields import FIELD_NAMES
 from gateway.store import EXPORT_STATES
-from web import actions, data
+from web import actions, corrections, data
 from web.api import send_document
 from web.pages import act, back_to, paging, service
 
@@ -19,6 +20,15 @@ TYPES = (
     ("order_confirmation", "order confirmation"), ("statement", "statement"), ("delivery_note", "delivery note"),
     ("other", "other"),
 )
+
+
+# The fields as the correction form names them (an amount as 1234.50, a date as 2026-03-31).
+FIELD_LABELS = {
+    "seller": "Seller", "seller_vat_id": "Seller VAT ID", "buyer": "Buyer", "invoice_number": "Invoice number",
+    "issue_date": "Issue date", "due_date": "Due date", "currency": "Currency", "net_total": "Net total",
+    "tax_total": "Tax total", "grand_total": "Total", "amount_due": "Amount due", "iban": "IBAN",
+    "document_type": "Document type",
+}
 
 
 def waiting_reason(cfg: Any, approved: bool) -> str | None:
@@ -115,6 +125,8 @@ def detail(document_id: int) -> Any:
     if doc["document_type"] and doc["document_type"] not in {v for v, _ in TYPES}:
         types.append((doc["document_type"], doc["document_type"]))
     return render_template("documents/detail.html", d=doc, msg=msg, info=thumbs.info(dict(main)),
+                           field_names=FIELD_NAMES, field_labels=FIELD_LABELS,
+                           renamed=corrections.renamed_exports(svc, row),
                            targets=svc.settings.exports, waiting=waiting, types=types,
                            partner=partner, readable=readable, xml_id=xml["id"] if xml is not None else None,
                            einvoice=data.einvoice_rows(doc["einvoice"] if isinstance(doc["einvoice"], dict) else None),
@@ -203,3 +215,28 @@ def export(document_id: int) -> Any:
     target = request.form.get("target", "")
     return act(lambda: actions.export_again(service(), document_id, [target] if target else []),
                "Queued for {result[0]} again.", url_for("documents.detail", document_id=document_id))
+
+
+@bp.post("/<int:document_id>/fields")
+def correct_fields(document_id: int) -> Any:
+    """Correct the fields the form changed (an emptied field withdraws a person's correction)."""
+    svc = service()
+    row = actions.document_or_404(svc, document_id)
+    shown, _ = data.document_fields(row)
+    given = {}
+    for name in FIELD_NAMES:
+        if name in request.form:
+            value = request.form.get(name, "").strip()
+            if value != (shown.get(name) or ""):
+                given[name] = value or None
+
+    def work() -> str:
+        if not given:
+            return "Nothing changed."
+        changed, taught = corrections.correct(svc, document_id, given, by="admin")
+        text = corrections.in_words(changed, taught)
+        if corrections.renamed_exports(svc, row):
+            text += " Its export name changes: export it again under the new name (Exports, below)."
+        return text
+
+    return act(work, "{result}", url_for("documents.detail", document_id=document_id))
