@@ -176,13 +176,16 @@ def invoice_hint(att: Attachment, parsed: ParsedMessage) -> str | None:
     return None
 
 
-def readings_of(parsed: ParsedMessage) -> tuple[Readings, Any]:
-    """The documents' fields of a parsed mail as the pipeline reads them (``Readings``), and its first e-invoice."""
+def readings_of(parsed: ParsedMessage, learned: Any = None) -> tuple[Readings, Any]:
+    """The documents' fields of a parsed mail as the pipeline reads them (``Readings``), and its first e-invoice.
+
+    ``learned``: the store's ``learned_for``, so that a supplier's learned layout counts as in the gateway.
+    """
     candidates = [a for a in parsed.attachments if is_document(a)]
     einvoices = {id(a): _einvoice_detect(a) for a in candidates}
     first = next((inv for inv in einvoices.values() if inv is not None), None)
     name = parsed.sender.name if parsed.sender else ""
-    return Readings(candidates, einvoices, name, from_domain(parsed)), first
+    return Readings(candidates, einvoices, name, from_domain(parsed), learned=learned), first
 
 
 def read_invoice_hint(readings: Readings | None, att: Attachment) -> str | None:

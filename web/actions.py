@@ -349,7 +349,8 @@ def explain_mail(service: Any, raw: bytes, *, source: str = "smtp", draft: str |
         extra = {"draft": True, "draft_file": file, "draft_rules": list(combined.names),
                  "draft_replaces": list(combined.replaces)}
     try:
-        out = explain_decision(raw, ruleset, source=source, settings=service.settings, stored=message)
+        out = explain_decision(raw, ruleset, source=source, settings=service.settings, stored=message,
+                               learned=service.store.learned_for)
     except Exception as exc:  # an unparseable upload is the user's to fix, not a server error
         raise BadRequest(f"the message cannot be read: {type(exc).__name__}: {exc}") from exc
     out["problems"] = []

@@ -167,7 +167,8 @@ def decision_json(service: Any, msg: dict[str, Any]) -> dict[str, Any] | None:
         return None
     current = getattr(getattr(service, "rules", None), "ruleset", None)
     return stored_explanation(decision, msg, raw_path=raw_path(service, msg),
-                              data_dir=Path(service.settings.data_dir), current=current)
+                              data_dir=Path(service.settings.data_dir), current=current,
+                              learned=service.store.learned_for)
 
 
 EINVOICE_LABELS = (
