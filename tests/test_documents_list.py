@@ -185,3 +185,29 @@ def test_dashboard_spend(client: Any) -> None:
                      ("Telecom AG", "29.90 EUR"), ("&lt;script&gt;alert(1)&lt;/script&gt;", "-5.00 EUR")]
     # the supplier chart's tooltip is exact, the label short and escaped
     assert "<title>Telecom AG: 29.90 EUR</title>" in body
+
+
+def test_an_einvoice_and_its_readable_pdf_are_one_row_and_count_once(tmp_path: Path) -> None:
+    from web.app import create_app
+
+    for d in ("data", "rules", "exports"):
+        (tmp_path / d).mkdir()
+    gw = Gateway(tmp_path, base_config(tmp_path))
+    xml, pdf = insert(gw, (("Muster GmbH", "IG-42", ago(9), ago(-5), "238.00", "EUR", "invoice"),) * 2)
+    with gw.store.write() as conn:
+        conn.execute("UPDATE documents SET kind = 'xml', filename = 'IG-42.xml' WHERE id = ?", (xml,))
+        conn.execute("UPDATE documents SET origin = 'einvoice-render', filename = 'IG-42.pdf' WHERE id = ?", (pdf,))
+        conn.execute("UPDATE exports SET target = 'dms' WHERE document_id = ?", (xml,))
+        conn.execute("INSERT INTO exports (document_id, target, state, created) VALUES (?, 'nas', 'delivered', '')",
+                     (pdf,))
+    c = create_app(gw.service).test_client()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', c.get("/login").get_data(as_text=True))
+    assert token and c.post("/login", data={"csrf_token": token.group(1), "password": PASSWORD}).status_code == 302
+    try:
+        assert numbers(c, "") == ["IG-42"]
+        assert numbers(c, "export_state=delivered") == ["IG-42"]
+        rows = list(csv.DictReader(io.StringIO(c.get("/documents.csv").get_data().decode("utf-8-sig"))))
+        assert [(r["id"], r["filename"], r["exported_to"]) for r in rows] == [(str(xml), "IG-42.xml", "dms, nas")]
+        assert "Per month · 238.00 EUR" in c.get("/").get_data(as_text=True)
+    finally:
+        gw.store.close()
