@@ -48,6 +48,13 @@ TOTAL = f"CAST({TOTAL_TEXT} AS REAL)"
 DOCTYPE = f"coalesce(nullif(trim(documents.document_type), ''), {_field('document_type')})"
 #: An e-invoice's rendered PDF: its XML's row stands for the pair.
 NOT_RENDERED = "documents.origin != 'einvoice-render'"
+#: The readable PDF rendered from an e-invoice XML (``documents``): stored right after it, from the same mail.
+RENDERED_OF = ("(SELECT p.id FROM message_documents md JOIN documents p ON p.id = md.document_id "
+               "WHERE md.message_id = documents.message_id AND p.origin = 'einvoice-render' AND p.id > documents.id "
+               "ORDER BY p.id LIMIT 1)")
+#: The other way round: the XML a rendered PDF ``d`` was made from.
+XML_OF = ("(SELECT x.id FROM message_documents md JOIN documents x ON x.id = md.document_id "
+          "WHERE md.message_id = d.message_id AND x.kind = 'xml' AND x.id < d.id ORDER BY x.id DESC LIMIT 1)")
 
 SORTS: dict[str, str] = {
     "supplier": f"lower({SELLER})", "number": NUMBER, "date": ISSUED, "due": DUE, "total": TOTAL,
@@ -178,10 +185,10 @@ def where(q: DocumentQuery) -> tuple[list[str], list[Any]]:
         cond.append("documents.archived_at IS " + ("NOT NULL" if q.archived else "NULL"))
     if q.export_state:
         # the pair's exports count: a target may take only the readable PDF of an e-invoice
-        cond.append("EXISTS (SELECT 1 FROM exports e JOIN documents p ON p.id = e.document_id "
-                    "WHERE e.state = ? AND (p.id = documents.id OR (p.origin = 'einvoice-render' "
-                    "AND p.message_id = documents.message_id AND documents.kind = 'xml')))")
-        args.append(q.export_state)
+        cond.append(f"(EXISTS (SELECT 1 FROM exports e WHERE e.document_id = documents.id AND e.state = ?) "
+                    f"OR (documents.kind = 'xml' AND EXISTS (SELECT 1 FROM exports e WHERE e.state = ? "
+                    f"AND e.document_id = {RENDERED_OF})))")
+        args += [q.export_state, q.export_state]
     return cond, args
 
 
@@ -190,11 +197,10 @@ def order_by(q: DocumentQuery, key: str | None = None) -> str:
 
     ``key``: the name the sort value already has (a column of a CTE), else its expression.
     """
-    if q.sort == "received":
-        return "documents.id " + ("DESC" if q.descending else "ASC") if key is None else \
-            "id " + ("DESC" if q.descending else "ASC")
-    expr = key or SORTS[q.sort]
     direction = "DESC" if q.descending else "ASC"
+    if q.sort == "received":
+        return f"documents.id {direction}"
+    expr = key or SORTS[q.sort]
     return f"({expr}) IS NULL, {expr} {direction}, {'documents.id' if key is None else 'id'} DESC"
 
 
@@ -265,10 +271,9 @@ def _delivered(conn: Any) -> dict[int, list[str]]:
     """Per document (a rendered PDF's under its XML's id), the targets it was delivered to."""
     out: dict[int, list[str]] = {}
     rows = conn.execute(
-        "SELECT coalesce((SELECT x.id FROM documents x WHERE d.origin = 'einvoice-render' "
-        "AND x.message_id = d.message_id AND x.kind = 'xml' AND x.id < d.id ORDER BY x.id DESC LIMIT 1), d.id), "
-        "e.target FROM exports e JOIN documents d ON d.id = e.document_id WHERE e.state = 'delivered' "
-        "ORDER BY e.target")
+        f"SELECT CASE WHEN d.origin = 'einvoice-render' THEN coalesce({XML_OF}, d.id) ELSE d.id END, "
+        f"e.target FROM exports e JOIN documents d ON d.id = e.document_id WHERE e.state = 'delivered' "
+        f"ORDER BY e.target")
     for doc_id, target in rows:
         names = out.setdefault(int(doc_id), [])
         if target not in names:
