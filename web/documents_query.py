@@ -209,17 +209,20 @@ SHOWN = {"supplier": SELLER, "number": NUMBER, "date": ISSUED, "due": DUE, "tota
          "currency": CURRENCY, "type": DOCTYPE}
 
 
-def list_documents(conn: Any, q: DocumentQuery, *, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
-    """One page of the documents ``q`` asks for, sorted, and how many match; each row has ``shown`` columns.
+def count_documents(conn: Any, q: DocumentQuery) -> int:
+    """How many documents ``q`` matches (an e-invoice pair counts once)."""
+    cond, args = where(q)
+    return int(conn.execute(f"SELECT count(*) FROM documents WHERE {' AND '.join(cond)}", args).fetchone()[0])
+
+
+def list_documents(conn: Any, q: DocumentQuery, *, limit: int, offset: int) -> list[dict[str, Any]]:
+    """One page of the documents ``q`` asks for, sorted; each row has the ``shown`` columns.
 
     The page's ids come first, with each document's sort value read once (a
     materialized CTE); the shown columns are read for the page's rows only.
     """
     cond, args = where(q)
     sql_where = " AND ".join(cond)
-    total = int(conn.execute(f"SELECT count(*) FROM documents WHERE {sql_where}", args).fetchone()[0])
-    if not limit or offset >= total:
-        return [], total
     if q.sort == "received":
         ids = [r[0] for r in conn.execute(f"SELECT documents.id FROM documents WHERE {sql_where} "
                                           f"ORDER BY {order_by(q)} LIMIT ? OFFSET ?", [*args, limit, offset])]
@@ -237,7 +240,7 @@ def list_documents(conn: Any, q: DocumentQuery, *, limit: int, offset: int) -> t
         row = rows[i]
         row["shown"] = {name: row.pop(f"shown_{name}") for name in SHOWN}
         out.append(row)
-    return out, total
+    return out
 
 
 # -- the CSV for the accountant ----------------------------------------------------------

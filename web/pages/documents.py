@@ -122,9 +122,8 @@ def index() -> Any:
     svc = service()
     q = dq.parse_query(request.args)
     conn = svc.store._conn()
-    _, total = dq.list_documents(conn, q, limit=0, offset=0)
-    page = paging(total)
-    rows, _ = dq.list_documents(conn, q, limit=page["limit"], offset=page["offset"])
+    page = paging(dq.count_documents(conn, q))
+    rows = dq.list_documents(conn, q, limit=page["limit"], offset=page["offset"]) if page["total"] else []
     cards = [_entry(svc, r) for r in rows]
     csv_args = {k: v for k, v in request.args.items() if v and k not in ("offset", "view")}
     filtered = any(v for k, v in request.args.items() if k not in ("offset", "view", "sort", "order"))
