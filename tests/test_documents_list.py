@@ -185,6 +185,10 @@ def test_dashboard_spend(client: Any) -> None:
                      ("Telecom AG", "29.90 EUR"), ("&lt;script&gt;alert(1)&lt;/script&gt;", "-5.00 EUR")]
     # the supplier chart's tooltip is exact, the label short and escaped
     assert "<title>Telecom AG: 29.90 EUR</title>" in body
+    # the API says the same, amounts as decimal strings
+    api = client.get("/api/status").get_json()["spend"]
+    assert [(c["currency"], c["total"]) for c in api["currencies"]] == [("GBP", "1250.00"), ("EUR", "143.90")]
+    assert api["suppliers"][2] == {"supplier": "Telecom AG", "currency": "EUR", "total": "29.90", "documents": 2}
 
 
 def test_an_einvoice_and_its_readable_pdf_are_one_row_and_count_once(tmp_path: Path) -> None:

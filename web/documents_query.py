@@ -58,7 +58,7 @@ XML_OF = ("(SELECT x.id FROM message_documents md JOIN documents x ON x.id = md.
 
 SORTS: dict[str, str] = {
     "supplier": f"lower({SELLER})", "number": NUMBER, "date": ISSUED, "due": DUE, "total": TOTAL,
-    "currency": CURRENCY, "type": DOCTYPE, "received": "documents.id",
+    "type": DOCTYPE, "received": "documents.id",
 }
 VIEWS = ("list", "cards")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
