@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -227,3 +228,27 @@ def test_supplier_holds_by_the_company_an_address_assigns_and_a_guessed_seller_n
     # the sender's display name is the seller's last-resort guess: conditions never see it
     guessed = read_document(b"%PDF-1.4\n%%EOF", "pdf", sender_name="Stadtwerke Hausen")
     assert guessed.seller == "Stadtwerke Hausen" and "seller" not in rule_values(guessed, "a.pdf")
+
+
+def test_rules_test_prints_the_fields_read_and_why_a_field_condition_failed(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from gateway.cli import main
+
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "big.yaml").write_text("name: Big\nwhen: {total: {min: 1000}}\n")
+    pdf, _ = _invoice()
+    eml = tmp_path / "mail.eml"
+    eml.write_bytes(make_mail(attachments=[("scan0001.pdf", pdf, "application/pdf")]).as_bytes())
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:  # in-process (a subprocess costs seconds); the command sets up logging: put it back after
+        r = CliRunner().invoke(main, ["rules", "test", "--rules", str(tmp_path / "rules"), str(eml)])
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert r.exit_code == 0, r.output
+    out = r.output
+    assert ("fields of scan0001.pdf: seller Müller Bürotechnik GmbH; document_type invoice; invoice_number "
+            "DE-2026-0100; issue_date 2026-01-03; grand_total 163.57; amount_due 163.57; currency EUR") in out
+    assert "no    Big: total 163.57 is below min 1000 (scan0001.pdf)" in out
