@@ -667,6 +667,9 @@ def rules_check(c: _Ctx, directory: Path | None) -> None:
     click.echo(f"{d}: {len(ruleset.rules)} rule(s) in {len(ruleset.files)} file(s), all valid{more}")
 
 
+_FIELDS_SHOWN = ("seller", "document_type", "invoice_number", "issue_date", "grand_total", "amount_due", "currency")
+
+
 @rules.command("test")
 @click.argument("message", type=click.Path(path_type=Path, exists=True, dir_okay=False, allow_dash=True))
 @click.option("--rules", "rules_dir", type=click.Path(path_type=Path), default=None,
@@ -707,6 +710,9 @@ def rules_test(c: _Ctx, message: Path, rules_dir: Path | None, source: str, as_j
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
         return
+    for doc in result["mail"].get("documents") or []:  # what conditions on fields saw
+        shown = "; ".join(f"{k} {doc[k]}" for k in _FIELDS_SHOWN if doc.get(k)) or "no fields read"
+        click.echo(f"fields of {doc.get('filename')}: {shown}")
     for t in result["explain"]:
         click.echo(f"{'MATCH' if t['matched'] else 'no   '} {t['rule']}: {t['reason']}")
     if result["rule"]:

@@ -11,13 +11,17 @@ from typing import Any
 
 from gateway import mime
 from gateway.config import Settings
-from gateway.pipeline import _einvoice_detect, is_document, mail_view
+from gateway.pipeline import mail_view, readings_of
 
 
 def explain_decision(raw: bytes, ruleset: Any, *, source: str = "smtp", settings: Settings | None = None,
                      rcpt_tos: tuple[str, ...] = (), stored: Mapping[str, Any] | None = None,
-                     authenticated: bool | None = None) -> dict[str, Any]:
+                     authenticated: bool | None = None, learned: Any = None, named: Any = None) -> dict[str, Any]:
     """The decision of ``ruleset`` for a raw message, as the JSON the CLI and API print.
+
+    ``learned`` (the store's ``learned_for``) reads the documents' fields with
+    what corrections taught, and ``named`` (``Suppliers.name``) names their
+    sellers by their suppliers, as the gateway does.
 
     ``settings``' trust.require_authenticated_sender applies as in the
     gateway: a `from` holds only for an authenticated sender. A ``stored``
@@ -25,12 +29,12 @@ def explain_decision(raw: bytes, ruleset: Any, *, source: str = "smtp", settings
     the caller says whether its sender is ``authenticated`` (else not known).
     """
     parsed = mime.parse(raw)
-    inv = next((i for i in (_einvoice_detect(a) for a in parsed.attachments if is_document(a)) if i is not None), None)
+    readings, inv = readings_of(parsed, learned, named)
     row: dict[str, Any] = {"source": source, "rcpt_tos": list(rcpt_tos),
                            "auth": json.dumps({"authenticated": authenticated}) if authenticated is not None else None}
     if stored is not None:
         row.update(auth=stored.get("auth"), released_at=stored.get("released_at"))
-    view = mail_view(parsed, row, inv.fields() if inv else None)
+    view = mail_view(parsed, row, inv.fields() if inv else None, readings)
     from gateway.models import Decision
 
     require = settings.trust.require_authenticated_sender if settings is not None else False
@@ -47,7 +51,9 @@ def explain_decision(raw: bytes, ruleset: Any, *, source: str = "smtp", settings
                     for t in decision.explain],
         "mail": {"from": str(parsed.sender) if parsed.sender else None, "subject": parsed.subject,
                  "attachments": [a.filename for a in parsed.attachments],
-                 "einvoice": inv.fields() if inv else None},
+                 "einvoice": inv.fields() if inv else None,
+                 # what conditions on fields saw (read only when a rule asked, or here)
+                 "documents": [dict(d) for d in readings]},
     }
     if require:
         out["require_authenticated_sender"] = True
@@ -75,7 +81,8 @@ def explain_raw(raw: bytes, rules_dir: Path, *, source: str = "smtp", settings: 
 
 
 def stored_explanation(decision: Mapping[str, Any], message: Mapping[str, Any], *, raw_path: Path | None,
-                       data_dir: Path | None, current: Any = None) -> dict[str, Any]:
+                       data_dir: Path | None, current: Any = None, learned: Any = None,
+                       named: Any = None) -> dict[str, Any]:
     """A stored decision as a person reads it: a stored trace put into words as ``explain``.
 
     The words are the same as the gateway would have written when it decided
@@ -103,7 +110,7 @@ def stored_explanation(decision: Mapping[str, Any], message: Mapping[str, Any], 
     notes = []
     if current is not None and current.digest != digest:
         notes.append(f"The rules have changed since this mail was decided; shown as they were then ({digest[:12]}).")
-    view, problem = _view_of(raw_path, message, trace)
+    view, problem = _view_of(raw_path, message, trace, learned, named)
     if view is None:
         notes.append(f"{problem}: each rule tried is named with the condition it failed at.")
     traces, differ = words(trace, ruleset, view)
@@ -117,7 +124,8 @@ def stored_explanation(decision: Mapping[str, Any], message: Mapping[str, Any], 
     return out
 
 
-def _view_of(raw_path: Path | None, message: Mapping[str, Any], trace: Mapping[str, Any]) -> tuple[Any, str]:
+def _view_of(raw_path: Path | None, message: Mapping[str, Any], trace: Mapping[str, Any],
+             learned: Any = None, named: Any = None) -> tuple[Any, str]:
     """The MailView the rules saw (authentication as the trace recorded it), or None and why not."""
     import dataclasses
     import logging
@@ -130,9 +138,8 @@ def _view_of(raw_path: Path | None, message: Mapping[str, Any], trace: Mapping[s
         return None, f"The mail's raw file cannot be read ({exc.strerror or exc})"
     try:
         parsed = mime.parse(raw)
-        inv = next((i for i in (_einvoice_detect(a) for a in parsed.attachments if is_document(a)) if i is not None),
-                   None)
-        view = mail_view(parsed, message, inv.fields() if inv else None)
+        readings, inv = readings_of(parsed, learned, named)
+        view = mail_view(parsed, message, inv.fields() if inv else None, readings)
     except Exception as exc:  # a mail that was decided once is read again; say so rather than fail the page
         logging.getLogger(__name__).warning("message %s: reading it again for its explanation failed: %s",
                                             message.get("id"), exc)

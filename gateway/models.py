@@ -139,6 +139,11 @@ class MailView:
             attached message, or of the forwarded header block in the body), or None.
         fields: values for ``{placeholders}`` in ``assign`` (``subject``,
             ``sender``, ``sender_domain``, ``tag``, ``einvoice.seller``, ...).
+        documents: the fields read from each of the mail's PDF and XML
+            attachments (``seller``, ``grand_total``, ``document_type``, ...,
+            and ``filename``), for conditions on fields; a sequence that may
+            read them on first use (``gateway.docfields.Readings``).
+        company: the company the import address or mailbox assigns, or None.
     """
 
     sender: Address | None
@@ -154,6 +159,8 @@ class MailView:
     authenticated: bool | None = None
     fields: Mapping[str, str] = field(default_factory=dict)
     forwarded_from: Address | None = None
+    documents: Sequence[Mapping[str, str]] = ()
+    company: str | None = None
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ DEFAULT_PATTERN = "{received:%Y/%m}/{stem}"
 FIELDS = (
     "date", "received", "company", "document_type", "invoice_number", "sender", "sender_domain",
     "subject", "stem", "id", "seller", "total", "currency", "tag", "source",
+    "issue_date", "due_date", "seller_vat_id", "buyer", "net_total", "tax_total", "amount_due",
 )
 
 

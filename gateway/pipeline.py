@@ -25,6 +25,8 @@ from typing import Any
 from gateway import mime
 from gateway.config import ExportConfig, Settings
 from gateway.errors import GatewayError, ParseError, RenderError
+from gateway.docfields import Readings, invoice_signs
+from gateway.fields import apply_assign
 from gateway.fields import read_document as read_fields
 from gateway.fields.suppliers import Suppliers, with_supplier
 from gateway.forwarded import forwarded_sender
@@ -92,6 +94,7 @@ class Outcome:
     assign: dict[str, Any] = field(default_factory=dict)
     sender_domain: str = ""
     sender_name: str = ""
+    readings: Readings | None = None
     iban_records: list[tuple[str, str, str | None]] = field(default_factory=list)
 
 
@@ -174,6 +177,27 @@ def invoice_hint(att: Attachment, parsed: ParsedMessage) -> str | None:
     return None
 
 
+def readings_of(parsed: ParsedMessage, learned: Any = None, named: Any = None) -> tuple[Readings, Any]:
+    """The documents' fields of a parsed mail as the pipeline reads them (``Readings``), and its first e-invoice.
+
+    ``learned``: the store's ``learned_for``, so that a supplier's learned layout counts as in the gateway;
+    ``named``: ``Suppliers.name``, so that a seller is named by its supplier as in the gateway.
+    """
+    candidates = [a for a in parsed.attachments if is_document(a)]
+    einvoices = {id(a): _einvoice_detect(a) for a in candidates}
+    first = next((inv for inv in einvoices.values() if inv is not None), None)
+    name = parsed.sender.name if parsed.sender else ""
+    return Readings(candidates, einvoices, name, from_domain(parsed), learned=learned, named=named), first
+
+
+def read_invoice_hint(readings: Readings | None, att: Attachment) -> str | None:
+    """Why a PDF's fields make it an invoice (``invoice_signs``), as ``invoice_hint`` says it, or None."""
+    if readings is None:
+        return None
+    signs = invoice_signs(readings.of(att))
+    return f"its fields read as one: {signs}" if signs else None
+
+
 def bulk_reason(parsed: ParsedMessage) -> str | None:
     """Why a mail is mailing-list or bulk mail (a newsletter, an automatic notice), or None.
 
@@ -216,8 +240,9 @@ def earlier_note(earlier: Sequence[Mapping[str, Any]], status: str) -> str:
             " (listed under Documents, orphaned: delete a delivered copy by hand if it should not be there)")
 
 
-def mail_view(parsed: ParsedMessage, row: Mapping[str, Any], einvoice_fields: Mapping[str, str] | None) -> MailView:
-    """What rules see of a parsed message and its stored envelope."""
+def mail_view(parsed: ParsedMessage, row: Mapping[str, Any], einvoice_fields: Mapping[str, str] | None,
+              documents: Sequence[Mapping[str, str]] = ()) -> MailView:
+    """What rules see of a parsed message and its stored envelope (``documents``: their fields, see Readings)."""
     from gateway.models import Address
 
     rcpts = json.loads(row.get("rcpt_tos") or "[]") if isinstance(row.get("rcpt_tos"), str) else list(row.get("rcpt_tos") or [])
@@ -253,12 +278,19 @@ def mail_view(parsed: ParsedMessage, row: Mapping[str, Any], einvoice_fields: Ma
             authenticated = None
     if row.get("released_at"):
         authenticated = True  # a person released the mail: they vouch for its sender
+    assign = row.get("assign")
+    try:
+        assigned = json.loads(assign) if isinstance(assign, str) else (assign or {})
+    except ValueError:
+        assigned = {}
+    company = assigned.get("company") if isinstance(assigned, dict) else None
     return MailView(
         sender=sender, to=to, subject=parsed.subject, body=body,
         attachments=tuple(a.filename for a in parsed.attachments if not a.inline or a.kind != "other"),
         headers=headers, source=row.get("source") or "", import_address=row.get("import_address"),
         tag=row.get("tag"), einvoice=dict(einvoice_fields) if einvoice_fields else None,
-        authenticated=authenticated, fields=fields, forwarded_from=forwarded,
+        authenticated=authenticated, fields=fields, forwarded_from=forwarded, documents=documents,
+        company=str(company) if company else None,
     )
 
 
@@ -474,8 +506,13 @@ class Pipeline:
             # missing values are null in the store and the API, not ""
             inv_fields: dict[str, Any] = {k: (v or None) for k, v in inv.fields().items()} if inv is not None else {}
             tags = list(meta.get("tags") or [])
-            read = read_fields(d.data, d.kind, einvoice=inv, assign=meta, sender_name=outcome.sender_name,
-                               sender_domain=outcome.sender_domain)
+            # read before the rules decided (the same reading, once); a supplier's layout learned from a
+            # person's corrections comes before the generic reading
+            if outcome.readings is not None:
+                read = apply_assign(outcome.readings.fields_for(d.data, d.kind, inv), meta)
+            else:
+                read = read_fields(d.data, d.kind, einvoice=inv, assign=meta, sender_name=outcome.sender_name,
+                                   sender_domain=outcome.sender_domain, learned=self.store.learned_for)
             ibans = self.payment_guard.ibans_of(d.kind, d.data, inv)
             supplier = self.suppliers.match(read, outcome.sender_domain, ibans)
             read = with_supplier(read, supplier)
@@ -527,9 +564,12 @@ class Pipeline:
         einvoices = {key: exam.einvoice for key, exam in exams.items()}
         first_inv = next((inv for inv in einvoices.values() if inv is not None), None)
         inv_fields = first_inv.fields() if first_inv is not None else None
-        view = mail_view(parsed, row, inv_fields)
         out.sender_domain = from_domain(parsed)
         out.sender_name = parsed.sender.name if parsed.sender else ""
+        # the documents' fields, read when a condition on fields or `recognize` first asks, kept for the store
+        out.readings = Readings(candidates, einvoices, out.sender_name, out.sender_domain,
+                                learned=self.store.learned_for, named=self.suppliers.name)
+        view = mail_view(parsed, row, inv_fields, out.readings)
         require = self.settings.trust.require_authenticated_sender
         if row.get("released_at"):  # mail_view counts the sender as authenticated
             out.notes.append(f"released by {row.get('released_by') or 'a person'} at {str(row['released_at'])[:19]}")
@@ -620,12 +660,13 @@ class Pipeline:
                         picked.append(a)
                         out.notes.append(f"{a.filename}: an e-invoice")
                     elif a.kind == "pdf":
-                        hint = invoice_hint(a, parsed)
+                        hint = invoice_hint(a, parsed) or read_invoice_hint(out.readings, a)
                         if hint:
                             picked.append(a)
                             out.notes.append(f"{a.filename}: looks like an invoice ({hint})")
                         else:
-                            out.notes.append(f"{a.filename}: not recognised as an invoice (no invoice word in subject, name or text)")
+                            out.notes.append(f"{a.filename}: not recognised as an invoice (no invoice word in subject, "
+                                             "name or text; no invoice number, total and date read)")
                 self._add_attachments(out, picked, exams)
                 if bulk and not candidates and (parsed.text.strip() or (parsed.html or "").strip()):
                     out.notes.append("the mail body was not rendered: a rule with `import: body` imports it")

@@ -45,10 +45,8 @@ def need(condition: bool, reason: str) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "corpus: reads the real-world corpus (../shared/corpus or $GATEWAY_CORPUS)")
-    config.stash[_CORPUS_NOT_RUN] = 0
 
 
-_CORPUS_NOT_RUN = pytest.StashKey[int]()
 _NO_CORPUS = (f"the corpus is not at {CORPUS}; set GATEWAY_CORPUS=/path/to/corpus "
               "(the folder with emails/ and einvoices/) to run the corpus tests")
 
@@ -57,12 +55,13 @@ _NO_CORPUS = (f"the corpus is not at {CORPUS}; set GATEWAY_CORPUS=/path/to/corpu
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if HAVE_CORPUS or item.get_closest_marker("corpus") is None:
         return
-    item.config.stash[_CORPUS_NOT_RUN] += 1
     need(False, _NO_CORPUS)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    not_run = config.stash.get(_CORPUS_NOT_RUN, 0)
+    # counted from the skip reports, so that it also holds when pytest-xdist runs the tests elsewhere
+    not_run = sum(1 for r in terminalreporter.stats.get("skipped", ())
+                  if isinstance(r.longrepr, tuple) and _NO_CORPUS in str(r.longrepr[-1]))
     if not_run and not ON_CI:
         terminalreporter.write_line(f"{not_run} corpus test{'s' if not_run > 1 else ''} not run: {_NO_CORPUS}",
                                     yellow=True, bold=True)

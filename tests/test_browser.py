@@ -233,7 +233,7 @@ def test_rule_tester_with_an_uploaded_eml(page: Page, site: tuple[Gateway, dict[
 def test_approve_a_document(page: Page, site: tuple[Gateway, dict[str, int]]) -> None:
     gw, ids = site
     doc = gw.store.documents_of(ids["acme"])[0]
-    page.goto("/documents")
+    page.goto("/documents?view=cards")
     page.images_drawn(".doc-card img")  # pypdfium2 renders each on its first request
     page.shoot("documents")
     page.page.click("text=acme-1001.pdf")
@@ -367,7 +367,7 @@ def test_an_einvoice_and_its_readable_pdf_are_one_document_pair(page: Page,
     docs, _ = gw.store.list_documents(limit=100)
     rendered = next(d for d in docs if d["origin"] == "einvoice-render")
     xml = next(d for d in docs if d["kind"] == "xml")
-    page.goto("/documents")
+    page.goto("/documents?view=cards")
     card = page.page.locator(f"li.doc-card[data-id='{rendered['id']}']")
     assert card.locator(".einvoice-mark").inner_text().lower() == "e-invoice"
     assert card.locator(f"a[href='/documents/{xml['id']}/file']").inner_text() == xml["filename"]
@@ -384,6 +384,24 @@ def test_an_einvoice_and_its_readable_pdf_are_one_document_pair(page: Page,
     page.shoot("document-pair")
 
 
+def test_the_documents_list_sorts_when_a_header_is_clicked(page: Page) -> None:
+    page.goto("/documents")
+    suppliers = page.page.locator("#doc-list tbody td.supplier a")
+    assert suppliers.count() >= 5
+
+    def names() -> list[str]:
+        return [n for n in suppliers.all_inner_texts() if n != "(no supplier)"]
+
+    page.page.click("#doc-list th a[data-sort=supplier]")
+    page.page.wait_for_url("**sort=supplier&order=asc")
+    assert page.page.get_attribute("#doc-list th[aria-sort]", "aria-sort") == "ascending"
+    assert names() == sorted(names(), key=str.lower) and len(set(names())) >= 4
+    page.page.click("#doc-list th a[data-sort=supplier]")  # the other way round
+    page.page.wait_for_url("**sort=supplier&order=desc")
+    assert names() == sorted(names(), key=str.lower, reverse=True)
+    page.shoot("documents-list")
+
+
 def test_bulk_approve_from_the_list(page: Page, site: tuple[Gateway, dict[str, int]]) -> None:
     gw, _ = site
     before = sum(gw.store.status_counts().values())
@@ -394,7 +412,7 @@ def test_bulk_approve_from_the_list(page: Page, site: tuple[Gateway, dict[str, i
     new = [d for d in gw.store.list_documents(limit=2)[0]]
     assert sorted(d["filename"] for d in new) == ["acme-501.pdf", "acme-502.pdf"]
     wait_for(lambda: all(any(e["target"] == "accounting" for e in gw.store.exports_of(d["id"])) for d in new))
-    page.goto("/documents")
+    page.goto("/documents?view=cards")
     assert "waiting for approval" in page.page.inner_text("main")
     for d in new:
         page.page.check(f"li.doc-card[data-id='{d['id']}'] input[name=ids]")

@@ -249,7 +249,8 @@ def _validate(schema: dict[str, Any], node: dict[str, Any], value: Any) -> list[
     errors: list[str] = []
     types = node.get("type")
     if types is not None:
-        kinds = {"string": str, "integer": int, "boolean": bool, "array": list, "object": dict}
+        kinds = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "array": list,
+                 "object": dict}
         wanted = [types] if isinstance(types, str) else types
         ok = any(isinstance(value, kinds[t]) and not (t == "integer" and isinstance(value, bool)) for t in wanted)
         if not ok:
@@ -301,7 +302,8 @@ def test_schema_is_json_and_describes_rule_files() -> None:
     assert when["additionalProperties"] is False
     assert set(when["properties"]) == {"from", "to", "subject", "body", "contains", "attachment", "has_attachment",
                                        "header", "forwarded_from", "source", "einvoice", "authenticated", "all", "any",
-                                       "not"}
+                                       "not", "supplier", "company", "document_type", "currency", "invoice_number",
+                                       "total", "amount_due"}
     assert all(p.get("description") for p in when["properties"].values())
     assert "null" not in json.dumps(schema)  # YAML null is never valid in a rule file
     docs = _documents()

@@ -123,7 +123,8 @@ def test_the_iban_guard_compares_with_the_supplier_across_sender_domains(
 
 def test_suppliers_page_and_api_through_the_gateway(gateway_factory: Callable[..., Gateway], workdir: Path) -> None:
     (workdir / "rules" / "muster.yaml").write_text(
-        "name: muster-office\nwhen: {from: '@never.example'}\nassign: {company: Muster Bürobedarf}\n")
+        "rules:\n- {name: muster-office, when: {from: '@never.example'}, assign: {company: Muster Bürobedarf}}\n"
+        "- {name: muster-paper, when: {supplier: Muster Bürobedarf}, assign: {tags: [muster]}}\n")
     gw = gateway_factory()
     gw.service.pipeline.xml_renderer = lambda inv: PDF_BYTES + inv.invoice_number.encode()  # not what is tested
     nasty = "<script>alert(1)</script> & Söhne GmbH"
@@ -144,6 +145,7 @@ def test_suppliers_page_and_api_through_the_gateway(gateway_factory: Callable[..
     assert doc["fields"]["seller"] == SELLER and doc["company"] == SELLER
     assert doc["field_sources"]["seller"]["source"] == "supplier"
     assert doc["field_sources"]["seller"]["label"] == f"VAT ID {VAT}"
+    assert doc["tags"] == ["muster"]  # a rule's supplier condition sees the supplier's name
 
     listed = {s["name"]: s for s in gw.api("/api/suppliers").json()["items"]}
     muster = listed[SELLER]
@@ -153,7 +155,7 @@ def test_suppliers_page_and_api_through_the_gateway(gateway_factory: Callable[..
     assert muster["totals"] == {"EUR": f"{Decimal('238.00') + Decimal(truth['grand_total']):.2f}"}
     one = gw.api(f"/api/suppliers/{muster['id']}").json()
     assert one["vat_ids"] == [VAT] and sorted(d["id"] for d in one["documents"]) == mine
-    assert one["rules"] == ["muster-office"] and one["months"]
+    assert one["rules"] == ["muster-office", "muster-paper"] and one["months"]
     assert gw.api("/api/suppliers/999").status_code == 404
     assert httpx.get(f"http://127.0.0.1:{gw.web_port}/api/suppliers").status_code == 401
 
@@ -166,7 +168,7 @@ def test_suppliers_page_and_api_through_the_gateway(gateway_factory: Callable[..
     browser.close()
     for page in pages:
         assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; Söhne GmbH" in page and "<script>alert" not in page
-    assert 'href="/suppliers"' in pages[0] and SELLER in detail and "muster-office" in detail
+    assert 'href="/suppliers"' in pages[0] and SELLER in detail and "muster-paper" in detail
     assert f'href="/documents/{doc["id"]}"' in detail
 
 

@@ -465,8 +465,9 @@ def test_rules_page_and_tester_with_upload(site: tuple[Gateway, dict[str, int]],
 def test_documents_list_thumbnails_and_filters(site: tuple[Gateway, dict[str, int]], client: Browserless) -> None:
     gw, ids = site
     doc = gw.store.documents_of(ids["acme"])[0]
-    listing = client.get("/documents").text
+    listing = client.get("/documents?view=cards").text  # the list is the default view; the cards have thumbnails
     assert f'src="/documents/{doc["id"]}/thumb.png"' in listing and "acme-1001.pdf" in listing
+    assert f'href="/documents/{doc["id"]}"' in client.get("/documents").text
     assert "acme-1001.pdf" in client.get("/documents?company=ACME").text
     assert "acme-1001.pdf" not in client.get("/documents?company=nobody").text
     assert "acme-1001.pdf" in client.get("/documents?tag=business").text

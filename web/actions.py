@@ -193,22 +193,33 @@ def parse_tags(value: Any) -> list[str]:
     return tags
 
 
-def edit_document(service: Any, document_id: int, fields: dict[str, Any]) -> None:
-    """Change company, document type, invoice number, tags or note (only the keys given)."""
+def edit_document(service: Any, document_id: int, fields: dict[str, Any], by: str = "api") -> dict[str, Any]:
+    """Change company, document type, invoice number, tags or note (only the keys given), and correct
+    the document's ``fields`` (web.corrections); returns what the corrections changed and taught."""
     document_or_404(service, document_id)
-    allowed = {"company", "document_type", "invoice_number", "tags", "note"}
+    allowed = {"company", "document_type", "invoice_number", "tags", "note", "fields"}
     unknown = set(fields) - allowed
     if unknown:
         raise BadRequest(f"{', '.join(sorted(unknown))}: cannot be changed; allowed: {', '.join(sorted(allowed))}")
     update: dict[str, Any] = {}
     for key, value in fields.items():
+        if key == "fields":
+            continue
         if key == "tags":
             update["tags"] = parse_tags(value)
         elif key == "note":
             update["note"] = _text(value, key, MAX_NOTE)
         else:
             update[key] = _text(value, key)
+    out: dict[str, Any] = {}
+    if "fields" in fields:
+        from web.corrections import check_all_or_400, correct
+
+        check_all_or_400(fields["fields"])  # a wrong correction changes nothing, the other keys neither
+        changed, taught = correct(service, document_id, fields["fields"], by)
+        out = {"corrected": {k: {"before": b, "now": n} for k, (b, n) in changed.items()}, "learned": taught}
     service.store.update_document(document_id, **update)
+    return out
 
 
 def target_or_404(service: Any, name: str) -> Any:
@@ -340,7 +351,8 @@ def explain_mail(service: Any, raw: bytes, *, source: str = "smtp", draft: str |
         extra = {"draft": True, "draft_file": file, "draft_rules": list(combined.names),
                  "draft_replaces": list(combined.replaces)}
     try:
-        out = explain_decision(raw, ruleset, source=source, settings=service.settings, stored=message)
+        out = explain_decision(raw, ruleset, source=source, settings=service.settings, stored=message,
+                               learned=service.store.learned_for, named=service.pipeline.suppliers.name)
     except Exception as exc:  # an unparseable upload is the user's to fix, not a server error
         raise BadRequest(f"the message cannot be read: {type(exc).__name__}: {exc}") from exc
     out["problems"] = []

@@ -180,9 +180,10 @@ def document(document_id: int) -> Any:
 
 @bp.patch("/documents/<int:document_id>")
 def document_edit(document_id: int) -> Any:
+    """Change a document's metadata; ``fields``: a person's corrections of its fields (null withdraws one)."""
     svc = _service()
-    actions.edit_document(svc, document_id, _body())
-    return jsonify(document_json(actions.document_or_404(svc, document_id)))
+    done = actions.edit_document(svc, document_id, _body(), by="api")
+    return jsonify({**document_json(actions.document_or_404(svc, document_id)), **done})
 
 
 @bp.get("/documents/<int:document_id>/file")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -168,7 +169,8 @@ def decision_json(service: Any, msg: dict[str, Any]) -> dict[str, Any] | None:
         return None
     current = getattr(getattr(service, "rules", None), "ruleset", None)
     return stored_explanation(decision, msg, raw_path=raw_path(service, msg),
-                              data_dir=Path(service.settings.data_dir), current=current)
+                              data_dir=Path(service.settings.data_dir), current=current,
+                              learned=service.store.learned_for, named=service.pipeline.suppliers.name)
 
 
 EINVOICE_LABELS = (
@@ -379,6 +381,32 @@ def companies(service: Any, limit: int = 10) -> list[dict[str, Any]]:
     return [{"company": c, "documents": n} for c, n in service.store.document_companies(limit)]
 
 
+def spend(service: Any, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Spend over the last 12 months by issue date: per currency per month, and per supplier.
+
+    The sum of the documents' grand totals (invoices, receipts and documents of
+    unknown type; a credit note subtracts), in each currency on its own: amounts
+    in different currencies are never added up. Totals are decimal strings.
+    """
+    from web import documents_query as dq
+
+    t = (now or dt.datetime.now(dt.timezone.utc)).astimezone(timezone(service.settings))
+    starts = [_month_start(t, back) for back in range(11, -1, -1)]
+    until = (starts[-1] + dt.timedelta(days=32)).replace(day=1)
+    found = dq.spend(service.store._conn(), starts[0], until)
+    per = found.months
+    ordered = sorted(per, key=lambda c: (-sum(abs(v) for v in per[c].values()), c))
+    keys = [d.strftime("%Y-%m") for d in starts]
+    zero = Decimal("0.00")
+    return {
+        "since": starts[0].isoformat(),
+        "currencies": [{"currency": c, "total": str(sum(per[c].values(), zero)),
+                        "months": [{"month": m, "total": str(per[c].get(m, zero))} for m in keys]}
+                       for c in ordered],
+        "suppliers": [dict(s, total=str(s["total"])) for c in ordered for s in found.suppliers if s["currency"] == c],
+    }
+
+
 def dashboard(service: Any, now: dt.datetime | None = None) -> dict[str, Any]:
     """Everything the dashboard shows."""
     store = service.store
@@ -391,6 +419,7 @@ def dashboard(service: Any, now: dt.datetime | None = None) -> dict[str, Any]:
         "counts": counts(service, now),
         "months": months(service, now),
         "companies": companies(service),
+        "spend": spend(service, now),
         "recent_messages": [
             {k: r[k] for k in ("id", "received", "source", "sender", "subject", "status", "reason")} for r in rows],
         "recent_exports": [export_json(e) for e in recent_exports],

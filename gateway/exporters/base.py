@@ -6,6 +6,7 @@ import datetime as dt
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -72,8 +73,49 @@ def _dt(value: str | None) -> dt.datetime | None:
     return d
 
 
+# how sure a field read from the text must be to name a file (as for the document's company and date:
+# "unknown" beats a wrong name); the sender's display name (source "mail") never names one
+_SURE = {"issue_date": 0.8}
+_AMOUNTS = ("net_total", "tax_total", "grand_total", "amount_due")
+
+
+def stored_fields(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A document's stored ``fields`` JSON: ``{"fields": {...}, "field_sources": {...}}`` (empty when none)."""
+    raw = doc.get("fields")
+    try:
+        got = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return {}
+    return got if isinstance(got, dict) else {}
+
+
+def sure_fields(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The document's fields that may name a file: dates as dates, amounts as decimals; guesses left out."""
+    stored = stored_fields(doc)
+    values = stored.get("fields") or {}
+    sources = stored.get("field_sources") or {}
+    out: dict[str, Any] = {}
+    for name, value in values.items() if isinstance(values, dict) else ():
+        src = sources.get(name) or {}
+        if value in (None, "") or src.get("source") == "mail" or float(src.get("confidence", 1)) < _SURE.get(name, 0.5):
+            continue
+        if name in ("issue_date", "due_date"):
+            try:
+                out[name] = dt.date.fromisoformat(str(value)[:10])
+            except ValueError:
+                continue
+        elif name in _AMOUNTS:
+            try:
+                out[name] = Decimal(str(value))
+            except InvalidOperation:
+                continue
+        else:
+            out[name] = str(value)
+    return out
+
+
 def naming_values(doc: Mapping[str, Any], msg: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields a naming pattern (and a mail subject) may use."""
+    """The fields a naming pattern (and a mail subject) may use: the mail's, and the document's fields."""
     received = _dt(msg.get("received")) or _dt(doc.get("created"))
     doc_date = None
     if doc.get("doc_date"):
@@ -88,23 +130,41 @@ def naming_values(doc: Mapping[str, Any], msg: Mapping[str, Any]) -> dict[str, A
     sender = msg.get("sender") or msg.get("mail_from") or ""
     addr = sender.rpartition("<")[2].rstrip(">").strip() if "<" in sender else sender.strip()
     stem, _ = split_ext(str(doc.get("filename") or "document"))
+    f = sure_fields(doc)
     return {
         "date": doc_date or received,
         "received": received,
-        "company": doc.get("company"),
-        "document_type": doc.get("document_type"),
-        "invoice_number": doc.get("invoice_number") or einv.get("invoice_number"),
+        "company": doc.get("company") or f.get("seller"),
+        "document_type": doc.get("document_type") or f.get("document_type"),
+        "invoice_number": doc.get("invoice_number") or einv.get("invoice_number") or f.get("invoice_number"),
         "sender": addr,
         "sender_domain": addr.rpartition("@")[2] if "@" in addr else None,
         "subject": msg.get("subject"),
         "stem": stem,
         "id": doc.get("id"),
-        "seller": einv.get("seller"),
-        "total": einv.get("grand_total"),
-        "currency": einv.get("currency"),
+        "seller": f.get("seller") or einv.get("seller"),
+        "seller_vat_id": f.get("seller_vat_id"),
+        "buyer": f.get("buyer"),
+        "issue_date": f.get("issue_date"),
+        "due_date": f.get("due_date"),
+        "total": f.get("grand_total") or f.get("amount_due") or einv.get("grand_total"),
+        "net_total": f.get("net_total"),
+        "tax_total": f.get("tax_total"),
+        "amount_due": f.get("amount_due"),
+        "currency": f.get("currency") or einv.get("currency"),
         "tag": msg.get("tag"),
         "source": msg.get("source"),
     }
+
+
+def _masked(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A document's fields with its IBAN masked (``DE89 **** ... 3000``)."""
+    out = dict(fields)
+    if out.get("iban"):
+        from gateway.payment_guard import mask_iban
+
+        out["iban"] = mask_iban(str(out["iban"]))
+    return out
 
 
 def build_item(export_row: Mapping[str, Any], doc: Mapping[str, Any], msg: Mapping[str, Any],
@@ -132,6 +192,10 @@ def build_item(export_row: Mapping[str, Any], doc: Mapping[str, Any], msg: Mappi
         "einvoice": json.loads(einv) if isinstance(einv, str) else einv,
         "warnings": json.loads(doc.get("warnings") or "[]"),
         "payment_details_changed": json.loads(doc.get("payment_details_changed") or "null"),
+        # every field read (or corrected, or assigned), with where each came from; the IBAN masked,
+        # as everywhere in exports: the account number stays out of them
+        "fields": _masked(stored_fields(doc).get("fields") or {}),
+        "field_sources": stored_fields(doc).get("field_sources") or {},
     }
     return ExportItem(
         export_id=int(export_row["id"]), document_id=int(doc["id"]), path=data_dir / str(doc["path"]),

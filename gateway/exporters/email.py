@@ -139,6 +139,8 @@ class EmailExporter:
                 lines.append(f"{label}: {printable(str(value))}")
         if values.get("total") not in (None, ""):
             lines.append(printable(f"Total: {values['total']} {values.get('currency') or ''}").rstrip())
+        if isinstance(values.get("due_date"), dt.date):
+            lines.append(f"Due date: {values['due_date']:%Y-%m-%d}")
         tags = meta.get("tags") or []
         if tags:
             lines.append(f"Tags: {printable(', '.join(str(t) for t in tags))}")

@@ -3,9 +3,13 @@
 ``read_document(data, kind, ...)`` gives one frozen :class:`DocumentFields` per
 document, with the e-invoice key names and, per field, where the value came
 from (``sources``). Precedence: a rule's ``assign`` > the e-invoice XML > the
-document's supplier (the seller only; ``suppliers.with_supplier``, applied by
-the pipeline) > the text read from the PDF (born-digital PDFs and rendered
-mail bodies; no OCR yet) > the mail's sender (seller only).
+text read from the PDF (born-digital PDFs and rendered mail bodies; no OCR
+yet) > the mail's sender (seller only). A supplier's layout learned from a
+person's corrections (``learned``) comes before the generic reading of the
+text, and a person's corrections (``corrections.apply``) before everything.
+The seller of a document matched to a supplier is the supplier's name
+(``suppliers.with_supplier``, applied by the pipeline): after a person, a
+rule and the XML, before the text.
 
 Decisions:
 
@@ -21,18 +25,20 @@ Decisions:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from . import learned as learning
 from . import readers
 from .model import DOCUMENT_TYPES, FIELD_NAMES, SOURCES, DocumentFields, FieldSource
 from .text import Layout, read_pdf
 
 __all__ = ["DOCUMENT_TYPES", "FIELD_NAMES", "SOURCES", "DocumentFields", "FieldSource", "Layout",
-           "read_document", "read_layout", "read_pdf"]
+           "apply_assign", "read_document", "read_layout", "read_pdf"]
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +114,25 @@ def _disagreements(inv: Mapping[str, Any], text: Mapping[str, tuple[str, FieldSo
     return out
 
 
+def _einvoice_keys(einvoice: Any) -> dict[str, Any]:
+    """The e-invoice's seller VAT ID, IBAN and name: they name the supplier better than the text."""
+    if einvoice is None:
+        return {}
+    inv = einvoice.fields()
+    return {k: inv[k] for k in ("seller_vat_id", "iban", "seller") if inv.get(k)}
+
+
+LearnedLookup = Callable[[Sequence[str]], Sequence[learning.Learned]]
+
+
 def read_document(data: bytes, kind: str, *, einvoice: Any = None, assign: Mapping[str, Any] | None = None,
-                  sender_name: str = "", sender_domain: str = "", layout: Layout | None = None) -> DocumentFields:
-    """One document's fields: rule assign > e-invoice XML > text > sender. Never raises."""
+                  sender_name: str = "", sender_domain: str = "", layout: Layout | None = None,
+                  learned: LearnedLookup | None = None) -> DocumentFields:
+    """One document's fields: rule assign > e-invoice XML > supplier's learned layout > text > sender. Never raises.
+
+    ``learned`` gives the learned entries of the first of the supplier keys it is handed
+    (``learned.supplier_keys``) that has any.
+    """
     values: dict[str, str] = {}
     sources: dict[str, FieldSource] = {}
     warnings: list[str] = []
@@ -122,6 +144,17 @@ def read_document(data: bytes, kind: str, *, einvoice: Any = None, assign: Mappi
                 log.info("reading a document's text: %s", warning)
             for name, (value, source) in read_layout(layout).items():
                 values[name], sources[name] = value, source
+            if learned is not None and layout.lines:
+                keys = learning.supplier_keys({**values, **_einvoice_keys(einvoice)}, sender_domain)
+                taught = learning.read_learned(layout, learned(keys))
+                for name, (value, source) in taught.items():
+                    values[name], sources[name] = value, source
+                due = sources.get("amount_due")
+                if "grand_total" in taught and "amount_due" not in taught and due is not None and \
+                        due.label == "no prepayment printed":  # it was the generic total's copy
+                    total = taught["grand_total"][1]
+                    values["amount_due"] = values["grand_total"]
+                    sources["amount_due"] = FieldSource("supplier", 0.6, total.page, total.box, total.label)
         if einvoice is not None:
             inv = {k: (v or None) for k, v in einvoice.fields().items()}
             if layout is not None and layout.lines:
@@ -139,14 +172,24 @@ def read_document(data: bytes, kind: str, *, einvoice: Any = None, assign: Mappi
     except Exception as exc:  # a reader's bug must not stop a mail's processing
         log.exception("reading a document's fields failed")
         warnings.append(f"fields could not be read ({type(exc).__name__}: {exc})")
+    if values.get("document_type") not in DOCUMENT_TYPES and "document_type" in values:
+        values["document_type"] = "other"
+    read = DocumentFields(**{k: values.get(k) for k in FIELD_NAMES}, sources=sources,
+                          warnings=tuple(dict.fromkeys(warnings)))
+    return apply_assign(read, assign)
+
+
+def apply_assign(read: DocumentFields, assign: Mapping[str, Any] | None) -> DocumentFields:
+    """``read`` with a rule's ``assign`` (company, document_type, invoice_number) put over it (source ``rule``).
+
+    The pipeline reads a mail's documents once, before the rules decide (rule
+    conditions on fields), and puts the deciding rule's assign over that reading.
+    """
     rule = {"seller": (assign or {}).get("company"), "document_type": (assign or {}).get("document_type"),
             "invoice_number": (assign or {}).get("invoice_number")}
-    for name, assigned in rule.items():
-        if assigned not in (None, ""):
-            values[name], sources[name] = str(assigned), FieldSource("rule", 1.0)
-    if values.get("document_type") not in DOCUMENT_TYPES and "document_type" in values and sources[
-            "document_type"].source != "rule":
-        values["document_type"] = "other"
-    return DocumentFields(**{k: values.get(k) for k in FIELD_NAMES}, sources=sources,
-                          warnings=tuple(dict.fromkeys(warnings)))
+    changes: dict[str, Any] = {name: str(v) for name, v in rule.items() if v not in (None, "")}
+    if not changes:
+        return read
+    sources = {**read.sources, **{name: FieldSource("rule", 1.0) for name in changes}}
+    return dataclasses.replace(read, **changes, sources=sources)
 

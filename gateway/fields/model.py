@@ -13,10 +13,11 @@ FIELD_NAMES: tuple[str, ...] = (
 DOCUMENT_TYPES: tuple[str, ...] = (
     "invoice", "credit_note", "receipt", "reminder", "order_confirmation", "statement", "delivery_note", "other",
 )
-#: Where a value came from, strongest first: a rule's assign, the e-invoice XML, the document's
-#: supplier (the seller only: gateway.fields.suppliers), the text read; ``mail`` is the sender's
-#: display name and domain, the last resort for the seller.
-SOURCES: tuple[str, ...] = ("rule", "einvoice", "supplier", "text", "mail")
+#: Where a value came from, strongest first: a person's correction, a rule's assign, the e-invoice XML,
+#: the supplier (its layout learned from a correction; the seller: the document's supplier, see
+#: gateway.fields.suppliers), the text read; ``mail`` is the sender's display name and domain, the
+#: last resort for the seller.
+SOURCES: tuple[str, ...] = ("person", "rule", "einvoice", "supplier", "text", "mail")
 
 
 @dataclass(frozen=True)
@@ -24,12 +25,13 @@ class FieldSource:
     """Where one field's value came from.
 
     Attributes:
-        source: ``rule``, ``einvoice``, ``supplier``, ``text`` or ``mail`` (later ``person``, ``ocr``).
+        source: ``person``, ``rule``, ``einvoice``, ``supplier``, ``text`` or ``mail`` (later ``ocr``).
         confidence: 0..1; 1 for a rule or the XML.
         page: the page it was read on (1-based), or None.
         box: [x0, y0, x1, y1] in PDF points from the page's top-left corner, around the value and
             the label it was found by, or None.
-        label: the label it was found by ("Rechnungsnummer"), or None.
+        label: the label it was found by ("Rechnungsnummer"), or None; for ``supplier``
+            "learned from your correction on document N".
     """
 
     source: str

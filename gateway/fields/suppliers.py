@@ -109,6 +109,8 @@ def with_supplier(fields: DocumentFields, match: Match | None) -> DocumentFields
     current = fields.sources.get("seller")
     if fields.seller and current is not None and current.source in ("person", "rule", "einvoice"):
         return fields
+    if current is not None and current.source == "supplier" and fields.seller == match.name:
+        return fields  # named so before (the reading the rules saw): its key stays the one that matched
     source = FieldSource("supplier", CONFIDENCE[match.kind], label=match.label)
     return dataclasses.replace(fields, seller=match.name, sources={**fields.sources, "seller": source})
 
@@ -161,6 +163,10 @@ class Suppliers:
                     continue  # another company's VAT ID: not this supplier
                 return Match(int(row["id"]), str(row["name"]), kind, shown)
         return None
+
+    def name(self, fields: DocumentFields, sender_domain: str = "") -> DocumentFields:
+        """``fields`` with the seller named by its supplier (``match`` without IBANs, ``with_supplier``)."""
+        return with_supplier(fields, self.match(fields, sender_domain))
 
     @staticmethod
     def _other_vat(conn: sqlite3.Connection, supplier_id: int, vat: str) -> bool:

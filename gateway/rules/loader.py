@@ -22,7 +22,8 @@ KeyPath = tuple[str | int, ...]
 RULE_SUFFIXES = (".yaml", ".yml")
 # The order keys are listed in messages: as the docs introduce them.
 _CONDITIONS_SHOWN = ("from", "to", "subject", "body", "contains", "attachment", "has_attachment", "header",
-                     "forwarded_from", "source", "einvoice", "authenticated", "all", "any", "not")
+                     "forwarded_from", "source", "einvoice", "authenticated", "supplier", "company", "document_type",
+                     "currency", "invoice_number", "total", "amount_due", "all", "any", "not")
 _TYPE_MESSAGES = {
     "string_type": "must be text",
     "int_type": "must be a whole number",

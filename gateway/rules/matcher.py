@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import string
+from decimal import Decimal, InvalidOperation
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -85,6 +86,7 @@ class _Mail:
         self._body: str | None = None
         self._to: list[tuple[str, str, str]] | None = None
         self._shown_sender: str | None = None
+        self.doc_values: dict[str, list[tuple[str, str]]] = {}  # field conditions' values, by key (_doc_values)
 
     @property
     def body(self) -> str:
@@ -536,6 +538,145 @@ class _Authenticated:
         return self.test(m), f"authenticated: {str(self.want).lower()}; the sender {state}"
 
 
+# --- conditions on the documents' fields --------------------------------------
+
+_FIELD_OF = {"supplier": "seller", "company": "seller", "invoice_number": "invoice_number",
+             "document_type": "document_type", "currency": "currency", "amount_due": "amount_due"}
+
+
+_ASSIGNED = "assigned by the import address or mailbox"
+
+
+def _in(filename: str) -> str:
+    return f" ({filename})" if filename else ""
+
+
+def _no_value(key: str, field: str, m: _Mail) -> str:
+    """The reason when no document of the mail has ``field``."""
+    if not m.mail.documents:
+        return f"{key}: the mail has no PDF or XML document to read a {field.replace('_', ' ')} from"
+    return f"{key}: no {field.replace('_', ' ')} was read from the mail's documents"
+
+
+def _doc_values(m: _Mail, key: str) -> list[tuple[str, str]]:
+    """(value, file name) of a field condition's field in every document of the mail (computed once per mail)."""
+    cached = m.doc_values.get(key)
+    if cached is not None:
+        return cached
+    out = []
+    for doc in m.mail.documents:
+        value = doc.get("grand_total") or doc.get("amount_due") if key == "total" else doc.get(_FIELD_OF[key])
+        if value:
+            out.append((str(value), str(doc.get("filename") or "")))
+    if key in ("supplier", "company") and m.mail.company:
+        out.append((m.mail.company, _ASSIGNED))
+    m.doc_values[key] = out
+    return out
+
+
+class _FieldText:
+    """supplier or company (the seller), invoice_number: text, glob or re: against any document's field."""
+
+    def __init__(self, key: str, raws: tuple[str, ...], tests: list[TextTest]) -> None:
+        self.key = key
+        self.field = _FIELD_OF[key]
+        self.tests = tests
+        self.pairs = list(zip(raws, tests))
+        self.values = _qs(raws)
+
+    def test(self, m: _Mail) -> bool:
+        for value, _ in _doc_values(m, self.key):
+            low = value.casefold()
+            for t in self.tests:
+                if t(value, low):
+                    return True
+        return False
+
+    def judge(self, m: _Mail) -> tuple[bool, str]:
+        found = _doc_values(m, self.key)
+        if not found:
+            return False, _no_value(self.key, self.field, m)
+        late: list[str] = []
+        for value, where in found:
+            low = value.casefold()
+            for raw, t in self.pairs:
+                got = t(value, low)
+                if got:
+                    what = "company" if where == _ASSIGNED else self.field
+                    return True, f"{self.key}: {_q(raw)} matched {what} {_q(value)}{_in(where)}"
+                if got is None:
+                    late.append(f"the {self.field} {_q(value)}")
+        shown = ", ".join(f"{_q(v)}{_in(w)}" for v, w in found[:5])
+        return False, f"{self.key}: {self.values} did not match {self.field} {shown}{timed_out(late)}"
+
+
+class _FieldChoice:
+    """document_type or currency: one of the values given (compared case-insensitively)."""
+
+    def __init__(self, key: str, choices: tuple[str, ...]) -> None:
+        self.key = key
+        self.choices = frozenset(c.casefold() for c in choices)
+        self.values = " or ".join(choices)
+
+    def test(self, m: _Mail) -> bool:
+        return any(value.casefold() in self.choices for value, _ in _doc_values(m, self.key))
+
+    def judge(self, m: _Mail) -> tuple[bool, str]:
+        found = _doc_values(m, self.key)
+        if not found:
+            return False, _no_value(self.key, self.key, m)
+        for value, where in found:
+            if value.casefold() in self.choices:
+                return True, f"{self.key}: {self.values} matched {value}{_in(where)}"
+        shown = ", ".join(f"{v}{_in(w)}" for v, w in found[:5])
+        return False, f"{self.key}: {self.values} did not match {shown}"
+
+
+def _decimal(text: str) -> Decimal | None:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() else None
+
+
+class _FieldRange:
+    """total (grand total, else amount due) or amount_due within {min, max}, both included."""
+
+    def __init__(self, key: str, low: Decimal | None, high: Decimal | None) -> None:
+        self.key = key
+        self.low = low
+        self.high = high
+
+    def _holds(self, value: Decimal) -> bool:
+        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+    def test(self, m: _Mail) -> bool:
+        for text, _ in _doc_values(m, self.key):
+            value = _decimal(text)
+            if value is not None and self._holds(value):
+                return True
+        return False
+
+    def judge(self, m: _Mail) -> tuple[bool, str]:
+        name = self.key.replace("_", " ")
+        found = [(text, where, value) for text, where in _doc_values(m, self.key)
+                 if (value := _decimal(text)) is not None]
+        if not found:
+            return False, _no_value(self.key, "total" if self.key == "total" else self.key, m)
+        misses = []
+        for text, where, value in found:
+            if self._holds(value):
+                if self.low is not None and self.high is not None:
+                    within = f"is within {self.low}..{self.high}"
+                else:
+                    within = f"is at least {self.low}" if self.low is not None else f"is at most {self.high}"
+                return True, f"{name} {text} {within}{_in(where)}"
+            side = f"below min {self.low}" if self.low is not None and value < self.low else f"above max {self.high}"
+            misses.append(f"{name} {text} is {side}{_in(where)}")
+        return False, "; ".join(misses[:5])
+
+
 class AllOf:
     """Conditions that must all hold, checked in order; the top level of every rule."""
 
@@ -656,6 +797,14 @@ def _compile_key(spec: WhenModel, key: str, here: Path, errors: list[CompileErro
         assert spec.einvoice is not None
         return [_EInvoiceField(name, raws, _values(raws, (*here, name), text_pattern))
                 for name, raws in spec.einvoice.items()]
+    if key in ("supplier", "company", "invoice_number"):
+        raws = getattr(spec, key)
+        return [_FieldText(key, raws, _values(raws, here, text_pattern))]
+    if key in ("document_type", "currency"):
+        return [_FieldChoice(key, getattr(spec, key))]
+    if key in ("total", "amount_due"):
+        low, high = getattr(spec, key)
+        return [_FieldRange(key, low, high)]
     if key in ("all", "any"):
         subs = spec.all_ if key == "all" else spec.any_
         assert subs is not None

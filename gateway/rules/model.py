@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictInt, WithJsonSchema
@@ -13,7 +14,17 @@ from pydantic_core import PydanticCustomError, core_schema
 # the first one that failed. Sender first: it is the most selective.
 CONDITION_KEYS: tuple[str, ...] = (
     "from", "to", "forwarded_from", "source", "authenticated", "has_attachment", "attachment", "einvoice",
-    "header", "subject", "contains", "body", "all", "any", "not",
+    "header", "subject", "contains", "body",
+    "supplier", "company", "document_type", "currency", "invoice_number", "total", "amount_due",
+    "all", "any", "not",
+)
+#: Conditions on the fields read from the mail's documents (gateway.fields); each holds when any document satisfies it.
+FIELD_CONDITIONS: tuple[str, ...] = (
+    "supplier", "company", "document_type", "currency", "invoice_number", "total", "amount_due",
+)
+# The same as gateway.fields.DOCUMENT_TYPES (a test keeps them equal); not imported, as EINVOICE_FIELDS.
+DOCUMENT_TYPES: tuple[str, ...] = (
+    "invoice", "credit_note", "receipt", "reminder", "order_confirmation", "statement", "delivery_note", "other",
 )
 RULE_KEYS: tuple[str, ...] = ("name", "when", "action", "import", "attachments", "assign", "priority")
 ASSIGN_KEYS: tuple[str, ...] = ("company", "document_type", "tags", "note")
@@ -106,6 +117,58 @@ def _einvoice(value: object) -> bool | dict[str, tuple[str, ...]]:
     return out
 
 
+def _document_types(value: object) -> tuple[str, ...]:
+    out = []
+    for i, raw in enumerate(_patterns(value)):
+        name = "_".join(raw.strip().casefold().replace("-", " ").split())
+        if name not in DOCUMENT_TYPES:
+            close = difflib.get_close_matches(name, DOCUMENT_TYPES, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise PydanticCustomError(
+                "document_type", f"{raw!r} is not a document type; allowed: {', '.join(DOCUMENT_TYPES)}{hint}",
+                {"path": [i] if isinstance(value, list) else []})
+        out.append(name)
+    return tuple(out)
+
+
+def _currencies(value: object) -> tuple[str, ...]:
+    out = []
+    for i, raw in enumerate(_patterns(value)):
+        code = raw.strip().upper()
+        if len(code) != 3 or not code.isascii() or not code.isalpha():
+            raise PydanticCustomError(
+                "currency", f"{raw!r} is not a currency code; write the three letters (EUR, USD, CHF)",
+                {"path": [i] if isinstance(value, list) else []})
+        out.append(code)
+    return tuple(out)
+
+
+def _amount(value: object, key: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise PydanticCustomError("range", "must be a number such as 10 or 499.99", {"path": [key]})
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        amount = Decimal("NaN")
+    if not amount.is_finite():
+        raise PydanticCustomError("range", f"{value!r} is not a number; write it as 10 or 499.99 (a point "
+                                           "before the cents, no currency)", {"path": [key]})
+    return amount
+
+
+def _range(value: object) -> tuple[Decimal | None, Decimal | None]:
+    if not isinstance(value, dict) or not value:
+        raise PydanticCustomError("range", "must be a range such as {min: 10, max: 500} (min, max or both)")
+    for key in value:
+        if key not in ("min", "max"):
+            raise PydanticCustomError("range", "unknown key; allowed: min, max", {"path": [str(key)]})
+    low = _amount(value["min"], "min") if "min" in value else None
+    high = _amount(value["max"], "max") if "max" in value else None
+    if low is not None and high is not None and low > high:
+        raise PydanticCustomError("range", f"min {low} is above max {high}")
+    return low, high
+
+
 Patterns = Annotated[tuple[str, ...] | None, PlainValidator(_patterns), WithJsonSchema(PATTERNS_SCHEMA)]
 Flag = Annotated[bool | None, PlainValidator(_flag), WithJsonSchema({"type": "boolean"})]
 Headers = Annotated[
@@ -119,6 +182,25 @@ EInvoice = Annotated[
         {"type": "object", "minProperties": 1, "additionalProperties": False,
          "properties": {name: PATTERNS_SCHEMA for name in EINVOICE_FIELDS}},
     ]}),
+]
+
+
+DocumentTypes = Annotated[
+    tuple[str, ...] | None, PlainValidator(_document_types),
+    WithJsonSchema({"anyOf": [{"enum": list(DOCUMENT_TYPES)},
+                              {"type": "array", "items": {"enum": list(DOCUMENT_TYPES)}, "minItems": 1}]}),
+]
+Currencies = Annotated[
+    tuple[str, ...] | None, PlainValidator(_currencies),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": "^[A-Za-z]{3}$"},
+                              {"type": "array", "items": {"type": "string", "pattern": "^[A-Za-z]{3}$"},
+                               "minItems": 1}]}),
+]
+_AMOUNT_SCHEMA: dict[str, Any] = {"type": ["number", "string"]}
+Range = Annotated[
+    tuple[Decimal | None, Decimal | None] | None, PlainValidator(_range),
+    WithJsonSchema({"type": "object", "minProperties": 1, "additionalProperties": False,
+                    "properties": {"min": _AMOUNT_SCHEMA, "max": _AMOUNT_SCHEMA}}),
 ]
 
 
@@ -152,6 +234,17 @@ class WhenModel(_Model):
     subject: Patterns = Field(None, description="Subject: text (part of it), glob over the whole subject, or re:.")
     contains: Patterns = Field(None, description="Text in the subject or the body.")
     body: Patterns = Field(None, description="Text in the body.")
+    supplier: Patterns = Field(None, description=(
+        "The seller read from a document of the mail (or the company its import address assigns): "
+        "text (part of the name), glob (Acme*) or re:; case-insensitive."))
+    company: Patterns = Field(None, description="The same as supplier.")
+    document_type: DocumentTypes = Field(None, description=(
+        "A document's type: " + ", ".join(DOCUMENT_TYPES) + " (one, or a list)."))
+    currency: Currencies = Field(None, description="A document's currency: EUR, USD, ... (one, or a list).")
+    invoice_number: Patterns = Field(None, description="A document's invoice number: text, glob or re:.")
+    total: Range = Field(None, description=(
+        "A document's total (grand total, else amount due) in a range: {min: 10, max: 500}; min and max included."))
+    amount_due: Range = Field(None, description="A document's amount due in a range: {min: 10, max: 500}.")
     all_: list[WhenModel] | None = Field(None, alias="all", min_length=1, description="Every condition must hold.")
     any_: list[WhenModel] | None = Field(None, alias="any", min_length=1, description="At least one must hold.")
     not_: WhenModel | None = Field(None, alias="not", description="The conditions must not hold.")

@@ -18,11 +18,13 @@ beside ``serve``) can share the database safely.
 - ``documents``: documents and their listings; ``ibans``: the IBAN guard's memory
 - ``exports``: export rows, claims, retries, health; ``ocr``: the OCR queue
 - ``imap``: IMAP folder state and mailbox status; ``events``: the admin page's log
+- ``corrections``: a person's corrections of documents' fields and the supplier layouts learned from them
 """
 
 from __future__ import annotations
 
 from gateway.store.base import Row, StoreBase, iso, utcnow
+from gateway.store.corrections import CorrectionsMixin
 from gateway.store.documents import ORPHANED, DocumentsMixin
 from gateway.store.events import EVENTS_KEPT, EventsMixin
 from gateway.store.exports import EXPORT_STATES, ExportsMixin
@@ -45,5 +47,6 @@ __all__ = [
 ]
 
 
-class Store(MessagesMixin, DocumentsMixin, IbansMixin, ExportsMixin, OcrMixin, ImapMixin, EventsMixin, StoreBase):
+class Store(MessagesMixin, DocumentsMixin, IbansMixin, ExportsMixin, OcrMixin, ImapMixin, EventsMixin, CorrectionsMixin,
+            StoreBase):
     """The gateway's database and file store under ``data_dir``."""

@@ -223,4 +223,31 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE documents ADD COLUMN supplier_id INTEGER REFERENCES suppliers(id);
     CREATE INDEX documents_supplier ON documents(supplier_id) WHERE supplier_id IS NOT NULL;
     """,
+    # 13: a person's corrections of a document's fields, kept
+    # apart from what was read (a re-reading never overwrites them), with the value each replaced and
+    # the document's column before it; the layouts learned from them, per supplier key and field
+    """
+    CREATE TABLE field_corrections (
+        document_id INTEGER NOT NULL REFERENCES documents(id),
+        field TEXT NOT NULL,
+        value TEXT NOT NULL,
+        read TEXT,
+        column_before TEXT,
+        corrected_by TEXT NOT NULL DEFAULT '',
+        corrected_at TEXT NOT NULL,
+        PRIMARY KEY (document_id, field)
+    );
+    CREATE TABLE learned_layouts (
+        supplier_key TEXT NOT NULL,
+        field TEXT NOT NULL,
+        label TEXT,
+        relation TEXT,
+        page INTEGER,
+        box TEXT,
+        document_id INTEGER NOT NULL,
+        learned_at TEXT NOT NULL,
+        PRIMARY KEY (supplier_key, field)
+    );
+    CREATE INDEX learned_layouts_document ON learned_layouts(document_id);
+    """,
 ]

@@ -1,17 +1,23 @@
-"""Documents: the list with thumbnails and filters, one document with preview and export history."""
+"""Documents: the sortable list (or cards) with filters and its CSV, one document with preview and export history."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
-from flask import Blueprint, abort, current_app, render_template, request, send_file, url_for
+from flask import (Blueprint, Response, abort, current_app, render_template, request, send_file, stream_with_context,
+                   url_for)
 
+from gateway.fields import FIELD_NAMES
 from gateway.store import EXPORT_STATES
-from web import actions, data
+from web import actions, corrections, data
+from web import documents_query as dq
 from web.api import send_document
 from web.pages import act, back_to, paging, service
 
-bp = Blueprint("documents", __name__, url_prefix="/documents")
+# no prefix: the list's CSV is /documents.csv beside /documents
+bp = Blueprint("documents", __name__)
 
 # The document types a person picks from (stored value, label); a value outside the list is kept.
 TYPES = (
@@ -19,6 +25,15 @@ TYPES = (
     ("order_confirmation", "order confirmation"), ("statement", "statement"), ("delivery_note", "delivery note"),
     ("other", "other"),
 )
+
+
+# The fields as the correction form names them (an amount as 1234.50, a date as 2026-03-31).
+FIELD_LABELS = {
+    "seller": "Seller", "seller_vat_id": "Seller VAT ID", "buyer": "Buyer", "invoice_number": "Invoice number",
+    "issue_date": "Issue date", "due_date": "Due date", "currency": "Currency", "net_total": "Net total",
+    "tax_total": "Tax total", "grand_total": "Total", "amount_due": "Amount due", "iban": "IBAN",
+    "document_type": "Document type",
+}
 
 
 def waiting_reason(cfg: Any, approved: bool) -> str | None:
@@ -66,39 +81,74 @@ def pair_of(svc: Any, row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     return (partner, row) if row["kind"] == "xml" else (row, partner)
 
 
-@bp.get("")
+def _link(**changes: str | None) -> str:
+    """This page's URL with some parameters changed (None: removed); the page offset starts over."""
+    args = {k: v for k, v in request.args.items() if v and k != "offset"}
+    for k, v in changes.items():
+        if v is None:
+            args.pop(k, None)
+        else:
+            args[k] = v
+    return "/documents" + ("?" + urlencode(args) if args else "")
+
+
+def sort_links(q: dq.DocumentQuery) -> dict[str, str]:
+    """Per sortable column, the link a header click follows: that column, or the other direction if sorted by it."""
+    links = {}
+    for key in dq.SORTS:
+        if key == q.sort:
+            order = "asc" if q.descending else "desc"
+        else:
+            order = "desc" if key in ("received", "date", "total") else "asc"
+        links[key] = _link(sort=key, order=order)
+    return links
+
+
+def _entry(svc: Any, row: dict[str, Any]) -> dict[str, Any]:
+    """One row or card: the document to show (an e-invoice pair's readable PDF), its XML, their exports."""
+    main, xml = pair_of(svc, row)
+    doc = with_waiting(svc, data.document_json(svc, main))
+    pair = with_waiting(svc, data.document_json(svc, xml)) if xml is not None else None
+    waits = doc["waiting_for_approval"] or (pair["waiting_for_approval"] if pair else [])
+    exports = [*doc["exports"], *[e for e in (pair["exports"] if pair else []) if e["target"] not in
+                                   {x["target"] for x in doc["exports"]}]]
+    return {"doc": doc, "xml": pair, "waits": bool(waits), "shown": row["shown"], "exports": exports,
+            "ids": ",".join(str(d["id"]) for d in (doc, pair) if d is not None)}
+
+
+@bp.get("/documents")
 def index() -> Any:
-    """Documents, newest first, with thumbnails, filters and paging; an e-invoice and its readable PDF as one."""
+    """Documents as a sortable list (or cards), with filters and paging; an e-invoice and its readable PDF as one."""
     svc = service()
-    a = request.args
-    approved = {"yes": True, "no": False}.get(a.get("approved", ""), None)
-    archived = {"yes": True, "no": False, "any": None}.get(a.get("archived", "no"), False)
-    state = a.get("export_state") or None
-    if state and state not in EXPORT_STATES:
-        abort(400, f"export_state: one of {', '.join(EXPORT_STATES)}")
-    filters = dict(company=a.get("company") or None, document_type=a.get("document_type") or None,
-                   tag=a.get("tag") or None, approved=approved, archived=archived, export_state=state,
-                   orphaned=True if a.get("orphaned") == "yes" else None)
-    _, total = svc.store.list_documents(limit=1, **filters)
-    page = paging(total)
-    rows, _ = svc.store.list_documents(limit=page["limit"], offset=page["offset"], **filters)
-    cards: list[dict[str, Any]] = []
-    shown: set[int] = set()
-    for r in rows:
-        if r["id"] in shown:
-            continue
-        main, xml = pair_of(svc, r)
-        shown.update(d["id"] for d in (main, xml) if d is not None)
-        doc = with_waiting(svc, data.document_json(svc, main))
-        pair = with_waiting(svc, data.document_json(svc, xml)) if xml is not None else None
-        waits = doc["waiting_for_approval"] or (pair["waiting_for_approval"] if pair else [])
-        cards.append({"doc": doc, "xml": pair, "waits": bool(waits),
-                      "ids": ",".join(str(d["id"]) for d in (doc, pair) if d is not None)})
+    q = dq.parse_query(request.args)
+    conn = svc.store._conn()
+    page = paging(dq.count_documents(conn, q))
+    rows = dq.list_documents(conn, q, limit=page["limit"], offset=page["offset"]) if page["total"] else []
+    cards = [_entry(svc, r) for r in rows]
+    csv_args = {k: v for k, v in request.args.items() if v and k not in ("offset", "view")}
+    filtered = any(v for k, v in request.args.items() if k not in ("offset", "view", "sort", "order"))
     return render_template("documents/list.html", cards=cards, page=page, facets=svc.store.document_facets(),
-                           states=EXPORT_STATES, args=a)
+                           states=EXPORT_STATES, args=request.args, q=q, filtered=filtered, sorts=sort_links(q),
+                           views={v: _link(view=v) for v in dq.VIEWS},
+                           csv_link="/documents.csv" + ("?" + urlencode(csv_args) if csv_args else ""))
 
 
-@bp.get("/<int:document_id>")
+@bp.get("/documents.csv")
+def csv_download() -> Any:
+    """The filtered list as CSV for the accountant (every matching document, sorted as the page; UTF-8 with BOM)."""
+    svc = service()
+    q = dq.parse_query(request.args)
+
+    def lines() -> Iterator[str]:
+        yield "\ufeff"
+        yield from dq.csv_lines(svc.store._conn(), q)
+
+    return Response(stream_with_context(lines()), mimetype="text/csv",
+                    headers={"Content-Disposition": 'attachment; filename="documents.csv"',
+                             "Cache-Control": "no-store"})
+
+
+@bp.get("/documents/<int:document_id>")
 def detail(document_id: int) -> Any:
     """One document: preview, metadata, e-invoice fields, export history, actions."""
     svc = service()
@@ -115,13 +165,15 @@ def detail(document_id: int) -> Any:
     if doc["document_type"] and doc["document_type"] not in {v for v, _ in TYPES}:
         types.append((doc["document_type"], doc["document_type"]))
     return render_template("documents/detail.html", d=doc, msg=msg, info=thumbs.info(dict(main)),
+                           field_names=FIELD_NAMES, field_labels=FIELD_LABELS,
+                           renamed=corrections.renamed_exports(svc, row),
                            targets=svc.settings.exports, waiting=waiting, types=types,
                            partner=partner, readable=readable, xml_id=xml["id"] if xml is not None else None,
                            einvoice=data.einvoice_rows(doc["einvoice"] if isinstance(doc["einvoice"], dict) else None),
                            facets=svc.store.document_facets())
 
 
-@bp.post("/approve")
+@bp.post("/documents/approve")
 def approve_selected() -> Any:
     """Approve the documents ticked on the list (``ids``; a pair's box carries both ids)."""
     ids = [part for value in request.form.getlist("ids") for part in value.split(",") if part.strip()]
@@ -135,14 +187,14 @@ def approve_selected() -> Any:
                back_to(url_for("documents.index")))
 
 
-@bp.get("/<int:document_id>/file")
+@bp.get("/documents/<int:document_id>/file")
 def file(document_id: int) -> Any:
     """Download the document."""
     svc = service()
     return send_document(svc, actions.document_or_404(svc, document_id))
 
 
-@bp.get("/<int:document_id>/<any(thumb, preview):size>.png")
+@bp.get("/documents/<int:document_id>/<any(thumb, preview):size>.png")
 def image(document_id: int, size: str) -> Any:
     """The first page as PNG; a placeholder when there is none."""
     svc = service()
@@ -165,7 +217,7 @@ def _approve_pair(document_id: int, approved: bool) -> None:
         actions.approve(svc, int(partner["id"]), approved)
 
 
-@bp.post("/<int:document_id>/approve")
+@bp.post("/documents/<int:document_id>/approve")
 def approve(document_id: int) -> Any:
     """Approve the document (and its e-invoice pair) for targets that require approval."""
     return act(lambda: _approve_pair(document_id, True),
@@ -173,14 +225,14 @@ def approve(document_id: int) -> Any:
                url_for("documents.detail", document_id=document_id))
 
 
-@bp.post("/<int:document_id>/unapprove")
+@bp.post("/documents/<int:document_id>/unapprove")
 def unapprove(document_id: int) -> Any:
     """Withdraw the approval (of the pair)."""
     return act(lambda: _approve_pair(document_id, False), "Approval withdrawn.",
                url_for("documents.detail", document_id=document_id))
 
 
-@bp.post("/<int:document_id>/confirm-account")
+@bp.post("/documents/<int:document_id>/confirm-account")
 def confirm_account(document_id: int) -> Any:
     """The person confirmed the document's new bank account with the seller: the IBAN guard learns it."""
     return act(lambda: ", ".join(actions.confirm_account(service(), document_id, by="admin")),
@@ -188,7 +240,7 @@ def confirm_account(document_id: int) -> Any:
                url_for("documents.detail", document_id=document_id))
 
 
-@bp.post("/<int:document_id>/edit")
+@bp.post("/documents/<int:document_id>/edit")
 def edit(document_id: int) -> Any:
     """Change company, type, invoice number, tags and note."""
     f = request.form
@@ -197,9 +249,34 @@ def edit(document_id: int) -> Any:
                url_for("documents.detail", document_id=document_id))
 
 
-@bp.post("/<int:document_id>/export")
+@bp.post("/documents/<int:document_id>/export")
 def export(document_id: int) -> Any:
     """Export the document again to a target."""
     target = request.form.get("target", "")
     return act(lambda: actions.export_again(service(), document_id, [target] if target else []),
                "Queued for {result[0]} again.", url_for("documents.detail", document_id=document_id))
+
+
+@bp.post("/documents/<int:document_id>/fields")
+def correct_fields(document_id: int) -> Any:
+    """Correct the fields the form changed (an emptied field withdraws a person's correction)."""
+    svc = service()
+    row = actions.document_or_404(svc, document_id)
+    shown, _ = data.document_fields(row)
+    given = {}
+    for name in FIELD_NAMES:
+        if name in request.form:
+            value = request.form.get(name, "").strip()
+            if value != (shown.get(name) or ""):
+                given[name] = value or None
+
+    def work() -> str:
+        if not given:
+            return "Nothing changed."
+        changed, taught = corrections.correct(svc, document_id, given, by="admin")
+        text = corrections.in_words(changed, taught)
+        if corrections.renamed_exports(svc, row):
+            text += " Its export name changes: export it again under the new name (Exports, below)."
+        return text
+
+    return act(work, "{result}", url_for("documents.detail", document_id=document_id))
