@@ -86,6 +86,8 @@ def correct(service: Any, document_id: int, given: Any, by: str) -> tuple[dict[s
     checked = check_all_or_400(given)
     changed = service.store.correct_fields(document_id, checked, by=by)
     taught = learn(service, doc, checked)
+    if checked.get("seller") or checked.get("seller_vat_id"):  # a person named the seller: its supplier learns
+        service.pipeline.suppliers.learn_confirmed(document_id, by)
     return changed, taught
 
 

@@ -194,7 +194,11 @@ class Suppliers:
         return learn
 
     def learn_confirmed(self, document_id: int, by: str) -> int | None:
-        """A person approved a document: learn its seller as a supplier; returns the supplier id (None: no seller)."""
+        """A person approved a document or corrected its seller: learn the seller as a supplier.
+
+        Returns the supplier's id (None: the document has no seller). The supplier takes the name the
+        person confirmed; the document is linked to it.
+        """
         doc = self.store.document(document_id)
         if doc is None:
             return None
@@ -257,7 +261,9 @@ class Suppliers:
         if person:
             conn.execute("UPDATE suppliers SET name = ? WHERE id = ?", (name, sid))
         conn.execute("UPDATE suppliers SET updated = ? WHERE id = ?", (now, sid))
-        conn.execute("UPDATE documents SET supplier_id = ? WHERE id = ? AND supplier_id IS NULL", (sid, document_id))
+        # a person's word links the document anew; what was read keeps the supplier it was matched to
+        conn.execute(f"UPDATE documents SET supplier_id = ? WHERE id = ? {'' if person else 'AND supplier_id IS NULL'}",
+                     (sid, document_id))
         return sid
 
     @staticmethod
