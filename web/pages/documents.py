@@ -8,7 +8,7 @@ from flask import Blueprint, abort, current_app, render_template, request, send_
 
 from gateway.fields import FIELD_NAMES
 from gateway.store import EXPORT_STATES
-from web import actions, corrections, data
+from web import actions, corrections, data, preview
 from web.api import send_document
 from web.pages import act, back_to, paging, service
 
@@ -120,17 +120,33 @@ def detail(document_id: int) -> Any:
     readable = doc if main["id"] == row["id"] else partner
     msg = svc.store.message(int(row["message_id"]))
     thumbs = current_app.extensions["gateway.thumbs"]
+    info = thumbs.info(dict(main))
+    shown = _shown_page(info)
+    layout = preview.layout_of(svc, dict(main)) if preview.boxed(readable or {}, shown) else None
+    found = preview.highlights(readable or {}, shown, FIELD_LABELS, layout)
     waiting = sorted({*doc["waiting_for_approval"], *(partner["waiting_for_approval"] if partner else [])})
     types = list(TYPES)
     if doc["document_type"] and doc["document_type"] not in {v for v, _ in TYPES}:
         types.append((doc["document_type"], doc["document_type"]))
-    return render_template("documents/detail.html", d=doc, msg=msg, info=thumbs.info(dict(main)),
+    return render_template("documents/detail.html", d=doc, msg=msg, info=info, shown_page=shown,
+                           last_page=min(int(info.get("pages") or 0), preview.MAX_PAGE),
+                           page_size=preview.page_size(layout, shown), highlights=found,
                            field_names=FIELD_NAMES, field_labels=FIELD_LABELS,
                            renamed=corrections.renamed_exports(svc, row),
                            targets=svc.settings.exports, waiting=waiting, types=types,
                            partner=partner, readable=readable, xml_id=xml["id"] if xml is not None else None,
                            einvoice=data.einvoice_rows(doc["einvoice"] if isinstance(doc["einvoice"], dict) else None),
                            facets=svc.store.document_facets())
+
+
+def _shown_page(info: dict[str, Any]) -> int:
+    """The page the preview shows (``?page=N``, default 1), or 404 past the document's end."""
+    raw = request.args.get("page", "1")
+    page = int(raw) if raw.isdigit() and len(raw) < 6 else 0
+    last = min(int(info.get("pages") or preview.MAX_PAGE), preview.MAX_PAGE)
+    if not 1 <= page <= last:
+        abort(404, f"page: 1 to {last}")
+    return page
 
 
 @bp.post("/approve")
@@ -164,6 +180,21 @@ def image(document_id: int, size: str) -> Any:
         static = current_app.static_folder or ""
         name = "doc-xml.svg" if doc["kind"] == "xml" else "doc.svg"
         return send_file(f"{static}/{name}", mimetype="image/svg+xml", max_age=300)
+    return send_file(png, mimetype="image/png", max_age=3600)
+
+
+@bp.get("/<int:document_id>/page/<int:page>.png")
+def page_image(document_id: int, page: int) -> Any:
+    """A page of the document as PNG at the preview's size (pages up to preview.MAX_PAGE)."""
+    svc = service()
+    doc = actions.document_or_404(svc, document_id)
+    thumbs = current_app.extensions["gateway.thumbs"]
+    pages = thumbs.info(dict(doc)).get("pages")
+    if not 1 <= page <= min(int(pages or preview.MAX_PAGE), preview.MAX_PAGE):
+        abort(404, f"the document has no page {page} to preview")
+    png = thumbs.get(doc, "preview", page)
+    if png is None:
+        abort(404, f"page {page} cannot be shown: the document is not a PDF, or it cannot be rendered")
     return send_file(png, mimetype="image/png", max_age=3600)
 
 
