@@ -77,4 +77,13 @@ def test_the_preview_boxes_the_fields_and_gives_the_words_to_pick(gateway_factor
     assert c.get(f"/documents/{doc['id']}/page/1.png").content.startswith(b"\x89PNG")
     assert c.get(f"/documents/{doc['id']}/page/2.png").status_code == 404
     assert c.get(f"/documents/{doc['id']}?page=2").status_code == 404
+
+    # one way to correct a value: the old Edit form keeps tags and note; a company posted to it is a correction
+    assert 'name="company"' not in text and 'name="tags"' in text
+    r = c.post(f"/documents/{doc['id']}/edit", {"company": "Brunnen <GmbH>", "tags": "office", "note": "ok"})
+    assert r.status_code == 302
+    after = gw.api(f"/api/documents/{doc['id']}").json()
+    assert after["company"] == "Brunnen <GmbH>" and after["tags"] == ["office"] and after["note"] == "ok"
+    assert after["fields"]["seller"] == "Brunnen <GmbH>" and after["field_sources"]["seller"]["source"] == "person"
+    assert "Brunnen <GmbH>" not in c.get(f"/documents/{doc['id']}").text
     c.close()

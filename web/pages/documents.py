@@ -135,8 +135,7 @@ def detail(document_id: int) -> Any:
                            renamed=corrections.renamed_exports(svc, row),
                            targets=svc.settings.exports, waiting=waiting, types=types,
                            partner=partner, readable=readable, xml_id=xml["id"] if xml is not None else None,
-                           einvoice=data.einvoice_rows(doc["einvoice"] if isinstance(doc["einvoice"], dict) else None),
-                           facets=svc.store.document_facets())
+                           einvoice=data.einvoice_rows(doc["einvoice"] if isinstance(doc["einvoice"], dict) else None))
 
 
 def _shown_page(info: dict[str, Any]) -> int:
@@ -231,12 +230,23 @@ def confirm_account(document_id: int) -> Any:
                url_for("documents.detail", document_id=document_id))
 
 
+# The old Edit form's names for the fields a person corrects in the Fields panel.
+EDIT_AS_FIELDS = {"company": "seller", "invoice_number": "invoice_number", "document_type": "document_type"}
+
+
 @bp.post("/<int:document_id>/edit")
 def edit(document_id: int) -> Any:
-    """Change company, type, invoice number, tags and note."""
+    """Change tags and note; a company, type or invoice number posted here is a correction of its field."""
+    svc = service()
     f = request.form
-    fields = {k: f.get(k, "") for k in ("company", "document_type", "invoice_number", "tags", "note")}
-    return act(lambda: actions.edit_document(service(), document_id, fields), "Saved.",
+    row = actions.document_or_404(svc, document_id)
+    shown, _ = data.document_fields(row)
+    given = {field: f.get(name, "").strip() or None for name, field in EDIT_AS_FIELDS.items()
+             if name in f and f.get(name, "").strip() != (shown.get(field) or "")}
+    rest: dict[str, Any] = {k: f.get(k, "") for k in ("tags", "note") if k in f}
+    if given:
+        rest["fields"] = given
+    return act(lambda: actions.edit_document(svc, document_id, rest, by="admin"), "Saved.",
                url_for("documents.detail", document_id=document_id))
 
 
