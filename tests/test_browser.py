@@ -436,3 +436,33 @@ def test_a_draft_rule_in_its_place_among_the_rules_in_force(page: Page, site: tu
     assert " ".join(verdict.inner_text().split()) == "The rule in force Acme invoices decides: import (the attachments)"
     assert "The draft was not reached" in page.page.inner_text("#draft-place")
     page.shoot("rules-test-draft")
+
+
+
+def test_pick_the_invoice_number_on_the_preview(page: Page, site: tuple[Gateway, dict[str, int]]) -> None:
+    from test_preview import LINES, NUMBER, born_digital_invoice
+
+    gw, _ = site
+    before = sum(gw.store.status_counts().values())
+    # its number by a label the generic reader does not know: the person picks it on the preview
+    lines = tuple((x, y, size, "Beleg-Kennung:" if text == "Rechnungsnummer:" else text) for x, y, size, text in LINES)
+    gw.send(make_mail(subject="Invoice from Brunnen", attachments=[
+        ("brunnen.pdf", born_digital_invoice(lines), "application/pdf")]))
+    settle(gw, before + 1)
+    doc = next(d for d in gw.store.list_documents(limit=5)[0] if d["filename"] == "brunnen.pdf")
+    assert gw.api(f"/api/documents/{doc['id']}").json()["fields"]["invoice_number"] is None
+    page.goto(f"/documents/{doc['id']}")
+    page.images_drawn(".preview-img")
+    date = page.page.locator("svg.highlights rect[data-field='issue_date'] title")
+    assert date.text_content() == "Issue date: text · Rechnungsdatum"  # the fields found are boxed
+    word = page.page.locator("#page-view .word", has_text=NUMBER)
+    word.wait_for(state="attached")
+    page.page.focus("#field-invoice_number")
+    word.click()
+    assert page.page.input_value("#field-invoice_number") == NUMBER
+    page.shoot("document-pick")
+    page.page.click(".fields-form button[type=submit]")
+    page.page.locator(".flash-ok").wait_for()
+    api = gw.api(f"/api/documents/{doc['id']}").json()
+    assert api["invoice_number"] == NUMBER and api["fields"]["invoice_number"] == NUMBER
+    assert api["field_sources"]["invoice_number"]["source"] == "person"

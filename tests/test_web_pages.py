@@ -886,7 +886,8 @@ def test_document_type_from_a_list_and_one_name_for_waiting(site: tuple[Gateway,
     gw, ids = site
     doc = gw.store.documents_of(ids["acme"])[0]
     page = client.get(f"/documents/{doc['id']}").text
-    select = page.split('<select name="document_type">', 1)[1].split("</select>", 1)[0]
+    # (in the Fields panel: the one place to correct the type)
+    select = page.split('<select id="field-document_type" name="document_type">', 1)[1].split("</select>", 1)[0]
     for label in ("invoice", "credit note", "receipt", "reminder", "order confirmation", "statement",
                   "delivery note", "other"):
         assert f">{label}</option>" in select

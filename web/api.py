@@ -15,7 +15,7 @@ from flask import Blueprint, abort, current_app, jsonify, request, send_file
 from werkzeug.exceptions import BadRequest
 
 from gateway.notify import configured
-from web import actions, data
+from web import actions, data, preview
 from web.rulegen import rule_from_message
 from web.rulefiles import relative_rule_file, rules_file_text
 
@@ -203,6 +203,22 @@ def document_thumbnail(document_id: int) -> Any:
     if png is None:
         abort(404, "no preview: the document is not a PDF, or it cannot be rendered")
     return send_file(png, mimetype="image/png", max_age=3600)
+
+
+@bp.get("/documents/<int:document_id>/words")
+def document_words(document_id: int) -> Any:
+    """A page's words with their boxes (PDF points from the page's top-left corner), to pick a value from."""
+    svc = _service()
+    doc = actions.document_or_404(svc, document_id)
+    raw = request.args.get("page", "1")
+    if not raw.isdigit() or not 1 <= int(raw) <= preview.MAX_PAGE:
+        abort(400, f"page: a number from 1 to {preview.MAX_PAGE}")
+    page = int(raw)
+    layout = preview.layout_of(svc, dict(doc))
+    size = preview.page_size(layout, page)
+    return jsonify({"document_id": document_id, "page": page, "pages": layout.pages if layout else 0,
+                    "width": size[0] if size else None, "height": size[1] if size else None,
+                    "words": preview.words(layout, page)})
 
 
 @bp.post("/documents/<int:document_id>/approve")

@@ -1,6 +1,6 @@
-"""Render a PDF's first page to PNG; run as a child process by web.thumbs.
+"""Render a PDF's page (the first unless told) to PNG; run as a child process by web.thumbs.
 
-Usage: python -I thumbrender.py SRC.pdf DST.png WIDTH MEMORY_BYTES
+Usage: python -I thumbrender.py SRC.pdf DST.png WIDTH MEMORY_BYTES [PAGE]
 
 Runs apart from the gateway because the PDF is untrusted input: a crash or a
 runaway page stays in this process, under a memory limit and a timeout.
@@ -16,8 +16,9 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    """Render page 1 of ``argv[0]`` at ``argv[2]`` px wide into ``argv[1]``."""
+    """Render page ``argv[4]`` (default 1) of ``argv[0]`` at ``argv[2]`` px wide into ``argv[1]``."""
     src, dst, width, memory = argv[0], argv[1], int(argv[2]), int(argv[3])
+    number = int(argv[4]) if len(argv) > 4 else 1
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     import pypdfium2 as pdfium
 
@@ -27,7 +28,10 @@ def main(argv: list[str]) -> int:
         if pages == 0:
             print(json.dumps({"pages": 0}))
             return 3
-        page = pdf[0]
+        if not 1 <= number <= pages:
+            print(json.dumps({"pages": pages}))
+            return 4
+        page = pdf[number - 1]
         scale = min(4.0, width / max(1.0, page.get_width()))
         image = page.render(scale=scale, may_draw_forms=True).to_pil()
         tmp = f"{dst}.{os.getpid()}.tmp"

@@ -1,4 +1,4 @@
-"""Thumbnails and previews of documents' first pages, cached in data_dir/thumbs.
+"""Thumbnails and previews of documents' pages (the first unless asked), cached in data_dir/thumbs.
 
 pypdfium2 renders in a child process (web/thumbrender.py) with a time and
 memory limit; a PDF that cannot be rendered is remembered as such and shown
@@ -44,26 +44,27 @@ class Thumbnails:
         except (OSError, ValueError):
             return {}
 
-    def get(self, doc: dict[str, Any], size: str) -> Path | None:
-        """The PNG of a document's first page at ``size`` (thumb or preview); None: show a placeholder."""
+    def get(self, doc: dict[str, Any], size: str, page: int = 1) -> Path | None:
+        """The PNG of a document's ``page`` at ``size`` (thumb or preview); None: show a placeholder."""
         width = SIZES[size]
         if doc.get("kind") != "pdf":
             return None
         sha = str(doc["sha256"])
-        png = self.root / sha[:2] / f"{sha}-{width}.png"
+        name = f"{sha}-{width}" if page == 1 else f"{sha}-{width}-p{page}"
+        png = self.root / sha[:2] / f"{name}.png"
         if png.exists():
             return png
-        failed = self.root / sha[:2] / f"{sha}-{width}.failed"
+        failed = self.root / sha[:2] / f"{name}.failed"
         if failed.exists():
             return None
         src = (self.data_dir / str(doc["path"])).resolve()
         if not src.is_relative_to(self.data_dir.resolve()) or not src.exists():
             return None
-        with self._lock(f"{sha}-{width}"), self._slots:
+        with self._lock(name), self._slots:
             if png.exists():
                 return png
             png.parent.mkdir(parents=True, exist_ok=True)
-            reason = self._render(src, png, width, doc)
+            reason = self._render(src, png, width, doc, page)
             if reason is None:
                 return png
             if "ModuleNotFoundError" in reason or "cannot start" in reason:
@@ -73,9 +74,9 @@ class Thumbnails:
             log.info("document %s: no preview (%s)", doc.get("id"), reason)
             return None
 
-    def _render(self, src: Path, png: Path, width: int, doc: dict[str, Any]) -> str | None:
+    def _render(self, src: Path, png: Path, width: int, doc: dict[str, Any], page: int = 1) -> str | None:
         """Render in the child process; the reason it failed, or None."""
-        cmd = [sys.executable, "-I", str(RENDERER), str(src), str(png), str(width), str(self.memory)]
+        cmd = [sys.executable, "-I", str(RENDERER), str(src), str(png), str(width), str(self.memory), str(page)]
         try:
             proc = subprocess.run(cmd, capture_output=True, timeout=self.timeout, check=False)
         except subprocess.TimeoutExpired:
@@ -92,5 +93,7 @@ class Thumbnails:
             return None
         if pages == 0:
             return "the PDF has no pages"
+        if proc.returncode == 4:
+            return f"the PDF has no page {page}"
         err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         return f"the PDF cannot be rendered ({err[-1][:200] if err else f'exit {proc.returncode}'})"

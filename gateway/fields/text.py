@@ -73,12 +73,14 @@ class Layout:
         pages: how many pages were read.
         warnings: why text is missing or cut (unreadable PDF, a bound reached).
         seconds: how long reading took.
+        page_sizes: (width, height) in points of each page read, first page first.
     """
 
     lines: tuple[Line, ...] = ()
     pages: int = 0
     warnings: tuple[str, ...] = ()
     seconds: float = 0.0
+    page_sizes: tuple[tuple[float, float], ...] = ()
 
     @property
     def text(self) -> str:
@@ -113,6 +115,7 @@ def read_pdf(data: bytes, *, max_pages: int = MAX_PAGES, max_chars: int = MAX_CH
     started = time.monotonic()
     warnings: list[str] = []
     out: list[Line] = []
+    sizes: list[tuple[float, float]] = []
     pages_read = 0
     try:
         import pypdfium2 as pdfium
@@ -133,7 +136,7 @@ def read_pdf(data: bytes, *, max_pages: int = MAX_PAGES, max_chars: int = MAX_CH
                     break
                 page = pdf[index]
                 try:
-                    height = float(page.get_height())
+                    width, height = float(page.get_width()), float(page.get_height())
                     textpage = page.get_textpage()
                     try:
                         segments: list[Segment] = []
@@ -151,6 +154,7 @@ def read_pdf(data: bytes, *, max_pages: int = MAX_PAGES, max_chars: int = MAX_CH
                 finally:
                     page.close()
                 out.extend(group_lines(segments, height))
+                sizes.append((width, height))
                 pages_read += 1
                 if chars > max_chars:
                     warnings.append(f"text reading stopped at {max_chars:,} characters")
@@ -162,4 +166,4 @@ def read_pdf(data: bytes, *, max_pages: int = MAX_PAGES, max_chars: int = MAX_CH
             warnings.append(f"the PDF's text could not be read past page {pages_read} ({type(exc).__name__})")
         finally:
             pdf.close()
-    return Layout(tuple(out), pages_read, tuple(warnings), time.monotonic() - started)
+    return Layout(tuple(out), pages_read, tuple(warnings), time.monotonic() - started, tuple(sizes))

@@ -11,7 +11,7 @@ from flask import (Blueprint, Response, abort, current_app, render_template, req
 
 from gateway.fields import FIELD_NAMES
 from gateway.store import EXPORT_STATES
-from web import actions, corrections, data
+from web import actions, corrections, data, preview
 from web import documents_query as dq
 from web.api import send_document
 from web.pages import act, back_to, paging, service
@@ -160,17 +160,32 @@ def detail(document_id: int) -> Any:
     readable = doc if main["id"] == row["id"] else partner
     msg = svc.store.message(int(row["message_id"]))
     thumbs = current_app.extensions["gateway.thumbs"]
+    info = thumbs.info(dict(main))
+    shown = _shown_page(info)
+    layout = preview.layout_of(svc, dict(main)) if preview.boxed(readable or {}, shown) else None
+    found = preview.highlights(readable or {}, shown, FIELD_LABELS, layout)
     waiting = sorted({*doc["waiting_for_approval"], *(partner["waiting_for_approval"] if partner else [])})
     types = list(TYPES)
     if doc["document_type"] and doc["document_type"] not in {v for v, _ in TYPES}:
         types.append((doc["document_type"], doc["document_type"]))
-    return render_template("documents/detail.html", d=doc, msg=msg, info=thumbs.info(dict(main)),
+    return render_template("documents/detail.html", d=doc, msg=msg, info=info, shown_page=shown,
+                           last_page=min(int(info.get("pages") or 0), preview.MAX_PAGE),
+                           page_size=preview.page_size(layout, shown), highlights=found,
                            field_names=FIELD_NAMES, field_labels=FIELD_LABELS,
                            renamed=corrections.renamed_exports(svc, row),
                            targets=svc.settings.exports, waiting=waiting, types=types,
                            partner=partner, readable=readable, xml_id=xml["id"] if xml is not None else None,
-                           einvoice=data.einvoice_rows(doc["einvoice"] if isinstance(doc["einvoice"], dict) else None),
-                           facets=svc.store.document_facets())
+                           einvoice=data.einvoice_rows(doc["einvoice"] if isinstance(doc["einvoice"], dict) else None))
+
+
+def _shown_page(info: dict[str, Any]) -> int:
+    """The page the preview shows (``?page=N``, default 1), or 404 past the document's end."""
+    raw = request.args.get("page", "1")
+    page = int(raw) if raw.isdigit() and len(raw) < 6 else 0
+    last = min(int(info.get("pages") or preview.MAX_PAGE), preview.MAX_PAGE)
+    if not 1 <= page <= last:
+        abort(404, f"page: 1 to {last}")
+    return page
 
 
 @bp.post("/documents/approve")
@@ -207,6 +222,21 @@ def image(document_id: int, size: str) -> Any:
     return send_file(png, mimetype="image/png", max_age=3600)
 
 
+@bp.get("/documents/<int:document_id>/page/<int:page>.png")
+def page_image(document_id: int, page: int) -> Any:
+    """A page of the document as PNG at the preview's size (pages up to preview.MAX_PAGE)."""
+    svc = service()
+    doc = actions.document_or_404(svc, document_id)
+    thumbs = current_app.extensions["gateway.thumbs"]
+    pages = thumbs.info(dict(doc)).get("pages")
+    if not 1 <= page <= min(int(pages or preview.MAX_PAGE), preview.MAX_PAGE):
+        abort(404, f"the document has no page {page} to preview")
+    png = thumbs.get(doc, "preview", page)
+    if png is None:
+        abort(404, f"page {page} cannot be shown: the document is not a PDF, or it cannot be rendered")
+    return send_file(png, mimetype="image/png", max_age=3600)
+
+
 def _approve_pair(document_id: int, approved: bool) -> None:
     """Approve (or withdraw) a document and, for an e-invoice pair, its other half: they are one invoice."""
     svc = service()
@@ -240,12 +270,23 @@ def confirm_account(document_id: int) -> Any:
                url_for("documents.detail", document_id=document_id))
 
 
+# The old Edit form's names for the fields a person corrects in the Fields panel.
+EDIT_AS_FIELDS = {"company": "seller", "invoice_number": "invoice_number", "document_type": "document_type"}
+
+
 @bp.post("/documents/<int:document_id>/edit")
 def edit(document_id: int) -> Any:
-    """Change company, type, invoice number, tags and note."""
+    """Change tags and note; a company, type or invoice number posted here is a correction of its field."""
+    svc = service()
     f = request.form
-    fields = {k: f.get(k, "") for k in ("company", "document_type", "invoice_number", "tags", "note")}
-    return act(lambda: actions.edit_document(service(), document_id, fields), "Saved.",
+    row = actions.document_or_404(svc, document_id)
+    shown, _ = data.document_fields(row)
+    given = {field: f.get(name, "").strip() or None for name, field in EDIT_AS_FIELDS.items()
+             if name in f and f.get(name, "").strip() != (shown.get(field) or "")}
+    rest: dict[str, Any] = {k: f.get(k, "") for k in ("tags", "note") if k in f}
+    if given:
+        rest["fields"] = given
+    return act(lambda: actions.edit_document(svc, document_id, rest, by="admin"), "Saved.",
                url_for("documents.detail", document_id=document_id))
 
 
