@@ -350,9 +350,11 @@ def explain_mail(service: Any, raw: bytes, *, source: str = "smtp", draft: str |
         ruleset = combined.ruleset
         extra = {"draft": True, "draft_file": file, "draft_rules": list(combined.names),
                  "draft_replaces": list(combined.replaces)}
+    from web.data import supplier_names
+
     try:
         out = explain_decision(raw, ruleset, source=source, settings=service.settings, stored=message,
-                               learned=service.store.learned_for, named=service.pipeline.suppliers.name)
+                               learned=service.store.learned_for, named=supplier_names(service))
     except Exception as exc:  # an unparseable upload is the user's to fix, not a server error
         raise BadRequest(f"the message cannot be read: {type(exc).__name__}: {exc}") from exc
     out["problems"] = []

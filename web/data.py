@@ -170,7 +170,7 @@ def decision_json(service: Any, msg: dict[str, Any]) -> dict[str, Any] | None:
     current = getattr(getattr(service, "rules", None), "ruleset", None)
     return stored_explanation(decision, msg, raw_path=raw_path(service, msg),
                               data_dir=Path(service.settings.data_dir), current=current,
-                              learned=service.store.learned_for, named=service.pipeline.suppliers.name)
+                              learned=service.store.learned_for, named=supplier_names(service))
 
 
 EINVOICE_LABELS = (
@@ -432,6 +432,16 @@ def dashboard(service: Any, now: dt.datetime | None = None) -> dict[str, Any]:
 
 
 # -- suppliers ---------------------------------------------------------------------
+
+
+def supplier_names(service: Any) -> Any:
+    """``Suppliers.name`` of the running gateway, or over the store alone (``show`` in the CLI)."""
+    pipeline = getattr(service, "pipeline", None)
+    if pipeline is not None:
+        return pipeline.suppliers.name
+    from gateway.fields.suppliers import Suppliers
+
+    return Suppliers(service.store, {a.address.rpartition("@")[2] for a in service.settings.smtp.addresses}).name
 
 
 def suppliers_json(service: Any) -> list[dict[str, Any]]:
