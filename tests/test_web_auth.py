@@ -16,7 +16,8 @@ from test_web_pages import PASSWORD, Browserless
 PUBLIC = {"/login", "/healthz"}
 
 
-SAMPLE = {"message_id": 1, "document_id": 1, "export_id": 1, "name": "nas", "size": "thumb", "file": "acme.yaml"}
+SAMPLE = {"message_id": 1, "document_id": 1, "export_id": 1, "name": "nas", "size": "thumb", "file": "acme.yaml",
+          "page": 2, "supplier_id": 1}
 
 
 def _routes(gw: Gateway) -> list[tuple[str, str]]:
