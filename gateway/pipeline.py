@@ -25,6 +25,7 @@ from typing import Any
 from gateway import mime
 from gateway.config import ExportConfig, Settings
 from gateway.errors import GatewayError, ParseError, RenderError
+from gateway.fields import columns as field_columns
 from gateway.fields import read_document as read_fields
 from gateway.forwarded import forwarded_sender
 from gateway.models import Attachment, Decision, MailView, ParsedMessage
@@ -471,22 +472,12 @@ class Pipeline:
             tags = list(meta.get("tags") or [])
             read = read_fields(d.data, d.kind, einvoice=inv, assign=meta, sender_name=outcome.sender_name,
                                sender_domain=outcome.sender_domain)
-            # what the text says counts for the top-level columns; the sender's display name does not
-            # (anyone can write any name there), so it stays a low-confidence field only; nor does a guess
-            # such as a letterhead's first line ("unknown" beats a wrong name in a file name), nor a date
-            # that no label or title names (the date decides a target's `since`: received is safer)
-            sure = {"issue_date": 0.8}
-            text = {k: v for k, v in read.values().items()
-                    if v and read.sources[k].source in ("text", "einvoice")
-                    and read.sources[k].confidence >= sure.get(k, 0.5)}
             doc = {
                 "sha256": sha, "filename": d.filename, "content_type": d.content_type, "kind": d.kind,
                 "origin": d.origin, "size": len(d.data), "path": rel,
-                "company": meta.get("company") or inv_fields.get("seller") or text.get("seller") or None,
+                # company, invoice_number, doc_date: rule > XML > text read with confidence (a scan's: after OCR)
+                **field_columns(read, assign=meta, einvoice=inv_fields, received=received),
                 "document_type": meta.get("document_type") or getattr(inv, "default_document_type", None),
-                "invoice_number": (meta.get("invoice_number") or inv_fields.get("invoice_number")
-                                   or text.get("invoice_number") or None),
-                "doc_date": inv_fields.get("issue_date") or text.get("issue_date") or received or None,
                 "tags": tags, "note": meta.get("note"),
                 "einvoice": inv_fields or None,
                 "fields": read.to_json(),

@@ -13,9 +13,10 @@ FIELD_NAMES: tuple[str, ...] = (
 DOCUMENT_TYPES: tuple[str, ...] = (
     "invoice", "credit_note", "receipt", "reminder", "order_confirmation", "statement", "delivery_note", "other",
 )
-#: Where a value came from, strongest first: a rule's assign, the e-invoice XML, the text read;
+#: Where a value came from, strongest first: a rule's assign, the e-invoice XML, the text read
+#: (``text`` from a PDF's own text layer or a mail body, ``ocr`` from the layer OCR added);
 #: ``mail`` is the sender's display name and domain, the last resort for the seller.
-SOURCES: tuple[str, ...] = ("rule", "einvoice", "text", "mail")
+SOURCES: tuple[str, ...] = ("rule", "einvoice", "text", "ocr", "mail")
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class FieldSource:
     """Where one field's value came from.
 
     Attributes:
-        source: ``rule``, ``einvoice``, ``text`` or ``mail`` (later ``person``, ``supplier``, ``ocr``).
+        source: ``rule``, ``einvoice``, ``text``, ``ocr`` or ``mail`` (later ``person``, ``supplier``).
         confidence: 0..1; 1 for a rule or the XML.
         page: the page it was read on (1-based), or None.
         box: [x0, y0, x1, y1] in PDF points from the page's top-left corner, around the value and
