@@ -114,6 +114,17 @@ def test_exports_of_a_document_wait_for_its_ocr(tmp_path: Path) -> None:
     store.close()
 
 
+def test_words_on_slanted_lines_stay_on_their_line() -> None:
+    from gateway.fields.text import Segment, group_slanted
+
+    # a photo turned 3 degrees: over the width of the page each line drifts more than its spacing
+    words = [Segment(f"{name}{i}", 1, (x, y + 0.05 * x, x + 40, y + 10 + 0.05 * x))
+             for name, y in (("a", 100.0), ("b", 114.0)) for i, x in enumerate(range(0, 468, 52))]
+    lines = group_slanted(words, 842.0)
+    assert [line.text for line in lines] == [" ".join(f"{n}{i}" for i in range(9)) for n in "ab"]
+    assert len(lines[0].segments) == 1  # words close together are one run, as a born-digital PDF's
+
+
 def test_fields_read_after_ocr_keep_a_rules_assign_and_the_senders_name_as_last_resort() -> None:
     from gateway.fields import columns, read_after_ocr
 
