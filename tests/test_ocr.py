@@ -119,7 +119,7 @@ def test_words_on_slanted_lines_stay_on_their_line() -> None:
 
     # a photo turned 3 degrees: over the width of the page each line drifts more than its spacing
     words = [Segment(f"{name}{i}", 1, (x, y + 0.05 * x, x + 40, y + 10 + 0.05 * x))
-             for name, y in (("a", 100.0), ("b", 114.0)) for i, x in enumerate(range(0, 468, 52))]
+             for name, y in (("a", 100.0), ("b", 114.0)) for i, x in enumerate(range(0, 432, 48))]
     lines = group_slanted(words, 842.0)
     assert [line.text for line in lines] == [" ".join(f"{n}{i}" for i in range(9)) for n in "ab"]
     assert len(lines[0].segments) == 1  # words close together are one run, as a born-digital PDF's

@@ -30,7 +30,7 @@ from typing import Any
 
 from . import readers
 from .model import DOCUMENT_TYPES, FIELD_NAMES, SOURCES, DocumentFields, FieldSource
-from .text import Layout, read_pdf, unaccented
+from .text import Layout, ocr_bullets, ocr_cleaned, read_pdf
 
 __all__ = ["DOCUMENT_TYPES", "FIELD_NAMES", "SOURCES", "DocumentFields", "FieldSource", "Layout",
            "columns", "read_after_ocr", "read_document", "read_layout", "read_pdf"]
@@ -53,8 +53,8 @@ def read_layout(layout: Layout, source: str = "text") -> dict[str, tuple[str, Fi
     if not layout.lines:
         return out
     named = layout
-    if source == "ocr":  # OCR reads "Fällig" as "Fállig" or "Fallig": the labels are looked up without accents
-        layout = unaccented(layout)
+    if source == "ocr":  # OCR reads "Fällig" as "Fállig", a speck as ":" or ".": labels are looked up in a cleaned text
+        named, layout = ocr_bullets(layout), ocr_cleaned(layout)
     put("invoice_number", readers.read_invoice_number(layout))
     issue, due = readers.read_dates(layout, readers.month_first(layout))
     put("issue_date", issue, issue.value.isoformat() if issue else None)

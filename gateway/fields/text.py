@@ -16,6 +16,7 @@ in this process goes through one lock.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -92,16 +93,49 @@ class Layout:
         return "\n".join(line.text for line in self.lines)
 
 
-def unaccented(layout: Layout) -> Layout:
-    """The layout with its letters' accents taken off (``Fállig`` -> ``Fallig``), boxes as they are."""
+# what OCR makes of a page's specks and gaps: a lone mark between a label and its value
+# ("Rechnungsnummer: . 2015738820"), a dash before the currency sign ("75,04-€", which would read
+# as a trailing minus), quotes around a word ("‘NL-2026-0100"), the letters O, o, l and I among digits ("1O5,00")
+_OCR_NOISE = ((re.compile(r"(?<!\S)[.,:;'‘’“”\"|_~+—–-]+(?!\S)"), ""), (re.compile(r"(?<=\d)[-~](?=[€$£])"), " "),
+              (re.compile(r"(?<!\S)[‘’'“”\"]+|[‘’'“”\"]+(?!\S)"), ""),
+              (re.compile(r"(?<=[\d.,])[Oo](?=[\d.,])|(?<=\d)[Oo](?=\b)"), "0"),
+              (re.compile(r"(?<=\d)[lI](?=[\d.,])"), "1"))
+
+
+def ocr_cleaned(layout: Layout) -> Layout:
+    """The layout for looking up labels and values in OCR's text: letters without their accents (``Fállig``
+    -> ``Fallig``), lone specks gone, ``O``/``l`` among digits read as ``0``/``1``; boxes as they are."""
     import unicodedata
 
     def fold(text: str) -> str:
-        return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+        text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+        for pattern, instead in _OCR_NOISE:
+            text = pattern.sub(instead, text)
+        return " ".join(text.split())
 
-    lines = tuple(replace(line, segments=tuple(replace(s, text=fold(s.text)) for s in line.segments))
-                  for line in layout.lines)
-    return replace(layout, lines=lines)
+    lines = []
+    for line in layout.lines:
+        segments = tuple(replace(s, text=text) for s in line.segments for text in [fold(s.text)] if text)
+        if segments:
+            lines.append(replace(line, segments=segments))
+    return replace(layout, lines=tuple(lines))
+
+
+_POSTCODE_TOWN = re.compile(r"\b\d{4,5}\s+[^\W\d_]{2,}")
+# a bullet as OCR reads it: a lone e, o or è, or a few marks (°, ©, +, quotes, dots)
+_BULLET = re.compile(r"(?<!\S)(?=\S)[^\w\s]{0,3}[eoè]?[^\w\s]{0,3}(?!\S)")
+
+
+def ocr_bullets(layout: Layout) -> Layout:
+    """OCR reads the bullets of a return address ("Bei Spiel GmbH ● Ecke 12 ● 12345 Stadt") as ``e``, ``o``,
+    ``©`` or quotes: on a line with a postcode and two of them (or one with a mark), they become ``·`` again."""
+    lines = []
+    for line in layout.lines:
+        bullets = _BULLET.findall(line.text)
+        if _POSTCODE_TOWN.search(line.text) and (len(bullets) >= 2 or any(b not in ("e", "o") for b in bullets)):
+            line = replace(line, segments=tuple(replace(s, text=_BULLET.sub("·", s.text)) for s in line.segments))
+        lines.append(line)
+    return replace(layout, lines=tuple(lines))
 
 
 def _clean(text: str) -> str:
@@ -142,6 +176,11 @@ def _word_segments(textpage: Any, page: int, height: float) -> list[Segment]:
     for i in range(textpage.count_chars()):
         char = pdfium_c.FPDFText_GetUnicode(textpage.raw, i)
         if char in (0, 0xFFFE, 0xFFFF) or chr(char).isspace():
+            if box and not pdfium_c.FPDFText_IsGenerated(textpage.raw, i):
+                # OCRmyPDF writes a word with its space: the space's end is where the word's box ends
+                left, bottom, right, top = textpage.get_charbox(i)
+                if left >= box[2] - 1 and right - left < (box[3] - box[1]) * 1.5:
+                    box[2] = max(box[2], right)
             flush()
             continue
         left, bottom, right, top = textpage.get_charbox(i, loose=True)
@@ -152,6 +191,9 @@ def _word_segments(textpage: Any, page: int, height: float) -> list[Segment]:
                                                              max(box[2], right), max(box[3], top)]
     flush()
     return words
+
+
+_SPECK = re.compile(r"[.,;'‘’“”\"|_~]{1,2}")
 
 
 def group_slanted(words: list[Segment], page_height: float) -> list[Line]:
@@ -166,6 +208,8 @@ def group_slanted(words: list[Segment], page_height: float) -> list[Line]:
         slope = ((mid - (first.box[1] + first.box[3]) / 2) / span) if span > 30 else 0.0
         return mid + max(-0.125, min(0.125, slope)) * (x - last.box[0])
 
+    # specks OCR read as marks ("." "'" "|") would bridge the gap between two columns
+    words = [w for w in words if not _SPECK.fullmatch(w.text)]
     for word in sorted(words, key=lambda w: w.box[0]):
         mid, h = (word.box[1] + word.box[3]) / 2, word.box[3] - word.box[1]
         best, distance = None, 0.0
@@ -180,16 +224,21 @@ def group_slanted(words: list[Segment], page_height: float) -> list[Line]:
         else:
             best.append(word)
     out = []
+    above: list[float] = []  # where the runs of the line above start: a table's column headers
     for line in sorted(lines, key=lambda ln: ((ln[0].box[1] + ln[0].box[3]) / 2, ln[0].box[0])):
         runs: list[Segment] = []
         for word in line:
             prev = runs[-1] if runs else None
-            if prev is not None and word.box[0] - prev.box[2] < max(prev.box[3] - prev.box[1], 6.0) * 1.5:
+            # a word's space is in its box: a wider gap is a column's; a label ends at its colon; a
+            # value starts its own run under a column header
+            if prev is not None and word.box[0] - prev.box[2] < max(prev.box[3] - prev.box[1], 6.0) * 1.2 and \
+                    not prev.text.endswith(":") and not any(abs(word.box[0] - x) < 4 for x in above):
                 runs[-1] = Segment(f"{prev.text} {word.text}", prev.page, (
                     prev.box[0], min(prev.box[1], word.box[1]), word.box[2], max(prev.box[3], word.box[3])))
             else:
                 runs.append(word)
         out.append(Line(runs[0].page, tuple(runs), page_height))
+        above = [run.box[0] for run in runs[1:]]
     return out
 
 
