@@ -28,10 +28,11 @@ def pdf_text(path: Path) -> str:
 
 
 def fold(text: str) -> str:
-    """Without accents: Tesseract reads the ü of a noisy 200 dpi scan as ü, ú or u from run to run."""
+    """Without accents nor case: from run to run Tesseract reads the ü of a noisy 200 dpi scan as ü, ú or u,
+    and the C of the photo's "Café" as C or c."""
     import unicodedata
 
-    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)).casefold()
 
 
 def documents(gw: Gateway) -> list[dict[str, Any]]:
@@ -240,8 +241,8 @@ def test_a_scan_and_a_photo_in_a_hot_folder_become_pdfs_with_a_text_layer_and_th
             got["seller"], fields["invoice_number"], "2026-12-07")
     # exported once, named by those fields, and what was exported is the document with its text layer
     files = wait_for(lambda: (lambda f: f if len(f) == 2 else None)(gw.exported_files()), timeout=15)
-    assert sorted(fold(f.name) for f in files) == ["Cafe Central S.L._BON-77341.pdf",
-                                                   "Muster Burobedarf GmbH_RE-2026-0815.pdf"]
+    assert sorted(fold(f.name) for f in files) == ["cafe central s.l._bon-77341.pdf",
+                                                   "muster burobedarf gmbh_re-2026-0815.pdf"]
     assert sorted(f.read_bytes() for f in files) == sorted(
         (gw.settings.data_dir / d["path"]).read_bytes() for d in (scan, photo))
     time.sleep(0.5)
