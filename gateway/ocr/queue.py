@@ -137,7 +137,11 @@ class OcrWorker:
     def _read_fields(self, doc: Row, data: bytes) -> None:
         """Store the fields the new text layer gives; the exports still wait (``ocr`` is running)."""
         stored = doc.get("fields")
-        read = read_after_ocr(data, json.loads(stored) if isinstance(stored, str) else stored)
+        try:
+            before = json.loads(stored) if isinstance(stored, str) else stored
+        except ValueError:  # unreadable: read as if nothing were known
+            before = None
+        read = read_after_ocr(data, before if isinstance(before, dict) else None)
         self.store.update_document(int(doc["id"]), fields=read.to_json(),
                                    **columns(read, received=doc.get("doc_date")))
 
