@@ -16,7 +16,8 @@ a **scan** (every page, at most ``--ocr-pages``: rasterised at 200 dpi, turned
 side, blurred, a colour JPEG; tests/ocr_samples.py), both as PDFs of page
 images; each is read as the OCR worker reads it (``gateway.ocr.runner`` with
 the default ``ocr:`` settings, one document at a time, then
-``read_document(..., ocr=True)``) and its fields are compared with the same
+``read_document(..., ocr=True)``; ``--thresholding`` sets ``ocr.thresholding``)
+and its fields are compared with the same
 truth. Printed per kind (born-digital, scan, photo) and per language, with
 OCR seconds per page (median over the documents), and the peak RSS while a
 ``--rss-pages``-page scan is read (the OCR processes, summed, and this
@@ -39,6 +40,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -129,7 +131,7 @@ def images_pdf(pdf: bytes, kind: str, pages: int, seed: int) -> bytes:
 
 
 def read_by_ocr(items: list[tuple[str, bytes, dict[str, str]]], kind: str, pages: int, seconds: list[float],
-                kept: list[int]) -> list[tuple[str, bytes, dict[str, str]]]:
+                kept: list[int], config: Any) -> list[tuple[str, bytes, dict[str, str]]]:
     """The items made scans or photos and read by OCR (their PDFs with the text layer); OCR s/page into ``seconds``.
 
     ``kept`` gets [right on the scan or photo, right on the born-digital PDF] over the fields the
@@ -139,12 +141,11 @@ def read_by_ocr(items: list[tuple[str, bytes, dict[str, str]]], kind: str, pages
 
     from gateway.fields import read_document
 
-    from gateway.config import OcrConfig
     from gateway.ocr import runner
 
     out = []
     for n, (group, pdf, truth) in enumerate(items):
-        result = runner.run(images_pdf(pdf, kind, pages, seed=n), OcrConfig())
+        result = runner.run(images_pdf(pdf, kind, pages, seed=n), config)
         if result.data is None:
             print(f"  OCR failed on a {kind}: {result.error}")
             continue
@@ -180,14 +181,14 @@ def merge(tables: list[dict[str, list[int]]]) -> dict[str, list[int]]:
     return out
 
 
-def by_kind(sets: dict[str, list[tuple[str, bytes, dict[str, str]]]], pages: int) -> None:
+def by_kind(sets: dict[str, list[tuple[str, bytes, dict[str, str]]]], pages: int, config: Any) -> None:
     """Accuracy per kind (born-digital, scan, photo) and per language, and OCR seconds per page."""
     seconds: dict[str, list[float]] = {"scan": [], "photo": []}
     for kind in ("born-digital", "scan", "photo"):
         fields, languages = [], []
         kept = [0, 0]
         for title, items in sets.items():
-            read = items if kind == "born-digital" else read_by_ocr(items, kind, pages, seconds[kind], kept)
+            read = items if kind == "born-digital" else read_by_ocr(items, kind, pages, seconds[kind], kept, config)
             per_field, per_group = accuracy(read, ocr=kind != "born-digital")
             report(f"{kind}, {title}", per_field, per_group, len(read))
             fields.append(per_field)
@@ -199,20 +200,19 @@ def by_kind(sets: dict[str, list[tuple[str, bytes, dict[str, str]]]], pages: int
                   f"the born-digital PDFs give right, {kept[0]} ({100 * kept[0] / max(1, kept[1]):.1f} %)")
 
 
-def big_scan(pages: int) -> None:
+def big_scan(pages: int, config: Any) -> None:
     """OCR seconds per page and peak RSS while a ``pages``-page scan is read, fields included."""
     import resource
 
     from ocr import PeakRSS
     from ocr_samples import scan_pdf
 
-    from gateway.config import OcrConfig
     from gateway.fields import read_document
     from gateway.ocr import runner
 
     scan = scan_pdf(pages)
     with PeakRSS() as rss:
-        result = runner.run(scan, OcrConfig())
+        result = runner.run(scan, config)
     assert result.data is not None, result.error
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
@@ -233,6 +233,7 @@ def main() -> int:
     parser.add_argument("--ocr", action="store_true", help="also scans and photos read by OCR (minutes)")
     parser.add_argument("--ocr-pages", type=int, default=2, help="pages of each document scanned or photographed")
     parser.add_argument("--rss-pages", type=int, default=20, help="pages of the scan whose reading's RSS is measured")
+    parser.add_argument("--thresholding", default="auto", help="ocr.thresholding (auto, otsu, adaptive-otsu, sauvola)")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     from test_fields_corpus import strip_xml
@@ -266,9 +267,12 @@ def main() -> int:
               f"country), scans and photos of at most {args.ocr_pages} pages")
         by_language = [(language_of(truth), pdf, truth) for _, pdf, truth in corpus]
         one_each = [(s.language, s.pdf, s.truth) for s in samples(1)]
+        from gateway.config import OcrConfig
+
+        config = OcrConfig(thresholding=args.thresholding)
         by_kind({"corpus": by_language, "generated": one_each,
-                 "held out": [(s.language, s.pdf, s.truth) for s in heldout()]}, args.ocr_pages)
-        big_scan(args.rss_pages)
+                 "held out": [(s.language, s.pdf, s.truth) for s in heldout()]}, args.ocr_pages, config)
+        big_scan(args.rss_pages, config)
     return 0
 
 
