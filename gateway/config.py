@@ -610,6 +610,9 @@ class OcrConfig(_Model):
     # straighten skewed pages (about 1 s more per page) and turn pages lying on their side
     deskew: bool = False
     rotate_pages: bool = True
+    # how Tesseract tells ink from paper: auto (Tesseract's default, one threshold a page: best on
+    # scans), sauvola (local: photos lit from one side read better), otsu, adaptive-otsu
+    thresholding: Literal["auto", "otsu", "adaptive-otsu", "sauvola"] = "auto"
     # a PDF with fewer characters of text per page (on average, first pages) is a scan
     min_text_chars: Annotated[int, Field(ge=0)] = 40
     # an image smaller than this, or narrower than min_image_pixels on a side, is a logo or icon:

@@ -27,6 +27,7 @@ from gateway.config import ExportConfig, Settings
 from gateway.errors import GatewayError, ParseError, RenderError
 from gateway.docfields import Readings, invoice_signs
 from gateway.fields import apply_assign
+from gateway.fields import columns as field_columns
 from gateway.fields import read_document as read_fields
 from gateway.fields.suppliers import Suppliers, with_supplier
 from gateway.forwarded import forwarded_sender
@@ -516,22 +517,12 @@ class Pipeline:
             ibans = self.payment_guard.ibans_of(d.kind, d.data, inv)
             supplier = self.suppliers.match(read, outcome.sender_domain, ibans)
             read = with_supplier(read, supplier)
-            # what the text says counts for the top-level columns; the sender's display name does not
-            # (anyone can write any name there), so it stays a low-confidence field only; nor does a guess
-            # such as a letterhead's first line ("unknown" beats a wrong name in a file name), nor a date
-            # that no label or title names (the date decides a target's `since`: received is safer)
-            sure = {"issue_date": 0.8}
-            text = {k: v for k, v in read.values().items()
-                    if v and read.sources[k].source in ("text", "einvoice", "supplier")
-                    and read.sources[k].confidence >= sure.get(k, 0.5)}
             doc = {
                 "sha256": sha, "filename": d.filename, "content_type": d.content_type, "kind": d.kind,
                 "origin": d.origin, "size": len(d.data), "path": rel,
-                "company": meta.get("company") or inv_fields.get("seller") or text.get("seller") or None,
+                # company, invoice_number, doc_date: rule > XML > text read with confidence (a scan's: after OCR)
+                **field_columns(read, assign=meta, einvoice=inv_fields, received=received),
                 "document_type": meta.get("document_type") or getattr(inv, "default_document_type", None),
-                "invoice_number": (meta.get("invoice_number") or inv_fields.get("invoice_number")
-                                   or text.get("invoice_number") or None),
-                "doc_date": inv_fields.get("issue_date") or text.get("issue_date") or received or None,
                 "tags": tags, "note": meta.get("note"),
                 "einvoice": inv_fields or None,
                 "fields": read.to_json(),

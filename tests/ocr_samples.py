@@ -46,21 +46,22 @@ def invoice_pdf(number: str = INVOICE_NUMBER, page: int = 1) -> bytes:
     return bytes(weasyprint.HTML(string=_INVOICE_HTML.format(number=number, page=page)).write_pdf())
 
 
-def _raster(pdf: bytes, dpi: int) -> object:
+def _raster(pdf: bytes, dpi: int, page: int = 0) -> object:
     import pypdfium2 as pdfium
 
     doc = pdfium.PdfDocument(pdf)
     try:
-        return doc[0].render(scale=dpi / 72).to_pil()
+        return doc[page].render(scale=dpi / 72).to_pil()
     finally:
         doc.close()
 
 
-def scan_jpeg(pdf: bytes, *, dpi: int = 200, angle: float = 1.5, seed: int = 1, quality: int = 80) -> bytes:
-    """A flatbed scan of a PDF's first page: grey, turned ``angle`` degrees, with salt-and-pepper noise."""
+def scan_jpeg(pdf: bytes, *, dpi: int = 200, angle: float = 1.5, seed: int = 1, quality: int = 80,
+              page: int = 0) -> bytes:
+    """A flatbed scan of a PDF's page (the first): grey, turned ``angle`` degrees, with salt-and-pepper noise."""
     from PIL import Image
 
-    img = _raster(pdf, dpi).convert("L")  # type: ignore[attr-defined]
+    img = _raster(pdf, dpi, page).convert("L")  # type: ignore[attr-defined]
     img = img.rotate(angle, expand=True, fillcolor=255, resample=Image.BICUBIC)
     rnd = random.Random(seed)
     px = img.load()
@@ -106,6 +107,31 @@ def receipt_photo(number: str = RECEIPT_NUMBER, *, seed: int = 2) -> bytes:
     photo = photo.filter(ImageFilter.GaussianBlur(0.6))
     out = io.BytesIO()
     photo.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def page_photo(pdf: bytes, *, page: int = 0, seed: int = 3, dpi: int = 200) -> bytes:
+    """A phone photo of a PDF's page: on a grey table, in perspective, turned 2 degrees, lit from one side,
+    a little blurred, as JPEG (the general form of ``receipt_photo``, for bench/extract.py)."""
+    from PIL import Image, ImageFilter
+
+    paper = _raster(pdf, dpi, page).convert("RGB")  # type: ignore[attr-defined]
+    w, h = paper.size
+    table = Image.new("RGB", (int(w * 1.25), int(h * 1.15)), (118, 112, 104))
+    table.paste(paper, ((table.size[0] - w) // 2, (table.size[1] - h) // 2))
+    W, H = table.size
+    rnd = random.Random(seed)
+    d = W * (0.04 + rnd.random() * 0.03)
+    coeffs = _perspective([(0, 0), (W, 0), (W, H), (0, H)], [(d, 0), (W - d * 0.6, d * 0.3), (W, H), (0, H - d * 0.2)])
+    photo = table.transform((W, H), Image.PERSPECTIVE, coeffs, Image.BICUBIC, fillcolor=(118, 112, 104))
+    photo = photo.rotate(rnd.choice((-2, 2)), expand=False, resample=Image.BICUBIC, fillcolor=(118, 112, 104))
+    # lit from the top left: the far corner is a third darker
+    ramp = Image.linear_gradient("L")
+    shade = Image.blend(ramp.resize((W, H)), ramp.rotate(90).resize((W, H)), 0.5).point(lambda v: 255 - v // 3)
+    photo = Image.composite(photo, Image.new("RGB", (W, H), (0, 0, 0)), shade)
+    photo = photo.filter(ImageFilter.GaussianBlur(0.7))
+    out = io.BytesIO()
+    photo.save(out, "JPEG", quality=82)
     return out.getvalue()
 
 

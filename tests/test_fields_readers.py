@@ -108,3 +108,28 @@ def test_a_label_in_several_runs_and_none_across_a_column_gap() -> None:
     assert read([(50, "Handelsrechnung"), (140, "Nr."), (160, "4711"), (190, "vom 01.02.2026")])["invoice_number"] == "4711"
     got = read([(50, "Invoice date"), (250, "Due date")], [(50, "01/02/2026"), (250, "03/03/2026")])
     assert (got["issue_date"], got["due_date"]) == ("2026-02-01", "2026-03-03")
+
+
+def test_a_vat_id_right_after_a_legal_form_and_the_net_read_twice_as_the_total() -> None:
+    # "Lt" of "Ltd" is Lithuania's prefix: the GB number after it is still found
+    assert read("Harbour Supplies Ltd GB980780629", "Invoice")["seller_vat_id"] == "GB980780629"
+    # "Net total" taken for "Total" gives a total equal to the net although tax is charged: it is net + tax
+    got = read([(50, "Net total: 496.00 €")], [(50, "VAT total: 75.04 €")], [(50, "Due payable: 571.04 €")])
+    assert (got["net_total"], got["tax_total"], got["grand_total"]) == ("496.00", "75.04", "571.04")
+
+
+def test_text_read_by_ocr_tolerates_its_noise() -> None:
+    from gateway.fields.text import Layout
+
+    def ocr(*rows: str | list[tuple[float, str]]) -> dict[str, str]:
+        layout: Layout = layout_of(*rows)
+        return {k: v for k, (v, _) in read_layout(layout, "ocr").items()}
+
+    got = ocr("Bei Spiel GmbH “e Ecke 12 ‘e 12345 Stadthausen", "Theodor Est", "Rechnung",
+              "Rechnungsnummer: . RE-2026-0815", "Fállig am: 6. März 2026", "Nettobetrag: 100,00 €",
+              "USt. 19 %: 19,00-€", "Gesamtbetrag: 1l9,O0 €")
+    assert (got["seller"], got["buyer"], got["invoice_number"], got["due_date"]) == (
+        "Bei Spiel GmbH", "Theodor Est", "RE-2026-0815", "2026-03-06")
+    assert (got["tax_total"], got["grand_total"]) == ("19.00", "119.00")
+    # the seller keeps its accents: only the labels are looked up without them
+    assert ocr("Café Central S.L.", "Receipt")["seller"] == "Café Central S.L."

@@ -2,14 +2,16 @@
 
 ``read_document(data, kind, ...)`` gives one frozen :class:`DocumentFields` per
 document, with the e-invoice key names and, per field, where the value came
-from (``sources``). Precedence: a rule's ``assign`` > the e-invoice XML > the
-text read from the PDF (born-digital PDFs and rendered mail bodies; no OCR
-yet) > the mail's sender (seller only). A supplier's layout learned from a
-person's corrections (``learned``) comes before the generic reading of the
-text, and a person's corrections (``corrections.apply``) before everything.
-The seller of a document matched to a supplier is the supplier's name
-(``suppliers.with_supplier``, applied by the pipeline): after a person, a
-rule and the XML, before the text.
+from (``sources``). Precedence: a rule's ``assign`` > the e-invoice XML >
+the text read from the PDF (born-digital PDFs and rendered mail bodies: ``text``;
+the text layer OCR added to a scan or photo: ``ocr``) > the mail's sender (seller
+only). A supplier's layout learned from a person's corrections (``learned``)
+comes before the generic reading of the text, and a person's corrections
+(``corrections.apply``) before everything. The seller of a document matched to
+a supplier is the supplier's name (``suppliers.with_supplier``, applied by the
+pipeline): after a person, a rule and the XML, before the text. ``columns``
+gives the document's top-level company, number and date from them;
+``read_after_ocr`` reads a document again once OCR gave it a text layer.
 
 Decisions:
 
@@ -35,28 +37,31 @@ from typing import Any
 from . import learned as learning
 from . import readers
 from .model import DOCUMENT_TYPES, FIELD_NAMES, SOURCES, DocumentFields, FieldSource
-from .text import Layout, read_pdf
+from .text import Layout, ocr_bullets, ocr_cleaned, read_pdf
 
 __all__ = ["DOCUMENT_TYPES", "FIELD_NAMES", "SOURCES", "DocumentFields", "FieldSource", "Layout",
-           "apply_assign", "read_document", "read_layout", "read_pdf"]
+           "apply_assign", "columns", "read_after_ocr", "read_document", "read_layout", "read_pdf"]
 
 log = logging.getLogger(__name__)
 
 _EINVOICE_DOC_TYPE = {"invoice": "invoice", "credit_note": "credit_note", "corrective": "invoice"}
 
 
-def read_layout(layout: Layout) -> dict[str, tuple[str, FieldSource]]:
-    """The fields the text says, each with its source (``text``); missing fields are left out."""
+def read_layout(layout: Layout, source: str = "text") -> dict[str, tuple[str, FieldSource]]:
+    """The fields the text says, each with its source (``text`` or ``ocr``); missing fields are left out."""
     out: dict[str, tuple[str, FieldSource]] = {}
 
     def put(name: str, found: readers.Found | None, value: str | None = None) -> None:
         if found is None:
             return
         text = value if value is not None else str(found.value)
-        out[name] = (text, FieldSource("text", found.confidence, found.page, found.box, found.label))
+        out[name] = (text, FieldSource(source, found.confidence, found.page, found.box, found.label))
 
     if not layout.lines:
         return out
+    named = layout
+    if source == "ocr":  # OCR reads "Fällig" as "Fállig", a speck as ":" or ".": labels are looked up in a cleaned text
+        named, layout = ocr_bullets(layout), ocr_cleaned(layout)
     put("invoice_number", readers.read_invoice_number(layout))
     issue, due = readers.read_dates(layout, readers.month_first(layout))
     put("issue_date", issue, issue.value.isoformat() if issue else None)
@@ -68,7 +73,7 @@ def read_layout(layout: Layout) -> dict[str, tuple[str, FieldSource]]:
     put("currency", readers.read_currency(layout, amounts))
     vat = readers.read_vat_id(layout)
     put("seller_vat_id", vat)
-    seller, buyer = readers.read_parties(layout, vat)
+    seller, buyer = readers.read_parties(named, vat)
     put("seller", seller)
     put("buyer", buyer)
     put("iban", readers.read_iban(layout))
@@ -127,22 +132,23 @@ LearnedLookup = Callable[[Sequence[str]], Sequence[learning.Learned]]
 
 def read_document(data: bytes, kind: str, *, einvoice: Any = None, assign: Mapping[str, Any] | None = None,
                   sender_name: str = "", sender_domain: str = "", layout: Layout | None = None,
-                  learned: LearnedLookup | None = None) -> DocumentFields:
+                  learned: LearnedLookup | None = None, ocr: bool = False) -> DocumentFields:
     """One document's fields: rule assign > e-invoice XML > supplier's learned layout > text > sender. Never raises.
 
     ``learned`` gives the learned entries of the first of the supplier keys it is handed
-    (``learned.supplier_keys``) that has any.
+    (``learned.supplier_keys``) that has any. ``ocr``: the PDF's text layer was added by
+    OCR (read word by word; the source is ``ocr``).
     """
     values: dict[str, str] = {}
     sources: dict[str, FieldSource] = {}
     warnings: list[str] = []
     try:
         if layout is None and kind == "pdf":
-            layout = read_pdf(data)
+            layout = read_pdf(data, ocr=ocr)
         if layout is not None:
             for warning in layout.warnings:  # no finding about the document itself: the log has it
                 log.info("reading a document's text: %s", warning)
-            for name, (value, source) in read_layout(layout).items():
+            for name, (value, source) in read_layout(layout, "ocr" if ocr else "text").items():
                 values[name], sources[name] = value, source
             if learned is not None and layout.lines:
                 keys = learning.supplier_keys({**values, **_einvoice_keys(einvoice)}, sender_domain)
@@ -193,3 +199,55 @@ def apply_assign(read: DocumentFields, assign: Mapping[str, Any] | None) -> Docu
     sources = {**read.sources, **{name: FieldSource("rule", 1.0) for name in changes}}
     return dataclasses.replace(read, **changes, sources=sources)
 
+
+
+#: the least confidence a value read from the text needs to name the document (its top-level columns)
+_SURE = {"issue_date": 0.8}
+
+
+def columns(read: DocumentFields, *, assign: Mapping[str, Any] | None = None,
+            einvoice: Mapping[str, Any] | None = None, received: str | None = None) -> dict[str, str | None]:
+    """The document's top-level ``company``, ``invoice_number`` and ``doc_date`` from its fields.
+
+    A rule's assign > the e-invoice XML > the supplier's name and learned layout and
+    what the text (or OCR) says with enough confidence. The sender's display name does not count (anyone can write any
+    name there), so it stays a low-confidence field only; nor does a guess such
+    as a letterhead's first line ("unknown" beats a wrong name in a file name),
+    nor a date that no label or title names (the date decides a target's
+    ``since``: the day received is safer).
+    """
+    meta, inv = assign or {}, einvoice or {}
+    text = {k: v for k, v in read.values().items()
+            if v and read.sources[k].source in ("person", "rule", "einvoice", "supplier", "text", "ocr")
+            and read.sources[k].confidence >= _SURE.get(k, 0.5)}
+    return {"company": meta.get("company") or inv.get("seller") or text.get("seller") or None,
+            "invoice_number": meta.get("invoice_number") or inv.get("invoice_number") or text.get("invoice_number")
+            or None,
+            "doc_date": inv.get("issue_date") or text.get("issue_date") or received or None}
+
+
+def read_after_ocr(data: bytes, stored: Mapping[str, Any] | None, *, learned: LearnedLookup | None = None,
+                   sender_domain: str = "") -> DocumentFields:
+    """A document's fields read again from the text layer OCR added; what a rule or the sender gave stays.
+
+    ``stored`` is what the store holds (``{"fields": ..., "field_sources": ...}``,
+    read when the document came, without text): a rule's assign keeps its
+    precedence, the sender's name stays the last resort for the seller.
+    """
+    values = dict((stored or {}).get("fields") or {})
+    sources = dict((stored or {}).get("field_sources") or {})
+    assign: dict[str, Any] = {}
+    sender_name = ""
+    for name, source in sources.items():
+        value = values.get(name)
+        if not value or not isinstance(source, Mapping):
+            continue
+        if source.get("source") == "rule" and name in ("seller", "invoice_number", "document_type"):
+            assign["company" if name == "seller" else name] = value
+        elif source.get("source") == "mail" and name == "seller":
+            if source.get("label") == "sender domain":
+                sender_domain = str(value)
+            else:
+                sender_name = str(value)
+    return read_document(data, "pdf", assign=assign, sender_name=sender_name, sender_domain=sender_domain, ocr=True,
+                         learned=learned)

@@ -15,9 +15,10 @@ DOCUMENT_TYPES: tuple[str, ...] = (
 )
 #: Where a value came from, strongest first: a person's correction, a rule's assign, the e-invoice XML,
 #: the supplier (its layout learned from a correction; the seller: the document's supplier, see
-#: gateway.fields.suppliers), the text read; ``mail`` is the sender's display name and domain, the
+#: gateway.fields.suppliers), the text read (``text`` from a PDF's own text layer or a mail body,
+#: ``ocr`` from the layer OCR added); ``mail`` is the sender's display name and domain, the
 #: last resort for the seller.
-SOURCES: tuple[str, ...] = ("person", "rule", "einvoice", "supplier", "text", "mail")
+SOURCES: tuple[str, ...] = ("person", "rule", "einvoice", "supplier", "text", "ocr", "mail")
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class FieldSource:
     """Where one field's value came from.
 
     Attributes:
-        source: ``person``, ``rule``, ``einvoice``, ``supplier``, ``text`` or ``mail`` (later ``ocr``).
+        source: ``person``, ``rule``, ``einvoice``, ``supplier``, ``text``, ``ocr`` or ``mail``.
         confidence: 0..1; 1 for a rule or the XML.
         page: the page it was read on (1-based), or None.
         box: [x0, y0, x1, y1] in PDF points from the page's top-left corner, around the value and

@@ -499,7 +499,9 @@ def check_totals(amounts: dict[str, Found]) -> dict[str, Found]:
         for k in ("grand_total", "net_total", "tax_total"):
             f = out[k]
             out[k] = Found(f.value, f.page, f.box, 0.98, f.label)
-    elif n and t and (g is None or g.value.value < n.value.value):
+    # a total under the net, or the net read twice where tax is charged ("Net total" taken for "Total")
+    elif n and t and (g is None or g.value.value < n.value.value or (g.value.value == n.value.value
+                                                                     and t.value.value > 0)):
         value = n.value.value + t.value.value
         out["grand_total"] = Found(Amount(value, n.value.currency, 0, 0, True), n.page, n.box, 0.6, "net + tax")
     elif g and n and t is None and g.value.value >= n.value.value:

@@ -17,7 +17,7 @@ MONTHS: dict[str, int] = {}
 for _number, _names in enumerate((
     "januar jänner january janvier januari gennaio enero jan jän janv ene gen",
     "februar feber february février fevrier februari febbraio febrero feb fév fev febr",
-    "märz maerz march mars maart marzo mär mrz mar mrt",
+    "märz maerz marz march mars maart marzo mär mrz mar mrt",
     "april avril aprile abril apr avr",
     "mai may mei maggio mayo mag",
     "juni june juin junio giugno jun jui giu",
@@ -170,7 +170,11 @@ def find_vat_ids(text: str) -> list[tuple[str, int, int]]:
     from stdnum.gb import vat as gb_vat  # the UK left the EU VAT area; its numbers keep their own check
 
     out: list[tuple[str, int, int]] = []
-    for m in _VAT_RE.finditer(text[:2000]):
+    text = text[:2000]
+    pos = 0
+    # overlapping: "Ltd GB980780629" starts a match at "Lt" (Lithuania) that must not swallow the GB number
+    while (m := _VAT_RE.search(text, pos)) is not None:
+        pos = m.start() + 1
         prefix, rest = m.group(1), m.group(2)
         # try the longest run first, then shorter ones (the number may be followed by other words)
         parts = re.split(r"([ .\-])", rest)
@@ -179,7 +183,9 @@ def find_vat_ids(text: str) -> list[tuple[str, int, int]]:
             try:
                 checker = gb_vat if candidate.startswith("GB") else vat
                 if checker.is_valid(candidate):
-                    out.append(("GB" + gb_vat.compact(candidate) if candidate.startswith("GB") else vat.compact(candidate), m.start(), m.start() + len(prefix) + len("".join(parts[:n]))))
+                    end = m.start() + len(prefix) + len("".join(parts[:n]))
+                    out.append(("GB" + gb_vat.compact(candidate) if candidate.startswith("GB") else vat.compact(candidate), m.start(), end))
+                    pos = end
                     break
             except Exception:  # stdnum raises only its own errors for odd input; never let one through
                 continue

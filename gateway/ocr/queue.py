@@ -3,8 +3,11 @@
 The pipeline decides and stores a mail at once; a scan's or photo's
 document is stored as it came (an image already made a PDF) with ``ocr:
 pending``, and its exports wait. This worker claims such a document, reads it
-with OCRmyPDF (``runner``: nice 19, bounded), and replaces the document's
-file with the one that has a text layer; then its exports go. A failure
+with OCRmyPDF (``runner``: nice 19, bounded), reads the document's fields
+from the new text layer (``gateway.fields.read_after_ocr``: source ``ocr``,
+with page and box; the document's company, number and date follow from them
+as for a born-digital PDF), and replaces the document's file with the one
+that has a text layer; then its exports go, named with those fields. A failure
 leaves the file as it was, with a warning, and lets the exports go too. The
 store holds the queue, so a document claimed when the gateway stopped is
 read again at the next start.
@@ -12,13 +15,17 @@ read again at the next start.
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
+import json
 import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from gateway.config import Settings
+from gateway.fields import columns, read_after_ocr
+from gateway.fields.suppliers import Suppliers, with_supplier
 from gateway.ocr import runner
 from gateway.store import Row, Store
 
@@ -114,6 +121,7 @@ class OcrWorker:
         sha = hashlib.sha256(result.data).hexdigest()
         rel = self.files.path_for(sha, doc["filename"])
         self.files.write(rel, result.data)
+        self._read_fields(doc, result.data)
         if not self.store.finish_ocr(doc_id, state="done", sha256=sha, path=rel, size=len(result.data)):
             self._notify(doc_id, False)
             return
@@ -127,6 +135,34 @@ class OcrWorker:
         log.info("OCR of document %d (%s): %d page(s) read in %.1f s", doc_id, doc["filename"], result.pages,
                  result.seconds)
         self._notify(doc_id, True)
+
+    def _read_fields(self, doc: Row, data: bytes) -> None:
+        """Store the fields the new text layer gives; the exports still wait (``ocr`` is running)."""
+        stored = doc.get("fields")
+        try:
+            before = json.loads(stored) if isinstance(stored, str) else stored
+        except ValueError:  # unreadable: read as if nothing were known
+            before = None
+        msg = self.store.message(int(doc["message_id"])) if doc.get("message_id") is not None else None
+        addr = email.utils.parseaddr(str((msg or {}).get("sender") or (msg or {}).get("mail_from") or ""))[1]
+        domain = addr.rpartition("@")[2].strip().lower()
+        read = read_after_ocr(data, before if isinstance(before, dict) else None, learned=self.store.learned_for,
+                              sender_domain=domain)
+        match = Suppliers(self.store).match(read, domain, [read.iban] if read.iban else [])
+        read = with_supplier(read, match)
+        doc_id = int(doc["id"])
+        self.store.set_read_fields(doc_id, read.to_json())  # a person's corrections stay on top
+        cols = columns(read, received=doc.get("doc_date"))
+        stored = self.store.document(doc_id) or {}
+        try:
+            now = json.loads(stored.get("fields") or "{}")
+        except ValueError:
+            now = {}
+        for field, column in (("seller", "company"), ("invoice_number", "invoice_number"), ("issue_date", "doc_date")):
+            if ((now.get("field_sources") or {}).get(field) or {}).get("source") == "person":
+                cols[column] = (now.get("fields") or {}).get(field)
+        self.store.update_document(doc_id, **cols,
+                                   **({"supplier_id": match.supplier_id} if match is not None else {}))
 
     def _finish(self, doc_id: int, ok: bool, warning: str) -> None:
         self.store.finish_ocr(doc_id, state="done" if ok else "failed", warning=warning)

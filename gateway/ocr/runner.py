@@ -3,10 +3,12 @@
 OCRmyPDF (Debian's ``ocrmypdf``, which runs Tesseract) puts an invisible text
 layer, word by word at the words' positions, over each page image; with
 ``--rotate-pages`` it turns pages lying on their side, with ``--deskew`` it
-straightens skewed ones. It runs as ``prlimit --as=MEMORY nice -n 19
-ocrmypdf ...`` in a session of its own: the memory bound holds for it and
-for the Tesseract and Ghostscript processes it starts, and on a timeout or a
-stop the whole group is killed.
+straightens skewed ones; with ``--tesseract-thresholding sauvola``
+(``ocr.thresholding``) it tells ink from paper locally, so a photo's shaded
+corner stays readable. It runs as
+``prlimit --as=MEMORY nice -n 19 ocrmypdf ...`` in a session of its own: the
+memory bound holds for it and for the Tesseract and Ghostscript processes it
+starts, and on a timeout or a stop the whole group is killed.
 """
 
 from __future__ import annotations
@@ -85,6 +87,8 @@ def command(src: Path, dst: Path, config: OcrConfig, pages: int) -> list[str]:
         argv.append("--rotate-pages")
     if config.deskew:
         argv.append("--deskew")
+    if config.thresholding != "auto":
+        argv += ["--tesseract-thresholding", config.thresholding]
     return [*argv, "--", str(src), str(dst)]
 
 
