@@ -195,3 +195,24 @@ def test_an_approved_document_teaches_its_seller_and_the_cli_lists_the_suppliers
     assert listed.returncode == 0, listed.stderr
     assert [json.loads(line) for line in listed.stdout.decode().splitlines()] == [
         {"id": 1, "name": "Harbour Supplies Ltd", "documents": 2, "totals": {}}]
+
+
+def test_fields_read_after_ocr_are_named_by_the_supplier_and_keep_a_persons_correction(
+        pipeline: tuple[Pipeline, Spool, Store]) -> None:  # noqa: F811
+    from gateway.ocr.queue import OcrWorker
+
+    pipe, _, store = pipeline
+    feed(pipeline, "a.xml", cii("IG-1"), "application/xml")  # the supplier's e-invoice: learned
+    feed(pipeline, "scan.pdf", text_pdf("a page without text yet"), "application/pdf",
+         sender="Shop <shop@elsewhere.example>")
+    scan = docs_of(store)[-1]
+    store.correct_fields(int(scan["id"]), {"invoice_number": "R-77"}, by="admin")
+    # what OCR gives: a text layer that prints the supplier's VAT ID and another number
+    worker = OcrWorker(pipe.settings, store)
+    worker._read_fields(store.document(int(scan["id"])) or {}, text_pdf(f"Rechnung R-8  USt-IdNr.: {VAT}"))
+    doc = docs_of(store)[-1]
+    assert doc["fields"]["fields"]["seller"] == SELLER and doc["company"] == SELLER
+    assert doc["fields"]["field_sources"]["seller"]["source"] == "supplier"
+    assert doc["supplier_id"] == Suppliers(store).list()[0]["id"]
+    assert doc["fields"]["fields"]["invoice_number"] == "R-77" and doc["invoice_number"] == "R-77"  # the person's
+    assert doc["fields"]["field_sources"]["invoice_number"]["source"] == "person"
