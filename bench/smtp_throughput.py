@@ -8,7 +8,9 @@ Prints, for 2 KB and 100 KB mails over 10 concurrent connections:
     rounds, and the script prints the median of the per-round ratios
     gateway / Postfix and gateway / bare (the machine is shared: compare ratios);
   - intake first: the gateway's rate with its worker processes parsing the mail
-    meanwhile, against the same with them stopped (SIGSTOP) during the load;
+    meanwhile, against the same with them stopped (SIGSTOP) during the load; and,
+    with them running, how many mails were processed while the load ran and how
+    many seconds after it every mail had an outcome;
 then the latency from 250 to the file in the export folder for 100 mails sent
 one after another (median, p95), and the peak RSS of `serve` and of `serve`
 with its worker processes while it receives 4 concurrent 20 MB mails.
