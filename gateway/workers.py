@@ -199,7 +199,7 @@ class WorkerProcesses:
         if busy != self.holding:
             self.holding = busy
             log.debug("SMTP intake is %s: processing %s", "busy" if busy else "calm",
-                      f"takes one mail per {HOLD_TURN:g} s and worker" if busy else "goes on at full speed")
+                      f"takes one mail per {HOLD_TURN:g} s and worker" if busy else "takes every mail at once")
             self._send("hold" if busy else "go")
 
     def _watch(self) -> None:
@@ -340,9 +340,9 @@ def _commands(stream: IO[bytes], wake: threading.Event, stop: threading.Event, r
         elif line in ("hold", "go"):
             pace.hold(line == "hold")
         wake.set()
-    pace.wake()
     stop.set()  # quit, or the serve process is gone (end of the pipe)
     wake.set()
+    pace.wake()
 
 
 def _warm_up() -> None:

@@ -255,3 +255,10 @@ def test_a_held_worker_takes_one_mail_per_turn_and_goes_on_at_once_when_told() -
     pace.hold(False)  # "go": the waiting worker takes its mail now, not at its turn
     assert released.wait(0.2)
     waiter.join()
+    pace.hold(True)  # held and stopping (serve said quit): no waiting for the turn
+    stopped = threading.Thread(target=pace.wait_turn, args=(stop,))
+    stopped.start()
+    stop.set()
+    pace.wake()
+    stopped.join(0.2)
+    assert not stopped.is_alive()
