@@ -23,7 +23,7 @@ SCAN_CHARS = 20_000  # forwarded blocks sit near the top; a bound on hostile bod
 LINES_AFTER_MARKER = 12
 
 _MARKER = re.compile(
-    r"^[\s>*-_=]*("
+    r"^[\s>*\-_=]*("
     r"-+\s*forwarded message\s*-+|begin forwarded message:?|-+\s*original message\s*-+|"
     r"-+\s*weitergeleitete nachricht\s*-+|anfang der weitergeleiteten nachricht:?|-+\s*urspr(ü|ue)ngliche nachricht\s*-+|"
     r"-+\s*message transf(é|e)r(é|e)\s*-+|d(é|e)but du message r(é|e)exp(é|e)di(é|e)\s*:?|-+\s*message d'origine\s*-+|"

@@ -61,6 +61,7 @@ class Service:
         self.pipeline.on_exports = self.exports.wake.set
         if self.workers is not None:
             self.workers.on_exports = self.exports.wake.set
+            self.workers.intake = self._smtp_accepted  # the workers hold while SMTP takes a burst
         self.scheduler = Scheduler(settings.timezone)
         self.notifier = Notifier(settings, self.store, lambda: list(self.rules.problems))
         self.stop_event = threading.Event()
@@ -141,6 +142,10 @@ class Service:
             time.sleep(0.5)
         log.warning("re-examination of %d message(s): not all had an outcome after %.0f s; no count recorded",
                     len(ids), timeout)
+
+    def _smtp_accepted(self) -> int:
+        """Mails SMTP has accepted since the start."""
+        return int(self.smtp.stats.get("accepted", 0)) if self.smtp is not None else 0
 
     def health(self) -> dict[str, Any]:
         """What is up and what is down."""

@@ -10,7 +10,11 @@ work, acknowledge), as the threads do, under a claim lock that dies with
 them (gateway.claims). The serve process passes each worker its settings on
 standard input, then wakes it with a line per new message and tells it to
 reload the rules with ``rules <digest>`` (the worker loads the same folder
-and keeps its last good set when the files are broken). A worker tells serve
+and keeps its last good set when the files are broken). While SMTP takes a
+burst of mail, serve says ``hold`` and later ``go``: a held worker takes one
+mail per HOLD_TURN seconds instead of one after the other, so taking mail
+keeps the CPU and the database (intake first; the backlog is processed at
+full speed once the burst is over). A worker tells serve
 on its standard output which mail it holds (``claim <id>``, ``idle``) and
 when it stored documents (``exports``).
 
@@ -52,6 +56,13 @@ WORKER_NICENESS = 10
 # how a worker says it stopped because a mail took more memory than limits.worker_memory allows
 EXIT_OUT_OF_MEMORY = 3
 WATCH_INTERVAL = 0.25
+# Intake is busy (the workers hold) from this many mails accepted by SMTP within one
+# WATCH_INTERVAL (100 a second: a burst; well below what serve takes at full speed)...
+BUSY_MAILS = 25
+# ...until it has been quieter than that for this long (seconds)
+CALM_AFTER = 1.0
+# a held worker still takes one mail this often (seconds): processing never stops
+HOLD_TURN = 2.0
 
 
 @dataclass
@@ -88,6 +99,10 @@ class WorkerProcesses:
         self.rules_digest: str | None = None
         self.on_exports: Any = None  # called when a worker stored documents (wakes the export loop)
         self.deaths = 0
+        self.intake: Any = None  # () -> mails accepted by SMTP so far (the workers hold during bursts)
+        self.holding = False
+        self._intake_seen = 0
+        self._busy_until = 0.0
 
     @property
     def procs(self) -> list[subprocess.Popen[bytes] | None]:
@@ -109,6 +124,8 @@ class WorkerProcesses:
                                       "log_level": logging.getLogger().level}) + "\n").encode())
         if self.rules_digest:
             proc.stdin.write(f"rules {self.rules_digest}\n".encode())
+        if self.holding:
+            proc.stdin.write(b"hold\n")
         proc.stdin.flush()
         log.debug("started processing worker %d (pid %d)", i, proc.pid)
 
@@ -150,8 +167,12 @@ class WorkerProcesses:
                     pass  # the monitor restarts it
 
     def wake(self) -> None:
-        """New mail (or mail put back to received): let the workers look now."""
-        self._send("wake")
+        """New mail (or mail put back to received): let the workers look now.
+
+        Not while they hold: a held worker looks at its next turn, and at ``go``.
+        """
+        if not self.holding:
+            self._send("wake")
 
     def reload_rules(self, digest: str | None) -> None:
         """The rules in force changed: the workers load the folder again."""
@@ -162,8 +183,31 @@ class WorkerProcesses:
         """Whether every worker runs."""
         return all(p is not None and p.poll() is None for p in self.procs)
 
+    def pace(self, now: float) -> None:
+        """Tell the workers to hold while SMTP takes a burst of mail, and to go on after it.
+
+        Called every WATCH_INTERVAL: BUSY_MAILS accepted since the last call make
+        intake busy, CALM_AFTER seconds without that make it calm again.
+        """
+        if self.intake is None:
+            return
+        seen = int(self.intake())
+        if seen - self._intake_seen >= BUSY_MAILS:
+            self._busy_until = now + CALM_AFTER
+        self._intake_seen = seen
+        busy = now < self._busy_until
+        if busy != self.holding:
+            self.holding = busy
+            log.debug("SMTP intake is %s: processing %s", "busy" if busy else "calm",
+                      f"takes one mail per {HOLD_TURN:g} s and worker" if busy else "takes every mail at once")
+            self._send("hold" if busy else "go")
+
     def _watch(self) -> None:
         while not self._stop.wait(WATCH_INTERVAL):
+            try:
+                self.pace(time.monotonic())
+            except Exception:  # the watch must go on
+                log.exception("could not check how busy SMTP intake is")
             for i in range(self.count):
                 try:
                     self._check(i, time.monotonic())
@@ -255,16 +299,50 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _commands(stream: IO[bytes], wake: threading.Event, stop: threading.Event, rules: list[str]) -> None:
+class Pace:
+    """When a worker may claim its next mail: at once, or while serve says intake is busy
+    (``hold``), one mail per HOLD_TURN seconds."""
+
+    def __init__(self, turn: float = HOLD_TURN) -> None:
+        self.turn = turn
+        self.held = False
+        self.last = float("-inf")  # when the last turn began (monotonic)
+        self._changed = threading.Event()
+
+    def hold(self, held: bool) -> None:
+        """serve said ``hold`` (True) or ``go`` (False)."""
+        self.held = held
+        self._changed.set()
+
+    def wait_turn(self, stop: threading.Event) -> None:
+        """Return when this worker may claim a mail (or ``stop`` is set)."""
+        while self.held and not stop.is_set():
+            left = self.last + self.turn - time.monotonic()
+            if left <= 0:
+                break
+            self._changed.wait(left)
+            self._changed.clear()
+        self.last = time.monotonic()
+
+    def wake(self) -> None:
+        """Let a waiting ``wait_turn`` look again (at a stop)."""
+        self._changed.set()
+
+
+def _commands(stream: IO[bytes], wake: threading.Event, stop: threading.Event, rules: list[str],
+              pace: Pace) -> None:
     for raw in stream:
         line = raw.decode("utf-8", "replace").strip()
         if line == "quit":
             break
         if line.startswith("rules"):
             rules.append(line[5:].strip())
+        elif line in ("hold", "go"):
+            pace.hold(line == "hold")
         wake.set()
     stop.set()  # quit, or the serve process is gone (end of the pipe)
     wake.set()
+    pace.wake()
 
 
 def _warm_up() -> None:
@@ -358,12 +436,18 @@ def main() -> None:
         pipeline.test_hook = testhooks.hook(settings.data_dir)
     _warm_up()
     stop = threading.Event()
-    threading.Thread(target=_commands, args=(sys.stdin.buffer, pipeline.wake, stop, reloads),
+    pace = Pace()
+    threading.Thread(target=_commands, args=(sys.stdin.buffer, pipeline.wake, stop, reloads, pace),
                      daemon=True).start()
     code = 0
-    while not stop.is_set():  # Pipeline.worker, but a MemoryError ends the process
+    while not stop.is_set():  # Pipeline.worker, but a MemoryError ends the process, and one mail per turn
         try:
-            pipeline.run_pending(stop)
+            while not stop.is_set():
+                if pace.held:
+                    claimed(None)  # serve times the mail a worker holds: none while it waits its turn
+                pace.wait_turn(stop)
+                if not pipeline.run_pending(stop, limit=1):
+                    break
         except MemoryError:
             # the mail's failure is recorded (run_pending); a fresh process leaves nothing of it behind
             code = EXIT_OUT_OF_MEMORY

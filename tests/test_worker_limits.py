@@ -210,3 +210,55 @@ def test_the_worker_bounds_are_checked_with_the_configuration(tmp_path: Path) ->
         parse_settings({"limits": {"worker_memory": "100MB"}}, base=tmp_path)
     with pytest.raises(ConfigError, match=r"limits.*mail_timeout \(20 s\) must be longer than render_timeout \(30 s\)"):
         parse_settings({"limits": {"mail_timeout": "20s"}}, base=tmp_path)
+
+
+def test_the_workers_hold_while_smtp_takes_a_burst_and_go_on_after_it(tmp_path: Path) -> None:
+    from gateway.config import parse_settings
+    from gateway.workers import BUSY_MAILS, CALM_AFTER, WorkerProcesses
+
+    workers = WorkerProcesses(parse_settings({}, base=tmp_path), Store(tmp_path / "data"), 2)
+    said: list[str] = []
+    workers._send = said.append  # type: ignore[method-assign]
+    accepted = [0]
+    workers.intake = lambda: accepted[0]
+    workers.pace(0.0)
+    accepted[0] += BUSY_MAILS - 1  # a trickle: processing goes on beside it
+    workers.pace(0.25)
+    assert said == [] and not workers.holding
+    accepted[0] += BUSY_MAILS  # a burst
+    workers.pace(0.5)
+    assert said == ["hold"]
+    workers.pace(0.5 + CALM_AFTER - 0.1)  # a pause in the burst is no end of it
+    assert said == ["hold"]
+    workers.pace(0.5 + CALM_AFTER + 0.1)
+    assert said == ["hold", "go"] and not workers.holding
+
+
+def test_a_held_worker_takes_one_mail_per_turn_and_goes_on_at_once_when_told() -> None:
+    import threading
+
+    from gateway.workers import Pace
+
+    pace, stop = Pace(turn=0.3), threading.Event()
+    t0 = time.monotonic()
+    pace.wait_turn(stop)
+    pace.wait_turn(stop)
+    assert time.monotonic() - t0 < 0.2  # not held: one mail after the other
+    pace.hold(True)
+    pace.wait_turn(stop)
+    assert time.monotonic() - t0 >= 0.3  # held: the next turn a turn after the last
+    released = threading.Event()
+    waiter = threading.Thread(target=lambda: (pace.wait_turn(stop), released.set()))
+    waiter.start()
+    time.sleep(0.05)
+    assert not released.is_set()
+    pace.hold(False)  # "go": the waiting worker takes its mail now, not at its turn
+    assert released.wait(0.2)
+    waiter.join()
+    pace.hold(True)  # held and stopping (serve said quit): no waiting for the turn
+    stopped = threading.Thread(target=pace.wait_turn, args=(stop,))
+    stopped.start()
+    stop.set()
+    pace.wake()
+    stopped.join(0.2)
+    assert not stopped.is_alive()
