@@ -11,15 +11,14 @@ from __future__ import annotations
 import email.utils
 import logging
 import re
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 from werkzeug.exceptions import BadRequest
 
 from gateway.fields import corrections, learned
-from gateway.fields.text import Layout, read_pdf
 from web.data import document_fields
+from web.preview import layout_of
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +29,6 @@ def sender_domain(msg: dict[str, Any] | None) -> str:
         return ""
     addr = email.utils.parseaddr(str(msg.get("sender") or msg.get("mail_from") or ""))[1]
     return addr.rpartition("@")[2].strip().lower() if "@" in addr else ""
-
-
-def _layout(service: Any, doc: dict[str, Any]) -> Layout | None:
-    """The document's text with positions (a PDF's), or None."""
-    if doc.get("kind") != "pdf":
-        return None
-    root = Path(service.settings.data_dir).resolve()
-    path = (root / str(doc["path"])).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
-        return None
-    return read_pdf(path.read_bytes())
 
 
 def learn(service: Any, doc: dict[str, Any], checked: dict[str, str | None]) -> dict[str, str]:
@@ -55,7 +43,7 @@ def learn(service: Any, doc: dict[str, Any], checked: dict[str, str | None]) -> 
         return out
     fields = document_fields(store.document(int(doc["id"])) or doc)[0]
     key = learned.supplier_key(fields, sender_domain(store.message(int(doc["message_id"]))))
-    layout = _layout(service, doc) if key else None
+    layout = layout_of(service, doc) if key else None
     if key is None or layout is None or not layout.lines:
         return out
     for name, value in wanted.items():
