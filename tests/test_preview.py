@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import Gateway
+from conftest import Gateway, text_layer_pdf
 from test_corrections import send_pdf
 from test_web_pages import Browserless
 
@@ -21,20 +21,7 @@ LINES = ((60, 770, 12, "Brunnen Buerotechnik GmbH"), (60, 755, 10, "Hauptstr. 5,
 
 def born_digital_invoice(lines: tuple[tuple[int, int, int, str], ...] = LINES) -> bytes:
     """A one-page A4 PDF with a text layer (Helvetica): its number right of "Rechnungsnummer"."""
-    content = b"\n".join(b"BT /F1 %d Tf %d %d Td (%s) Tj ET" % (size, x, y, text.encode("latin-1"))
-                         for x, y, size, text in lines)
-    objs = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R "
-            b"/Resources << /Font << /F1 5 0 R >> >> >>",
-            b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
-            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"]
-    out, offsets = b"%PDF-1.4\n", []
-    for i, obj in enumerate(objs, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % i + obj + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1) + b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    return out + b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    return text_layer_pdf(lines)
 
 
 def test_the_preview_boxes_the_fields_and_gives_the_words_to_pick(gateway_factory: Callable[..., Gateway],

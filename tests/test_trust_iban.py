@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PDF_BYTES, make_mail
+from conftest import PDF_BYTES, make_mail, text_layer_pdf
 from gateway.config import parse_settings
 from gateway.models import Envelope
 from gateway.payment_guard import find_ibans, format_iban, iban_valid, mask_iban, seller_keys
@@ -21,19 +21,7 @@ OLD, NEW = "DE02120300000000202051", "DE89370400440532013000"
 
 def text_pdf(text: str) -> bytes:
     """A one-page PDF whose text layer says ``text``."""
-    content = b"BT /F1 12 Tf 72 720 Td (" + text.encode() + b") Tj ET"
-    objs = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-            b"/Resources << /Font << /F1 5 0 R >> >> >>",
-            b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
-            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
-    out, offsets = b"%PDF-1.4\n", []
-    for i, obj in enumerate(objs, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % i + obj + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1) + b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    return out + b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    return text_layer_pdf([(72, 720, 12, text)], media=(612, 792))
 
 
 @pytest.fixture
