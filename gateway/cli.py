@@ -306,6 +306,18 @@ def export(c: _Ctx, targets: tuple[str, ...], backfill_target: str | None, since
         sys.exit(1)
 
 
+def _person(by: str | None = None) -> str:
+    """Who acts at the command line: ``--by``, else the login name ("a person" for a container's nameless user)."""
+    if by:
+        return by
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "a person"
+
+
 @main.command()
 @click.argument("document_ids", nargs=-1, type=int, required=True)
 @pass_ctx
@@ -316,17 +328,12 @@ def approve(c: _Ctx, document_ids: tuple[int, ...]) -> None:
     Example:
         invoice-gateway approve 12 13
     """
-    import getpass
-
     from gateway.fields.suppliers import Suppliers
     from gateway.store import Store, iso, utcnow
 
     store = Store(c.settings.data_dir)
     suppliers = Suppliers(store, {a.address.rpartition("@")[2] for a in c.settings.smtp.addresses})
-    try:
-        who = getpass.getuser()
-    except (KeyError, OSError):  # a container's user without a name
-        who = "a person"
+    who = _person()
     for d in document_ids:
         if store.document(d) is None:
             _fail(f"no document {d}")
@@ -352,8 +359,6 @@ def confirm_account(c: _Ctx, document_ids: tuple[int, ...], by: str | None) -> N
         invoice-gateway confirm-account 17
         invoice-gateway confirm-account 17 18 --by anna
     """
-    import getpass
-
     from gateway.errors import StoreError
     from gateway.payment_guard import PaymentGuard
     from gateway.pipeline import pdf_text
@@ -362,7 +367,7 @@ def confirm_account(c: _Ctx, document_ids: tuple[int, ...], by: str | None) -> N
     settings = c.settings
     store = Store(settings.data_dir)
     guard = PaymentGuard(store, pdf_text, {a.address.rpartition("@")[2] for a in settings.smtp.addresses})
-    who = by or getpass.getuser()
+    who = _person(by)
     for d in document_ids:
         try:
             ibans = guard.confirm(d, who, settings.data_dir)
@@ -413,15 +418,13 @@ def release(c: _Ctx, message_ids: tuple[int, ...], by: str | None, no_process: b
         invoice-gateway release 42
         invoice-gateway release 42 43 --by anna
     """
-    import getpass
-
     from gateway.errors import StoreError
     from gateway.pipeline import Pipeline
     from gateway.store import Store
 
     settings = c.settings
     store = Store(settings.data_dir)
-    who = by or getpass.getuser()
+    who = _person(by)
     for mid in message_ids:
         try:
             store.release_message(mid, by=who)

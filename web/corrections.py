@@ -8,7 +8,6 @@ key, so the next document of that supplier reads right.
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import re
 from typing import Any
@@ -17,18 +16,11 @@ from urllib.parse import unquote
 from werkzeug.exceptions import BadRequest
 
 from gateway.fields import corrections, learned
+from gateway.fields.suppliers import sender_domain
 from web.data import document_fields
 from web.preview import layout_of
 
 log = logging.getLogger(__name__)
-
-
-def sender_domain(msg: dict[str, Any] | None) -> str:
-    """The domain of a message's From (else its envelope sender), lower case; "" when none."""
-    if not msg:
-        return ""
-    addr = email.utils.parseaddr(str(msg.get("sender") or msg.get("mail_from") or ""))[1]
-    return addr.rpartition("@")[2].strip().lower() if "@" in addr else ""
 
 
 def learn(service: Any, doc: dict[str, Any], checked: dict[str, str | None]) -> dict[str, str]:

@@ -211,7 +211,7 @@ class Suppliers:
         from gateway.payment_guard import vouched_by
         from gateway.senderauth.dmarc import org_domain
 
-        domain = self.sender_key(org_domain(_domain_of(message.get("sender") or ""))) if message else ""
+        domain = self.sender_key(org_domain(sender_domain(message))) if message else ""
         auth = vouched_by(message) if message else None
         values["iban"] = None  # approving a document is not confirming its bank account (confirm-account is)
         with self.store.write() as conn:
@@ -378,10 +378,14 @@ def _money(value: Any) -> str:
     return f"{value:.2f}"
 
 
-def _domain_of(sender: str) -> str:
+def sender_domain(msg: Mapping[str, Any] | None) -> str:
+    """The domain of a message's From (else its envelope sender), lower case; "" when none."""
     import email.utils
 
-    return email.utils.parseaddr(sender)[1].rpartition("@")[2].strip().lower()
+    if not msg:
+        return ""
+    addr = email.utils.parseaddr(str(msg.get("sender") or msg.get("mail_from") or ""))[1]
+    return addr.rpartition("@")[2].strip().lower() if "@" in addr else ""
 
 
 def rules_naming(ruleset: Any, supplier: Mapping[str, Any]) -> list[str]:

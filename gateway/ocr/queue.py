@@ -15,7 +15,6 @@ read again at the next start.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
 import logging
@@ -25,7 +24,7 @@ from typing import Any
 
 from gateway.config import Settings
 from gateway.fields import columns, read_after_ocr
-from gateway.fields.suppliers import Suppliers, with_supplier
+from gateway.fields.suppliers import Suppliers, sender_domain, with_supplier
 from gateway.ocr import runner
 from gateway.store import Row, Store
 
@@ -144,24 +143,13 @@ class OcrWorker:
         except ValueError:  # unreadable: read as if nothing were known
             before = None
         msg = self.store.message(int(doc["message_id"])) if doc.get("message_id") is not None else None
-        addr = email.utils.parseaddr(str((msg or {}).get("sender") or (msg or {}).get("mail_from") or ""))[1]
-        domain = addr.rpartition("@")[2].strip().lower()
+        domain = sender_domain(msg)
         read = read_after_ocr(data, before if isinstance(before, dict) else None, learned=self.store.learned_for,
                               sender_domain=domain)
         match = Suppliers(self.store).match(read, domain, [read.iban] if read.iban else [])
         read = with_supplier(read, match)
-        doc_id = int(doc["id"])
-        self.store.set_read_fields(doc_id, read.to_json())  # a person's corrections stay on top
-        cols = columns(read, received=doc.get("doc_date"))
-        stored = self.store.document(doc_id) or {}
-        try:
-            now = json.loads(stored.get("fields") or "{}")
-        except ValueError:
-            now = {}
-        for field, column in (("seller", "company"), ("invoice_number", "invoice_number"), ("issue_date", "doc_date")):
-            if ((now.get("field_sources") or {}).get(field) or {}).get("source") == "person":
-                cols[column] = (now.get("fields") or {}).get(field)
-        self.store.update_document(doc_id, **cols,
+        # a person's corrections stay on top, of the fields and of the columns they name
+        self.store.set_read_fields(int(doc["id"]), read.to_json(), **columns(read, received=doc.get("doc_date")),
                                    **({"supplier_id": match.supplier_id} if match is not None else {}))
 
     def _finish(self, doc_id: int, ok: bool, warning: str) -> None:

@@ -77,22 +77,31 @@ class CorrectionsMixin(StoreBase):
             conn.execute(f"UPDATE documents SET {sets} WHERE id = ?", [*(_encode(v) for v in update.values()), document_id])
         return changed
 
-    def set_read_fields(self, document_id: int, read: Row) -> None:
+    def set_read_fields(self, document_id: int, read: Row, **columns: Any) -> None:
         """Store a new reading of a document's fields (``DocumentFields.to_json()``), the corrections laid over it.
 
         Whatever reads a document's fields again (after OCR, a re-examination) stores them
-        here, so a person's corrections are never overwritten.
+        here, so a person's corrections are never overwritten. ``columns`` are the
+        document's other columns as that reading gives them (company, invoice_number,
+        doc_date, supplier_id, ...); a corrected field's column keeps the person's value,
+        and what the reading gives becomes what a withdrawn correction goes back to.
         """
         from gateway.fields import corrections
 
         with self.write() as conn:
             kept = {}
             for r in conn.execute("SELECT field, value FROM field_corrections WHERE document_id = ?", (document_id,)):
-                kept[str(r["field"])] = str(r["value"])
+                name = str(r["field"])
+                kept[name] = str(r["value"])
+                column = corrections.COLUMNS.get(name)
+                if column in columns:
+                    conn.execute("UPDATE field_corrections SET column_before = ? WHERE document_id = ? AND field = ?",
+                                 (columns.pop(column), document_id, name))
                 conn.execute("UPDATE field_corrections SET read = ? WHERE document_id = ? AND field = ?",
-                             (_encode(corrections.read_part(read, str(r["field"]))), document_id, r["field"]))
-            conn.execute("UPDATE documents SET fields = ? WHERE id = ?",
-                         (_encode(corrections.apply(read, kept)), document_id))
+                             (_encode(corrections.read_part(read, name)), document_id, name))
+            update = dict(columns, fields=corrections.apply(read, kept))
+            sets = ", ".join(f"{k} = ?" for k in update)
+            conn.execute(f"UPDATE documents SET {sets} WHERE id = ?", [*(_encode(v) for v in update.values()), document_id])
 
     def learn_layout(self, key: str, entry: Any) -> None:
         """Keep where supplier ``key`` prints a field (a ``gateway.fields.learned.Learned``); the newest wins."""
