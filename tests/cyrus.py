@@ -69,6 +69,12 @@ class Cyrus:
             (self.root / d).mkdir(parents=True)
         self.conf = self.root / "imapd.conf"
         d = self.root
+        # services run as the cyrus user, who may not reach a clone in a private folder (a home
+        # directory, `mktemp -d`: mode 0700): imapd is run from the instance's own folder
+        found = imapd()
+        served = self.root / "imapd"
+        if found is not None:
+            shutil.copy2(found, served)
         self.conf.write_text(f"""configdirectory: {d}/config
 proc_path: {d}/run/proc
 mboxname_lockpath: {d}/run/lock
@@ -90,7 +96,7 @@ syslog_prefix: cyrus-test
   recover cmd="ctl_cyrusdb -r -C {self.conf}"
 }}
 SERVICES {{
-  imap cmd="{imapd()} -C {self.conf}" listen="127.0.0.1:{self.port}" prefork=0
+  imap cmd="{served} -C {self.conf}" listen="127.0.0.1:{self.port}" prefork=0
 }}
 EVENTS {{
 }}
@@ -121,6 +127,7 @@ DAEMON {{
             except OSError:
                 pass
             if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()  # nothing left running behind the failure
                 raise RuntimeError(f"cyrus did not start: {(self.root / 'master.log').read_text(errors='replace')[-2000:]}")
             time.sleep(0.05)
 
